@@ -1,0 +1,21 @@
+//! Attribute macros of `cacheable`. Use them through the `cacheable` crate.
+
+use proc_macro::TokenStream;
+
+/// Caches the result of an async fn (placeholder until the expansion lands).
+#[proc_macro_attribute]
+pub fn cacheable(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    item
+}
+
+/// Invalidates tags after an async fn succeeds (placeholder until the expansion lands).
+#[proc_macro_attribute]
+pub fn cache_evict(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    item
+}
+
+/// Rate-limits an async fn (placeholder until the expansion lands).
+#[proc_macro_attribute]
+pub fn rate_limit(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    item
+}

@@ -1,0 +1,133 @@
+//! A circuit breaker in front of the store (guarantee 4).
+//!
+//! Closed: calls go through; `threshold` consecutive availability failures
+//! open it. Open: calls fail at once with `CircuitOpen` (microseconds) until
+//! the cool-down ends; then exactly one call is let through as a probe
+//! (half-open). A successful probe closes it; a failed one opens it again with
+//! a doubled cool-down (up to `max_cooldown`).
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+/// The breaker's state, as reported by `Cache::health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls are refused until a probe succeeds.
+    Open,
+    /// One probe is in flight.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    epoch: Instant,
+    state: AtomicU8,
+    failures: AtomicU32,
+    open_until_ms: AtomicU64,
+    cooldown_ms: AtomicU64,
+    threshold: u32,
+    min_cooldown: Duration,
+    max_cooldown: Duration,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u32, min_cooldown: Duration, max_cooldown: Duration) -> Self {
+        Self {
+            epoch: Instant::now(),
+            state: AtomicU8::new(CLOSED),
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            cooldown_ms: AtomicU64::new(Self::ms(min_cooldown)),
+            threshold: threshold.max(1),
+            min_cooldown,
+            max_cooldown,
+        }
+    }
+
+    fn ms(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn now_ms(&self) -> u64 {
+        Self::ms(self.epoch.elapsed())
+    }
+
+    /// Whether a call may go to the store now.
+    pub(crate) fn allow(&self) -> bool {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => true,
+            OPEN => {
+                self.now_ms() >= self.open_until_ms.load(Ordering::Acquire)
+                    && self.state.compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if self.state.load(Ordering::Acquire) != CLOSED {
+            self.cooldown_ms.store(Self::ms(self.min_cooldown), Ordering::Relaxed);
+            self.state.store(CLOSED, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn failure(&self) {
+        let state = self.state.load(Ordering::Acquire);
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if state == HALF_OPEN || (state == CLOSED && failures >= self.threshold) {
+            let cooldown = self.cooldown_ms.load(Ordering::Relaxed);
+            self.open_until_ms.store(self.now_ms() + cooldown, Ordering::Release);
+            if state == HALF_OPEN {
+                let next = (cooldown * 2).min(Self::ms(self.max_cooldown));
+                self.cooldown_ms.store(next, Ordering::Relaxed);
+            }
+            self.state.store(OPEN, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => BreakerState::Closed,
+            OPEN => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_threshold_and_probes_once() {
+        let b = Breaker::new(3, Duration::from_millis(30), Duration::from_secs(1));
+        for _ in 0..2 {
+            assert!(b.allow());
+            b.failure();
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow(), "probe after cool-down");
+        assert!(!b.allow(), "only one probe");
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!b.allow(), "cool-down doubled after a failed probe");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(b.allow());
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.allow());
+    }
+}

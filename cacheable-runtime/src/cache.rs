@@ -1,0 +1,959 @@
+//! The cache service and the cache-aside engine behind `#[cacheable]`.
+//!
+//! # Consistency (guarantee 2)
+//!
+//! Invalidation is O(1) and never scans: every tag has a version counter per
+//! tenant (and one across all tenants), every tenant a generation counter.
+//! An entry stores the versions it was computed under; a read fetches the
+//! entry and the current versions in one `MGET` and treats any mismatch as a
+//! miss. A miss takes its snapshot of the versions *before* the function runs,
+//! so a value whose computation overlapped an invalidation carries the old
+//! version and is never served after the invalidation returned (the stale-set
+//! race). `delete` writes a short-lived tombstone and writes are
+//! compare-and-set on what the miss observed, so a computation that started
+//! before a `delete` cannot store its value after it. A computation that takes
+//! longer than the write guard (the tombstone lifetime) is not stored.
+//!
+//! Counters never grow without bound: a version key lives as long as the
+//! longest-lived entry that refers to it (writes extend it), and a counter
+//! created by an invalidation expires after the write guard.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::breaker::{Breaker, BreakerState};
+use crate::context;
+use crate::envelope::{self, Dep, KIND_TOMBSTONE, KIND_VALUE, now_ms};
+use crate::error::CacheError;
+use crate::key::{self, KeyHasher};
+use crate::options::{CacheOptions, TtlPolicy};
+use crate::private::{Adapter, Plain, ResultOf, Site, Ttl};
+use crate::stats::{Counters, LogLimiter, Registry, Stats};
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::{AnyStore, Expect, Put, Store};
+use crate::tenant::{self, TenantId};
+
+tokio::task_local! {
+    /// Dependencies reported by cached calls made while a value is computed.
+    static DEPS: Arc<Mutex<Vec<Dep>>>;
+}
+
+static GLOBAL: RwLock<Option<Cache>> = RwLock::new(None);
+
+/// Sets the cache that `#[cacheable]` functions use when they name none.
+pub fn set_global(cache: Cache) {
+    *GLOBAL.write().unwrap_or_else(PoisonError::into_inner) = Some(cache);
+}
+
+/// The global cache, if one was set.
+pub fn global() -> Option<Cache> {
+    GLOBAL.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// The key part of a cached call.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// xxh3-128 of the arguments.
+    Hash(u128),
+    /// A rendered `key = ".."` template.
+    Template(String),
+}
+
+/// A cache: a store plus configuration. Cheap to clone; every operation takes
+/// `&self` and is safe to call from many tasks and threads.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("store", &self.inner.store)
+            .field("prefix", &self.inner.prefix)
+            .field("default_ttl", &self.inner.default_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: AnyStore,
+    pub(crate) prefix: String,
+    default_ttl: Duration,
+    policies: HashMap<String, TtlPolicy>,
+    pub(crate) op_timeout: Duration,
+    breaker: Breaker,
+    pub(crate) stats: Registry,
+    flights: Mutex<HashMap<String, watch::Sender<()>>>,
+    log: LogLimiter,
+    lease_ttl: Duration,
+    lease_wait: Duration,
+    write_guard: Duration,
+}
+
+/// Builds a [`Cache`]. `build()` fails only on invalid configuration: an
+/// unreachable Redis is reported by [`Cache::health`], and every call then
+/// degrades to running the function uncached.
+#[derive(Clone)]
+#[must_use]
+pub struct CacheBuilder {
+    backend: Option<Backend>,
+    prefix: String,
+    default_ttl: Duration,
+    policies: HashMap<String, TtlPolicy>,
+    op_timeout: Duration,
+    breaker_threshold: u32,
+    breaker_cooldown: (Duration, Duration),
+    lease_ttl: Duration,
+    lease_wait: Duration,
+    write_guard: Duration,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Memory,
+    Redis(String),
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.backend {
+            None => "none".to_owned(),
+            Some(Backend::Memory) => "memory".to_owned(),
+            Some(Backend::Redis(url)) => crate::store::redis::mask_url(url),
+        };
+        f.debug_struct("CacheBuilder")
+            .field("backend", &backend)
+            .field("prefix", &self.prefix)
+            .field("default_ttl", &self.default_ttl)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            prefix: "cacheable".to_owned(),
+            default_ttl: Duration::from_secs(300),
+            policies: HashMap::new(),
+            op_timeout: Duration::from_millis(250),
+            breaker_threshold: 5,
+            breaker_cooldown: (Duration::from_millis(500), Duration::from_secs(30)),
+            lease_ttl: Duration::from_secs(5),
+            lease_wait: Duration::from_secs(1),
+            write_guard: Duration::from_secs(60),
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Use the Redis at `url` (`redis://[user:password@]host:port/db`,
+    /// `rediss://` for TLS where enabled). AUTH/ACL credentials come from the URL.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.backend = Some(Backend::Redis(url.into()));
+        self
+    }
+
+    /// Use the embedded in-process store (no Redis).
+    pub fn memory(mut self) -> Self {
+        self.backend = Some(Backend::Memory);
+        self
+    }
+
+    /// The prefix of every key (default `cacheable`): `[A-Za-z0-9_.:-]`, not empty.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// TTL of entries that name none (default 300 s).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// A named TTL policy for `#[cacheable(policy = "name")]` and `CacheOptions::policy`.
+    pub fn policy(mut self, name: impl Into<String>, policy: TtlPolicy) -> Self {
+        self.policies.insert(name.into(), policy);
+        self
+    }
+
+    /// Timeout of every store operation (default 250 ms).
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// Consecutive failures that open the circuit breaker (default 5), and its
+    /// cool-down range (default 500 ms, doubling up to 30 s).
+    pub fn circuit_breaker(mut self, failures: u32, min_cooldown: Duration, max_cooldown: Duration) -> Self {
+        self.breaker_threshold = failures;
+        self.breaker_cooldown = (min_cooldown, max_cooldown);
+        self
+    }
+
+    /// Stampede control across processes: the lease a computing caller holds
+    /// (default 5 s) and how long others wait for its value before computing
+    /// themselves (default 1 s).
+    pub fn stampede(mut self, lease_ttl: Duration, wait: Duration) -> Self {
+        self.lease_ttl = lease_ttl;
+        self.lease_wait = wait;
+        self
+    }
+
+    /// The longest computation whose value is still stored (default 60 s); also
+    /// how long `delete` tombstones live.
+    pub fn write_guard(mut self, guard: Duration) -> Self {
+        self.write_guard = guard;
+        self
+    }
+
+    /// Validates the configuration and builds the cache. No I/O happens here.
+    ///
+    /// # Errors
+    /// [`CacheError::Config`] for: no store chosen, a bad prefix, a zero TTL or
+    /// timeout, a zero-TTL policy, an unparsable Redis URL.
+    #[allow(clippy::unused_async)]
+    pub async fn build(self) -> Result<Cache, CacheError> {
+        self.build_sync()
+    }
+
+    pub(crate) fn build_sync(self) -> Result<Cache, CacheError> {
+        let config = |m: String| Err(CacheError::Config(m));
+        if self.prefix.is_empty()
+            || !self.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        {
+            return config(format!("prefix `{}` must be non-empty and use only [A-Za-z0-9_.:-]", self.prefix));
+        }
+        if self.default_ttl.is_zero() {
+            return config("default_ttl must be greater than zero".into());
+        }
+        if self.op_timeout.is_zero() {
+            return config("op_timeout must be greater than zero".into());
+        }
+        if self.write_guard.is_zero() || self.lease_ttl.is_zero() {
+            return config("write_guard and lease ttl must be greater than zero".into());
+        }
+        if let Some((name, _)) = self.policies.iter().find(|(_, p)| p.ttl.is_zero()) {
+            return config(format!("policy `{name}` has a zero ttl"));
+        }
+        let store = match self.backend {
+            None => return config("no store: call .redis_url(..) or .memory()".into()),
+            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new()),
+            Some(Backend::Redis(url)) => AnyStore::Redis(RedisStore::new(&url, self.op_timeout)?),
+        };
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                store,
+                prefix: self.prefix,
+                default_ttl: self.default_ttl,
+                policies: self.policies,
+                op_timeout: self.op_timeout,
+                breaker: Breaker::new(self.breaker_threshold, self.breaker_cooldown.0, self.breaker_cooldown.1),
+                stats: Registry::default(),
+                flights: Mutex::new(HashMap::new()),
+                log: LogLimiter::new(Duration::from_secs(10)),
+                lease_ttl: self.lease_ttl,
+                lease_wait: self.lease_wait,
+                write_guard: self.write_guard,
+            }),
+        })
+    }
+}
+
+/// The result of a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The store answered a `PING`.
+    pub reachable: bool,
+    /// The round trip of that `PING`.
+    pub latency: Option<Duration>,
+    /// The circuit breaker's state.
+    pub breaker: BreakerState,
+    /// `"memory"` or `"redis"`.
+    pub backend: &'static str,
+    /// Memory used by the store (Redis `used_memory`), when it answered.
+    pub used_memory: Option<u64>,
+    /// Why it is not reachable.
+    pub error: Option<String>,
+}
+
+/// Everything one cached call needs, resolved once.
+struct Spec {
+    /// `keys[0]` is the entry; `keys[1..]` the version keys it depends on.
+    keys: Vec<String>,
+    ttl: Duration,
+    stale: Duration,
+    cache_none: bool,
+    private: bool,
+    counters: Arc<Counters>,
+}
+
+enum Lookup<V> {
+    Hit { value: V, deps: Vec<Dep>, stored_at_ms: u64, fresh_until_ms: u64 },
+    Stale { value: V, miss: Miss },
+    Miss(Miss),
+}
+
+/// What a miss observed: the compare-and-set expectation and the versions.
+struct Miss {
+    expect: Expect,
+    versions: Vec<u64>,
+}
+
+enum Flight {
+    Leader(FlightGuard),
+    Follower(watch::Receiver<()>),
+}
+
+struct FlightGuard {
+    cache: Arc<Inner>,
+    key: String,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.cache.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
+}
+
+fn parse_version(raw: Option<Vec<u8>>) -> u64 {
+    raw.and_then(|r| std::str::from_utf8(&r).ok()?.parse().ok()).unwrap_or(0)
+}
+
+/// Logs, at most once a minute, that a cached function ran without a cache.
+pub(crate) fn warn_no_cache(site: &str) {
+    static LOG: std::sync::LazyLock<LogLimiter> = std::sync::LazyLock::new(|| LogLimiter::new(Duration::from_secs(60)));
+    if let Some(suppressed) = LOG.admit("no_cache") {
+        tracing::warn!(site, suppressed, "no cache configured (call cacheable::set_global or pass `cache = ..`); running uncached");
+    }
+}
+
+impl Cache {
+    /// A builder.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// A cache on the embedded in-process store, with default settings.
+    pub fn memory() -> Cache {
+        CacheBuilder::default().memory().build_sync().expect("the default memory configuration is valid")
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    // ----- store access with timeout and breaker -----
+
+    async fn op<T>(&self, fut: impl Future<Output = Result<T, CacheError>>) -> Result<T, CacheError> {
+        let inner = &self.inner;
+        if !inner.breaker.allow() {
+            return Err(CacheError::CircuitOpen);
+        }
+        match tokio::time::timeout(inner.op_timeout, fut).await {
+            Ok(Ok(v)) => {
+                inner.breaker.success();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if e.is_availability() {
+                    inner.breaker.failure();
+                } else {
+                    inner.breaker.success();
+                }
+                Err(e)
+            }
+            Err(_) => {
+                inner.breaker.failure();
+                Err(CacheError::Timeout(inner.op_timeout))
+            }
+        }
+    }
+
+    /// Counts and logs (rate-limited) an error that the caller will not see.
+    fn report(&self, counters: Option<&Counters>, op: &'static str, e: &CacheError) {
+        Counters::add(&self.inner.stats.total.errors);
+        if let Some(c) = counters {
+            Counters::add(&c.errors);
+        }
+        if let Some(suppressed) = self.inner.log.admit(e.kind()) {
+            tracing::warn!(op, error = %e, suppressed, "cache operation failed; the call runs uncached");
+        }
+    }
+
+    // ----- keys -----
+
+    fn tenant_for(&self, opts_tenant: Option<&TenantId>, global: bool) -> Option<TenantId> {
+        if global {
+            None
+        } else {
+            opts_tenant.cloned().or_else(tenant::current)
+        }
+    }
+
+    fn dep_keys_into(&self, keys: &mut Vec<String>, ns: &str, tags: &[String]) {
+        keys.push(key::generation_key(ns));
+        if !tags.is_empty() {
+            let all = key::all_tenants_namespace(&self.inner.prefix);
+            for t in tags {
+                keys.push(key::tag_key(ns, t));
+            }
+            for t in tags {
+                keys.push(key::tag_key(&all, t));
+            }
+        }
+    }
+
+    fn policy_ttl(&self, name: &str, seed: &str) -> Option<(Duration, Duration)> {
+        let p = self.inner.policies.get(name)?;
+        Some((p.jittered(xxhash_rust::xxh3::xxh3_64(seed.as_bytes())), p.stale.unwrap_or_default()))
+    }
+
+    fn unknown_policy(&self, name: &str) {
+        self.report(None, "policy", &CacheError::Config(format!("unknown ttl policy `{name}`; using the default ttl")));
+    }
+
+    fn site_spec(&self, site: &'static Site, key: &KeySource, tags: &[String]) -> Spec {
+        let tenant = if site.global { None } else { tenant::current() };
+        let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
+        let hash = match key {
+            KeySource::Hash(h) => format!("h{h:032x}"),
+            KeySource::Template(t) => {
+                let mut s = String::with_capacity(t.len() + 1);
+                s.push('t');
+                key::escape_into(&mut s, t);
+                s
+            }
+        };
+        let mut keys = Vec::with_capacity(2 + 2 * tags.len());
+        keys.push(key::entry_key(&ns, site.name, site.version, &hash));
+        self.dep_keys_into(&mut keys, &ns, tags);
+        let (ttl, stale) = match site.ttl {
+            Ttl::Default => (self.inner.default_ttl, Duration::ZERO),
+            Ttl::Secs(s) => (Duration::from_secs(s), Duration::ZERO),
+            Ttl::Policy(name) => self.policy_ttl(name, &keys[0]).unwrap_or_else(|| {
+                self.unknown_policy(name);
+                (self.inner.default_ttl, Duration::ZERO)
+            }),
+        };
+        let stale = if site.stale_secs > 0 { Duration::from_secs(site.stale_secs) } else { stale };
+        Spec {
+            keys,
+            ttl,
+            stale,
+            cache_none: site.cache_none,
+            private: tenant.is_some(),
+            counters: self.inner.stats.function(site.name),
+        }
+    }
+
+    fn user_spec(&self, key: &str, opts: &CacheOptions, name: &'static str) -> Spec {
+        let tenant = self.tenant_for(opts.tenant.as_ref(), opts.global);
+        let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
+        let mut keys = Vec::with_capacity(2 + 2 * opts.tags.len());
+        keys.push(key::user_entry_key(&ns, key));
+        self.dep_keys_into(&mut keys, &ns, &opts.tags);
+        let (ttl, stale) = match (&opts.ttl, &opts.policy) {
+            (Some(ttl), _) => (*ttl, Duration::ZERO),
+            (None, Some(p)) => self.policy_ttl(p, &keys[0]).unwrap_or_else(|| {
+                self.unknown_policy(p);
+                (self.inner.default_ttl, Duration::ZERO)
+            }),
+            (None, None) => (self.inner.default_ttl, Duration::ZERO),
+        };
+        Spec {
+            keys,
+            ttl,
+            stale: opts.stale.unwrap_or(stale),
+            cache_none: false,
+            private: tenant.is_some(),
+            counters: self.inner.stats.function(name),
+        }
+    }
+
+    // ----- the read path -----
+
+    async fn lookup<V: DeserializeOwned>(&self, spec: &Spec) -> Result<Lookup<V>, CacheError> {
+        let store = &self.inner.store;
+        let mut values = self.op(store.mget(&spec.keys)).await?.into_iter();
+        let raw = values.next().flatten();
+        let versions: Vec<u64> = values.map(parse_version).collect();
+        let miss = |raw: Option<&[u8]>, versions: Vec<u64>| Miss { expect: Expect::from_read(raw), versions };
+        let Some(raw) = raw else { return Ok(Lookup::Miss(miss(None, versions))) };
+        let env = match envelope::decode(&raw) {
+            Ok(env) => env,
+            Err(e) => {
+                self.report(Some(&spec.counters), "decode", &e);
+                return Ok(Lookup::Miss(miss(Some(&raw), versions)));
+            }
+        };
+        if env.kind == KIND_TOMBSTONE || !self.deps_current(spec, &env.deps, &versions).await? {
+            return Ok(Lookup::Miss(miss(Some(&raw), versions)));
+        }
+        let now = now_ms();
+        let stale_until = env.fresh_until_ms.saturating_add(u64::try_from(spec.stale.as_millis()).unwrap_or(u64::MAX));
+        if now >= stale_until {
+            return Ok(Lookup::Miss(miss(Some(&raw), versions)));
+        }
+        let value = match serde_json::from_slice::<V>(env.payload) {
+            Ok(v) => v,
+            Err(e) => {
+                self.report(Some(&spec.counters), "decode", &CacheError::Codec(e.to_string()));
+                return Ok(Lookup::Miss(miss(Some(&raw), versions)));
+            }
+        };
+        if now >= env.fresh_until_ms {
+            return Ok(Lookup::Stale { value, miss: miss(Some(&raw), versions) });
+        }
+        Ok(Lookup::Hit { value, stored_at_ms: env.stored_at_ms, fresh_until_ms: env.fresh_until_ms, deps: env.deps })
+    }
+
+    /// Whether every dependency of an entry is still at its recorded version.
+    /// The call's own version keys were fetched with the entry; dependencies
+    /// inherited from nested cached calls are fetched with one more `MGET`.
+    async fn deps_current(&self, spec: &Spec, deps: &[Dep], versions: &[u64]) -> Result<bool, CacheError> {
+        let known = &spec.keys[1..];
+        let mut extra: Vec<(String, u64)> = Vec::new();
+        for (i, dep) in deps.iter().enumerate() {
+            let current = if known.get(i).is_some_and(|k| *k == dep.key) {
+                Some(versions[i])
+            } else {
+                known.iter().position(|k| *k == dep.key).map(|p| versions[p])
+            };
+            match current {
+                Some(v) if v != dep.version => return Ok(false),
+                Some(_) => {}
+                None => extra.push((dep.key.clone(), dep.version)),
+            }
+        }
+        // Every version key of the call itself must be among the entry's deps
+        // (an entry written under other tags is not this call's entry).
+        if known.iter().any(|k| !deps.iter().any(|d| d.key == *k)) {
+            return Ok(false);
+        }
+        if extra.is_empty() {
+            return Ok(true);
+        }
+        let keys: Vec<String> = extra.iter().map(|(k, _)| k.clone()).collect();
+        let current = self.op(self.inner.store.mget(&keys)).await?;
+        Ok(current.into_iter().zip(&extra).all(|(raw, (_, v))| parse_version(raw) == *v))
+    }
+
+    // ----- the cache-aside engine -----
+
+    pub(crate) async fn run_site<A, O, F>(
+        &self,
+        site: &'static Site,
+        key: Result<KeySource, crate::key::HashError>,
+        tags: Vec<String>,
+        body: F,
+    ) -> O
+    where
+        A: Adapter<O>,
+        F: Future<Output = O>,
+    {
+        let key = match key {
+            Ok(k) => k,
+            Err(e) => {
+                let counters = self.inner.stats.function(site.name);
+                self.report(Some(&counters), "key", &CacheError::Codec(e.to_string()));
+                return body.await;
+            }
+        };
+        let spec = self.site_spec(site, &key, &tags);
+        self.cache_aside::<A, O, F>(&spec, body).await
+    }
+
+    async fn cache_aside<A, O, F>(&self, spec: &Spec, body: F) -> O
+    where
+        A: Adapter<O>,
+        F: Future<Output = O>,
+    {
+        let started = Instant::now();
+        match self.lookup::<A::Value>(spec).await {
+            Ok(Lookup::Hit { value, deps, stored_at_ms, fresh_until_ms }) => {
+                Counters::add(&self.inner.stats.total.hits);
+                Counters::add(&spec.counters.hits);
+                let elapsed = started.elapsed();
+                Counters::add_time(&self.inner.stats.total.hit_nanos, elapsed);
+                Counters::add_time(&spec.counters.hit_nanos, elapsed);
+                report_deps(&deps);
+                let now = now_ms();
+                note_cache(spec, true, fresh_until_ms.saturating_sub(now), now.saturating_sub(stored_at_ms));
+                A::rebuild(value)
+            }
+            Ok(Lookup::Stale { value, miss }) => self.fill::<A, O, F>(spec, miss, Some(value), body).await,
+            Ok(Lookup::Miss(miss)) => self.fill::<A, O, F>(spec, miss, None, body).await,
+            Err(e) => {
+                self.report(Some(&spec.counters), "read", &e);
+                Counters::add(&self.inner.stats.total.misses);
+                Counters::add(&spec.counters.misses);
+                body.await
+            }
+        }
+    }
+
+    fn join_flight(&self, key: &str) -> Flight {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = flights.get(key) {
+            return Flight::Follower(tx.subscribe());
+        }
+        let (tx, _) = watch::channel(());
+        flights.insert(key.to_owned(), tx);
+        Flight::Leader(FlightGuard { cache: Arc::clone(&self.inner), key: key.to_owned() })
+    }
+
+    /// A miss (or a stale hit): one caller per process computes (single
+    /// flight), one process per key holds a lease; the others wait for its
+    /// value, or take the stale value at once.
+    async fn fill<A, O, F>(&self, spec: &Spec, mut miss: Miss, stale: Option<A::Value>, body: F) -> O
+    where
+        A: Adapter<O>,
+        F: Future<Output = O>,
+    {
+        match self.join_flight(&spec.keys[0]) {
+            Flight::Follower(mut rx) => {
+                if let Some(value) = stale {
+                    return self.serve_stale::<A, O>(spec, value);
+                }
+                let _ = tokio::time::timeout(self.inner.lease_wait, rx.changed()).await;
+                match self.lookup::<A::Value>(spec).await {
+                    Ok(Lookup::Hit { value, deps, stored_at_ms, fresh_until_ms }) => {
+                        Counters::add(&self.inner.stats.total.hits);
+                        Counters::add(&spec.counters.hits);
+                        report_deps(&deps);
+                        let now = now_ms();
+                        note_cache(spec, true, fresh_until_ms.saturating_sub(now), now.saturating_sub(stored_at_ms));
+                        A::rebuild(value)
+                    }
+                    Ok(Lookup::Stale { miss, .. } | Lookup::Miss(miss)) => self.compute::<A, O, F>(spec, miss, body).await,
+                    Err(e) => {
+                        self.report(Some(&spec.counters), "read", &e);
+                        body.await
+                    }
+                }
+            }
+            Flight::Leader(guard) => {
+                let lease_key = format!("{}:l", spec.keys[0]);
+                let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
+                let leased = match self.op(self.inner.store.try_lease(&lease_key, &token, self.inner.lease_ttl)).await {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        self.report(Some(&spec.counters), "lease", &e);
+                        true
+                    }
+                };
+                if !leased {
+                    if let Some(value) = stale {
+                        return self.serve_stale::<A, O>(spec, value);
+                    }
+                    // Another process computes this key: wait for its value.
+                    let deadline = Instant::now() + self.inner.lease_wait;
+                    let mut pause = Duration::from_millis(5);
+                    while Instant::now() < deadline {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(50));
+                        match self.lookup::<A::Value>(spec).await {
+                            Ok(Lookup::Hit { value, deps, stored_at_ms, fresh_until_ms }) => {
+                                Counters::add(&self.inner.stats.total.hits);
+                                Counters::add(&spec.counters.hits);
+                                report_deps(&deps);
+                                let now = now_ms();
+                                note_cache(spec, true, fresh_until_ms.saturating_sub(now), now.saturating_sub(stored_at_ms));
+                                drop(guard);
+                                return A::rebuild(value);
+                            }
+                            Ok(Lookup::Stale { miss: m, .. } | Lookup::Miss(m)) => miss = m,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                let out = self.compute::<A, O, F>(spec, miss, body).await;
+                if leased && let Err(e) = self.op(self.inner.store.release(&lease_key, &token)).await {
+                    self.report(Some(&spec.counters), "release", &e);
+                }
+                drop(guard);
+                out
+            }
+        }
+    }
+
+    fn serve_stale<A: Adapter<O>, O>(&self, spec: &Spec, value: A::Value) -> O {
+        Counters::add(&self.inner.stats.total.stale_served);
+        Counters::add(&spec.counters.stale_served);
+        Counters::add(&self.inner.stats.total.hits);
+        Counters::add(&spec.counters.hits);
+        note_cache(spec, true, 0, 0);
+        A::rebuild(value)
+    }
+
+    /// Runs the body under a dependency collector and stores its result with
+    /// the versions observed before it started.
+    async fn compute<A, O, F>(&self, spec: &Spec, miss: Miss, body: F) -> O
+    where
+        A: Adapter<O>,
+        F: Future<Output = O>,
+    {
+        Counters::add(&self.inner.stats.total.misses);
+        Counters::add(&spec.counters.misses);
+        let collector = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let out = DEPS.scope(Arc::clone(&collector), body).await;
+        let elapsed = started.elapsed();
+        Counters::add(&self.inner.stats.total.computes);
+        Counters::add(&spec.counters.computes);
+        Counters::add_time(&self.inner.stats.total.compute_nanos, elapsed);
+        Counters::add_time(&spec.counters.compute_nanos, elapsed);
+        let mut deps: Vec<Dep> =
+            spec.keys[1..].iter().zip(&miss.versions).map(|(k, v)| Dep { key: k.clone(), version: *v }).collect();
+        for d in std::mem::take(&mut *collector.lock().unwrap_or_else(PoisonError::into_inner)) {
+            if !deps.iter().any(|x| x.key == d.key) {
+                deps.push(d);
+            }
+        }
+        report_deps(&deps);
+        note_cache(spec, false, u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX), 0);
+        if elapsed >= self.inner.write_guard {
+            tracing::debug!(key = %spec.keys[0], ?elapsed, "computation outlived the write guard; not stored");
+            return out;
+        }
+        if let Some(view) = A::view(&out, spec.cache_none) {
+            self.store_value(spec, &view, miss.expect, elapsed, &deps).await;
+        }
+        out
+    }
+
+    async fn store_value<T: Serialize + ?Sized>(&self, spec: &Spec, value: &T, expect: Expect, compute: Duration, deps: &[Dep]) {
+        let payload = match serde_json::to_vec(value) {
+            Ok(p) => p,
+            Err(e) => return self.report(Some(&spec.counters), "encode", &CacheError::Codec(e.to_string())),
+        };
+        let raw = match envelope::encode(KIND_VALUE, spec.ttl, compute, deps, &payload) {
+            Ok(r) => r,
+            Err(e) => return self.report(Some(&spec.counters), "encode", &e),
+        };
+        let dep_keys: Vec<String> = deps.iter().map(|d| d.key.clone()).collect();
+        let put = Put { key: &spec.keys[0], value: &raw, ttl: spec.ttl + spec.stale, expect, deps: &dep_keys };
+        if let Err(e) = self.op(self.inner.store.put(&put)).await {
+            self.report(Some(&spec.counters), "write", &e);
+        }
+    }
+
+    // ----- the service API -----
+
+    /// Reads `key` (in the options' tenant, or the current one).
+    ///
+    /// # Errors
+    /// Store, timeout, breaker or codec errors. Use [`Cache::get_or_compute`]
+    /// for cache-aside that never fails on cache errors.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str, opts: &CacheOptions) -> Result<Option<T>, CacheError> {
+        let spec = self.user_spec(key, opts, "cache.get");
+        let found = match self.lookup::<T>(&spec).await? {
+            Lookup::Hit { value, deps, .. } => {
+                report_deps(&deps);
+                Some(value)
+            }
+            Lookup::Stale { .. } | Lookup::Miss(_) => None,
+        };
+        let c = if found.is_some() { &self.inner.stats.total.hits } else { &self.inner.stats.total.misses };
+        Counters::add(c);
+        Ok(found)
+    }
+
+    /// Writes `value` under `key`, tagged with the options' tags.
+    ///
+    /// # Errors
+    /// Store, timeout, breaker or codec errors.
+    pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T, opts: &CacheOptions) -> Result<(), CacheError> {
+        let spec = self.user_spec(key, opts, "cache.set");
+        let versions: Vec<u64> =
+            self.op(self.inner.store.mget(&spec.keys[1..])).await?.into_iter().map(parse_version).collect();
+        let deps: Vec<Dep> =
+            spec.keys[1..].iter().zip(versions).map(|(k, v)| Dep { key: k.clone(), version: v }).collect();
+        let payload = serde_json::to_vec(value).map_err(|e| CacheError::Codec(e.to_string()))?;
+        let raw = envelope::encode(KIND_VALUE, spec.ttl, Duration::ZERO, &deps, &payload)?;
+        let dep_keys = &spec.keys[1..];
+        let put = Put { key: &spec.keys[0], value: &raw, ttl: spec.ttl + spec.stale, expect: Expect::Any, deps: dep_keys };
+        self.op(self.inner.store.put(&put)).await?;
+        Ok(())
+    }
+
+    /// Deletes `key`. A computation of this key that was in flight cannot store
+    /// its value afterwards.
+    ///
+    /// # Errors
+    /// Store, timeout or breaker errors.
+    pub async fn delete(&self, key: &str, opts: &CacheOptions) -> Result<(), CacheError> {
+        let tenant = self.tenant_for(opts.tenant.as_ref(), opts.global);
+        let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
+        let entry = key::user_entry_key(&ns, key);
+        self.op(self.inner.store.set_raw(&entry, &envelope::tombstone(), self.inner.write_guard)).await?;
+        Counters::add(&self.inner.stats.invalidations);
+        Ok(())
+    }
+
+    /// Invalidates every entry carrying one of `tags` in `tenant` (`None`: the
+    /// current tenant, or the global space outside any tenant). O(1) per tag.
+    ///
+    /// # Errors
+    /// Store, timeout or breaker errors.
+    pub async fn delete_by_tags(&self, tags: &[&str], tenant: Option<&str>) -> Result<(), CacheError> {
+        let tenant = match tenant {
+            Some(t) => Some(TenantId::from(t)),
+            None => tenant::current(),
+        };
+        let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
+        self.bump_tags(&ns, tags.iter().copied()).await
+    }
+
+    /// Invalidates every entry carrying one of `tags`, in every tenant. O(1) per tag.
+    ///
+    /// # Errors
+    /// Store, timeout or breaker errors.
+    pub async fn delete_by_tags_all_tenants(&self, tags: &[&str]) -> Result<(), CacheError> {
+        let ns = key::all_tenants_namespace(&self.inner.prefix);
+        self.bump_tags(&ns, tags.iter().copied()).await
+    }
+
+    async fn bump_tags<'t>(&self, ns: &str, tags: impl Iterator<Item = &'t str>) -> Result<(), CacheError> {
+        let keys: Vec<String> = tags.map(|t| key::tag_key(ns, t)).collect();
+        self.op(self.inner.store.bump(&keys, self.inner.write_guard + Duration::from_secs(1))).await?;
+        Counters::add(&self.inner.stats.invalidations);
+        Ok(())
+    }
+
+    /// Invalidates every entry of `tenant`. O(1).
+    ///
+    /// # Errors
+    /// Store, timeout or breaker errors.
+    pub async fn delete_by_tenant(&self, tenant: &str) -> Result<(), CacheError> {
+        let ns = key::namespace(&self.inner.prefix, Some(&TenantId::from(tenant)));
+        let keys = [key::generation_key(&ns)];
+        self.op(self.inner.store.bump(&keys, self.inner.write_guard + Duration::from_secs(1))).await?;
+        Counters::add(&self.inner.stats.invalidations);
+        Ok(())
+    }
+
+    /// Deletes every key under this cache's prefix (`SCAN` + `UNLINK`, never
+    /// `FLUSHDB`); other keys in the database are untouched.
+    ///
+    /// # Errors
+    /// Store or breaker errors.
+    pub async fn clear(&self) -> Result<(), CacheError> {
+        if !self.inner.breaker.allow() {
+            return Err(CacheError::CircuitOpen);
+        }
+        // A scan is many round trips: no single-op timeout, each reply is awaited.
+        self.inner.store.clear(&self.inner.prefix).await?;
+        Counters::add(&self.inner.stats.invalidations);
+        Ok(())
+    }
+
+    /// Cache-aside for query results: returns the cached value of `key`, or
+    /// runs `compute` and caches its `Ok` value with the options' tags and TTL.
+    /// Cache errors never fail the call.
+    ///
+    /// # Errors
+    /// Only the errors of `compute`.
+    pub async fn get_or_compute<T, E, F, Fut>(&self, key: &str, opts: &CacheOptions, compute: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let spec = self.user_spec(key, opts, "cache.get_or_compute");
+        self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(&spec, async move { compute().await }).await
+    }
+
+    /// Invalidation after a `#[cache_evict]` call: errors are counted and logged.
+    pub(crate) async fn evict_after_call(&self, tags: &[String], all_tenants: bool) {
+        let result = if all_tenants {
+            self.delete_by_tags_all_tenants(&tags.iter().map(String::as_str).collect::<Vec<_>>()).await
+        } else {
+            self.delete_by_tags(&tags.iter().map(String::as_str).collect::<Vec<_>>(), None).await
+        };
+        if let Err(e) = result {
+            self.report(None, "evict", &e);
+        }
+    }
+
+    /// Counters since the cache was built.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Pings the store (bypassing the breaker) and reports reachability,
+    /// latency, breaker state and memory use.
+    pub async fn health(&self) -> Health {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let ping = tokio::time::timeout(inner.op_timeout, inner.store.ping()).await;
+        let latency = started.elapsed();
+        let error = match ping {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(CacheError::Timeout(inner.op_timeout).to_string()),
+        };
+        let used_memory = if error.is_none() {
+            tokio::time::timeout(inner.op_timeout, inner.store.used_memory()).await.ok().and_then(Result::ok).flatten()
+        } else {
+            None
+        };
+        Health {
+            reachable: error.is_none(),
+            latency: error.is_none().then_some(latency),
+            breaker: inner.breaker.state(),
+            backend: inner.store.backend(),
+            used_memory,
+            error,
+        }
+    }
+
+    /// Hashes arguments the way `#[cacheable]` does, for building keys by hand.
+    pub fn hash_args(f: impl FnOnce(&mut KeyHasher) -> Result<(), crate::key::HashError>) -> Option<String> {
+        let mut h = KeyHasher::new();
+        f(&mut h).ok()?;
+        Some(h.finish_hex())
+    }
+}
+
+/// Adds `deps` to the computation that encloses this call, if any.
+fn report_deps(deps: &[Dep]) {
+    let _ = DEPS.try_with(|c| {
+        let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
+        for d in deps {
+            if !c.iter().any(|x| x.key == d.key) {
+                c.push(d.clone());
+            }
+        }
+    });
+}
+
+fn note_cache(spec: &Spec, hit: bool, max_age_ms: u64, age_ms: u64) {
+    context::with_current(|c| {
+        if let Some(notes) = c.and_then(context::Context::notes) {
+            notes.record_cache(context::CacheNote {
+                hit,
+                max_age: Duration::from_millis(max_age_ms),
+                age: Duration::from_millis(age_ms),
+                private: spec.private,
+            });
+        }
+    });
+}

@@ -1,0 +1,189 @@
+//! The request context: tenant, user, role and client IP.
+//!
+//! The context is a tokio task-local set by [`scope`] (or by the axum
+//! `ContextLayer`). It is **not** inherited by `tokio::spawn`: a spawned future
+//! runs without a context unless it is wrapped in [`scope`] again:
+//!
+//! ```
+//! # async fn demo() {
+//! use cacheable_runtime::context::{self, Context};
+//! let ctx = context::current().unwrap_or_default();
+//! tokio::spawn(context::scope(ctx, async { /* sees the same tenant */ }));
+//! # }
+//! ```
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::tenant::TenantId;
+
+tokio::task_local! {
+    static CONTEXT: Context;
+}
+
+/// Who is calling: tenant, user, role and client IP. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    tenant: Option<TenantId>,
+    user: Option<Arc<str>>,
+    role: Option<Arc<str>>,
+    client_ip: Option<IpAddr>,
+    notes: Option<Arc<ResponseNotes>>,
+}
+
+impl Context {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the tenant.
+    #[must_use]
+    pub fn tenant(mut self, tenant: impl Into<TenantId>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Sets the user id.
+    #[must_use]
+    pub fn user(mut self, user: impl AsRef<str>) -> Self {
+        self.user = Some(Arc::from(user.as_ref()));
+        self
+    }
+
+    /// Sets the role.
+    #[must_use]
+    pub fn role(mut self, role: impl AsRef<str>) -> Self {
+        self.role = Some(Arc::from(role.as_ref()));
+        self
+    }
+
+    /// Sets the client IP.
+    #[must_use]
+    pub fn client_ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = Some(ip);
+        self
+    }
+
+    /// Attaches a sink for response notes (used by the axum `ContextLayer`).
+    #[must_use]
+    pub fn with_notes(mut self, notes: Arc<ResponseNotes>) -> Self {
+        self.notes = Some(notes);
+        self
+    }
+
+    /// The tenant, if any.
+    pub fn tenant_id(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
+
+    /// The user id, if any.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The role, if any.
+    pub fn role_name(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    /// The client IP, if any.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    /// The response-notes sink, if the request runs under the axum `ContextLayer`.
+    pub fn notes(&self) -> Option<&Arc<ResponseNotes>> {
+        self.notes.as_ref()
+    }
+}
+
+/// Runs `future` with `ctx` as the current context.
+pub async fn scope<F: Future>(ctx: Context, future: F) -> F::Output {
+    CONTEXT.scope(ctx, future).await
+}
+
+/// The current context, if the calling task runs inside [`scope`].
+pub fn current() -> Option<Context> {
+    CONTEXT.try_with(Clone::clone).ok()
+}
+
+/// Calls `f` with the current context without cloning it.
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
+    let mut f = Some(f);
+    match CONTEXT.try_with(|c| (f.take().expect("called once"))(Some(c))) {
+        Ok(r) => r,
+        Err(_) => (f.take().expect("not called yet"))(None),
+    }
+}
+
+/// What the macros learned while handling a request, for the HTTP layer to turn
+/// into response headers (rate-limit headers, `Cache-Control`, `Age`, `X-Cache`).
+#[derive(Debug, Default)]
+pub struct ResponseNotes {
+    inner: Mutex<NotesInner>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct NotesInner {
+    rate_limit: Option<RateLimitNote>,
+    cache: Option<CacheNote>,
+}
+
+/// The most restrictive rate-limit decision taken for the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitNote {
+    /// Points allowed per window.
+    pub limit: u64,
+    /// Points left.
+    pub remaining: u64,
+    /// Time until the budget is full again (or the window resets).
+    pub reset_after: Duration,
+    /// The window, for `RateLimit-Policy`.
+    pub window: Duration,
+    /// The policy's name.
+    pub policy: String,
+}
+
+/// How the outermost cached handler of the request was served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheNote {
+    /// Served from the cache.
+    pub hit: bool,
+    /// How long the entry stays fresh from now.
+    pub max_age: Duration,
+    /// How old the served value is.
+    pub age: Duration,
+    /// The key holds a tenant or a user: the response must not be stored by shared caches.
+    pub private: bool,
+}
+
+impl ResponseNotes {
+    /// Records a rate-limit decision; keeps the one with the fewest points left.
+    pub fn record_rate_limit(&self, note: RateLimitNote) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match &inner.rate_limit {
+            Some(old) if old.remaining <= note.remaining => {}
+            _ => inner.rate_limit = Some(note),
+        }
+    }
+
+    /// Records how a cached function was served. The last record wins: the
+    /// outermost cached function (the handler) finishes last.
+    pub fn record_cache(&self, note: CacheNote) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.cache = Some(note);
+    }
+
+    /// The recorded rate-limit decision.
+    pub fn rate_limit(&self) -> Option<RateLimitNote> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).rate_limit.clone()
+    }
+
+    /// The recorded cache outcome.
+    pub fn cache(&self) -> Option<CacheNote> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).cache.clone()
+    }
+}

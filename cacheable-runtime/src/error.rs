@@ -1,0 +1,76 @@
+//! The runtime's error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong inside the cache.
+///
+/// A `CacheError` never reaches the caller of a `#[cacheable]` function: the
+/// function runs and its result is returned (guarantee 3). The service API
+/// (`Cache::get`, `Cache::set`, …) returns it so that direct users can decide.
+///
+/// `Display` and `Debug` never contain cached values or secrets (URL passwords
+/// are masked before they get here).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The store could not be reached or the connection broke.
+    #[error("cache connection failed: {0}")]
+    Connection(String),
+    /// The store did not answer within the operation timeout.
+    #[error("cache operation timed out after {0:?}")]
+    Timeout(Duration),
+    /// The circuit breaker is open: the store failed repeatedly and is not asked
+    /// again until a probe succeeds.
+    #[error("cache circuit breaker is open")]
+    CircuitOpen,
+    /// A value could not be serialized, or a stored value could not be decoded
+    /// (garbage bytes, a changed type without a `version` bump).
+    #[error("cache value codec error: {0}")]
+    Codec(String),
+    /// The tenant's stored bytes would exceed its quota.
+    #[error("tenant is over its cache quota of {limit} bytes")]
+    Quota {
+        /// The configured quota in bytes.
+        limit: u64,
+    },
+    /// The configuration is invalid (returned by `CacheBuilder::build` only).
+    #[error("invalid cache configuration: {0}")]
+    Config(String),
+    /// The store answered with an error or an unexpected reply.
+    #[error("cache store error: {0}")]
+    Store(String),
+    /// The operation needs a capability this store does not have.
+    #[error("not supported by this store: {0}")]
+    Unsupported(&'static str),
+}
+
+impl CacheError {
+    /// A short, stable name of the error kind, used in logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connection(_) => "connection",
+            Self::Timeout(_) => "timeout",
+            Self::CircuitOpen => "circuit_open",
+            Self::Codec(_) => "codec",
+            Self::Quota { .. } => "quota",
+            Self::Config(_) => "config",
+            Self::Store(_) => "store",
+            Self::Unsupported(_) => "unsupported",
+        }
+    }
+
+    /// Whether this error says the store is unhealthy (it feeds the breaker).
+    pub(crate) fn is_availability(&self) -> bool {
+        matches!(self, Self::Connection(_) | Self::Timeout(_))
+    }
+}
+
+impl From<redis::RedisError> for CacheError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+            Self::Connection(e.to_string())
+        } else {
+            Self::Store(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! Key layout and argument hashing.
+//!
+//! # Layout (schema 1, pinned by golden tests)
+//!
+//! ```text
+//! {prefix}:{t:<tenant>}:e:<function>:<version>:<hash>   an entry
+//! {prefix}:{t:<tenant>}:g                              the tenant's generation
+//! {prefix}:{t:<tenant>}:tag:<tag>                      a tag's version in the tenant
+//! {prefix}:{g}:…                                       the same for `global` entries
+//!                                                      and calls outside any tenant
+//! {prefix}:{a}:tag:<tag>                               a tag's version across all tenants
+//! ```
+//!
+//! The tenant sits in a Redis hash tag, so an entry, its tenant generation and
+//! its tag versions share one cluster slot and are read with one `MGET`, and
+//! tenants spread over the shards. One huge tenant is one hot slot; we accept
+//! that for single-round-trip, atomic reads.
+//!
+//! The tenant id is escaped so that it never contains `:`, `{`, `}` or `*`:
+//! `[A-Za-z0-9_.-]` stand as they are and every other byte becomes `%XX`.
+//! The escape is injective, so two different ids never share a namespace,
+//! and the hash tag always ends where the tenant ends.
+//!
+//! The default argument hash is xxh3-128 over a serde serialization streamed
+//! into the hasher (no allocation, no `std::hash`): the same arguments give the
+//! same key across processes, builds and machines. Maps are hashed entry by
+//! entry and combined in an order-independent way, so a `HashMap` argument
+//! gives a stable key too.
+
+use std::fmt::Write as _;
+
+use serde::ser::{self, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::tenant::TenantId;
+
+/// The key schema version, written in every envelope. Changing the layout
+/// bumps it.
+pub const SCHEMA: u8 = 1;
+
+/// Appends the escaped form of a tenant id (or any user-supplied key part).
+pub fn escape_into(out: &mut String, raw: &str) {
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// The namespace part of every key of one tenant (or of the global space).
+pub(crate) fn namespace(prefix: &str, tenant: Option<&TenantId>) -> String {
+    let mut ns = String::with_capacity(prefix.len() + 8 + tenant.map_or(0, |t| t.as_str().len()));
+    ns.push_str(prefix);
+    match tenant {
+        Some(t) => {
+            ns.push_str(":{t:");
+            escape_into(&mut ns, t.as_str());
+            ns.push('}');
+        }
+        None => ns.push_str(":{g}"),
+    }
+    ns
+}
+
+/// The namespace of all-tenant tag versions.
+pub(crate) fn all_tenants_namespace(prefix: &str) -> String {
+    format!("{prefix}:{{a}}")
+}
+
+/// `{ns}:e:<function>:<version>:<hash>`
+pub(crate) fn entry_key(ns: &str, function: &str, version: u32, hash: &str) -> String {
+    let mut k = String::with_capacity(ns.len() + function.len() + hash.len() + 16);
+    k.push_str(ns);
+    k.push_str(":e:");
+    escape_into(&mut k, function);
+    let _ = write!(k, ":{version}:");
+    k.push_str(hash);
+    k
+}
+
+/// `{ns}:e:<user key>`, for the service API's explicit keys.
+pub(crate) fn user_entry_key(ns: &str, key: &str) -> String {
+    let mut k = String::with_capacity(ns.len() + key.len() + 4);
+    k.push_str(ns);
+    k.push_str(":k:");
+    escape_into(&mut k, key);
+    k
+}
+
+/// `{ns}:g`
+pub(crate) fn generation_key(ns: &str) -> String {
+    format!("{ns}:g")
+}
+
+/// `{ns}:tag:<tag>`
+pub(crate) fn tag_key(ns: &str, tag: &str) -> String {
+    let mut k = String::with_capacity(ns.len() + tag.len() + 5);
+    k.push_str(ns);
+    k.push_str(":tag:");
+    escape_into(&mut k, tag);
+    k
+}
+
+/// Streams `serde` serializations of arguments into xxh3-128.
+///
+/// Each value is framed (type markers, length prefixes) so that different
+/// argument lists never produce the same byte stream.
+#[derive(Clone)]
+pub struct KeyHasher {
+    state: Xxh3,
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher")
+    }
+}
+
+impl KeyHasher {
+    /// A hasher with no arguments fed yet.
+    pub fn new() -> Self {
+        Self { state: Xxh3::new() }
+    }
+
+    /// Feeds one argument.
+    ///
+    /// # Errors
+    /// When the argument's `Serialize` impl fails (a custom impl returning an error).
+    pub fn arg<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
+        self.state.update(&[0xA5]);
+        value.serialize(&mut HashSer { state: &mut self.state })
+    }
+
+    /// The 128-bit digest.
+    pub fn finish(&self) -> u128 {
+        self.state.digest128()
+    }
+
+    /// The digest as 32 lowercase hex digits, the form used in keys.
+    pub fn finish_hex(&self) -> String {
+        format!("{:032x}", self.finish())
+    }
+}
+
+/// A `Serialize` impl failed while hashing an argument.
+#[derive(Debug, thiserror::Error)]
+#[error("argument could not be serialized for the cache key: {0}")]
+pub struct HashError(String);
+
+impl ser::Error for HashError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        Self(msg.to_string())
+    }
+}
+
+struct HashSer<'a> {
+    state: &'a mut Xxh3,
+}
+
+impl HashSer<'_> {
+    fn tag(&mut self, t: u8) {
+        self.state.update(&[t]);
+    }
+    fn bytes(&mut self, t: u8, b: &[u8]) {
+        self.state.update(&[t]);
+        self.state.update(&(b.len() as u64).to_le_bytes());
+        self.state.update(b);
+    }
+}
+
+macro_rules! num {
+    ($($f:ident $t:ty => $tag:literal),* $(,)?) => {$(
+        fn $f(self, v: $t) -> Result<(), HashError> {
+            self.tag($tag);
+            self.state.update(&v.to_le_bytes());
+            Ok(())
+        }
+    )*};
+}
+
+impl<'a> ser::Serializer for &'a mut HashSer<'_> {
+    type Ok = ();
+    type Error = HashError;
+    type SerializeSeq = Compound<'a>;
+    type SerializeTuple = Compound<'a>;
+    type SerializeTupleStruct = Compound<'a>;
+    type SerializeTupleVariant = Compound<'a>;
+    type SerializeMap = MapHasher<'a>;
+    type SerializeStruct = Compound<'a>;
+    type SerializeStructVariant = Compound<'a>;
+
+    num! {
+        serialize_i8 i8 => 1, serialize_i16 i16 => 2, serialize_i32 i32 => 3, serialize_i64 i64 => 4,
+        serialize_i128 i128 => 5, serialize_u8 u8 => 6, serialize_u16 u16 => 7, serialize_u32 u32 => 8,
+        serialize_u64 u64 => 9, serialize_u128 u128 => 10, serialize_f32 f32 => 11, serialize_f64 f64 => 12,
+    }
+
+    fn serialize_bool(self, v: bool) -> Result<(), HashError> {
+        self.tag(if v { 13 } else { 14 });
+        Ok(())
+    }
+    fn serialize_char(self, v: char) -> Result<(), HashError> {
+        self.tag(15);
+        self.state.update(&u32::from(v).to_le_bytes());
+        Ok(())
+    }
+    fn serialize_str(self, v: &str) -> Result<(), HashError> {
+        self.bytes(16, v.as_bytes());
+        Ok(())
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), HashError> {
+        self.bytes(17, v);
+        Ok(())
+    }
+    fn serialize_none(self) -> Result<(), HashError> {
+        self.tag(18);
+        Ok(())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), HashError> {
+        self.tag(19);
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), HashError> {
+        self.tag(20);
+        Ok(())
+    }
+    fn serialize_unit_struct(self, name: &'static str) -> Result<(), HashError> {
+        self.bytes(21, name.as_bytes());
+        Ok(())
+    }
+    fn serialize_unit_variant(self, _: &'static str, index: u32, variant: &'static str) -> Result<(), HashError> {
+        self.tag(22);
+        self.state.update(&index.to_le_bytes());
+        self.bytes(16, variant.as_bytes());
+        Ok(())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result<(), HashError> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), HashError> {
+        self.tag(23);
+        self.state.update(&index.to_le_bytes());
+        self.bytes(16, variant.as_bytes());
+        value.serialize(self)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Compound<'a>, HashError> {
+        self.tag(24);
+        Ok(Compound { state: self.state, count: 0 })
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Compound<'a>, HashError> {
+        self.tag(25);
+        Ok(Compound { state: self.state, count: 0 })
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, HashError> {
+        self.tag(25);
+        Ok(Compound { state: self.state, count: 0 })
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        index: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<Compound<'a>, HashError> {
+        self.tag(26);
+        self.state.update(&index.to_le_bytes());
+        self.bytes(16, variant.as_bytes());
+        Ok(Compound { state: self.state, count: 0 })
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<MapHasher<'a>, HashError> {
+        self.tag(27);
+        Ok(MapHasher { state: self.state, sum: 0, xor: 0, count: 0, entry: None })
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, HashError> {
+        self.tag(28);
+        Ok(Compound { state: self.state, count: 0 })
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        index: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<Compound<'a>, HashError> {
+        self.tag(29);
+        self.state.update(&index.to_le_bytes());
+        self.bytes(16, variant.as_bytes());
+        Ok(Compound { state: self.state, count: 0 })
+    }
+}
+
+/// Sequences, tuples and structs: elements in order, then the count.
+pub struct Compound<'a> {
+    state: &'a mut Xxh3,
+    count: u64,
+}
+
+impl Compound<'_> {
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
+        self.count += 1;
+        value.serialize(&mut HashSer { state: self.state })
+    }
+    fn end(self) -> Result<(), HashError> {
+        self.state.update(&[30]);
+        self.state.update(&self.count.to_le_bytes());
+        Ok(())
+    }
+}
+
+impl ser::SerializeSeq for Compound<'_> {
+    type Ok = ();
+    type Error = HashError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), HashError> {
+        Compound::end(self)
+    }
+}
+
+impl ser::SerializeTuple for Compound<'_> {
+    type Ok = ();
+    type Error = HashError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), HashError> {
+        Compound::end(self)
+    }
+}
+
+impl ser::SerializeTupleStruct for Compound<'_> {
+    type Ok = ();
+    type Error = HashError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), HashError> {
+        Compound::end(self)
+    }
+}
+
+impl ser::SerializeTupleVariant for Compound<'_> {
+    type Ok = ();
+    type Error = HashError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), HashError> {
+        Compound::end(self)
+    }
+}
+
+impl ser::SerializeStruct for Compound<'_> {
+    type Ok = ();
+    type Error = HashError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), HashError> {
+        self.state.update(&[31]);
+        self.state.update(&(key.len() as u64).to_le_bytes());
+        self.state.update(key.as_bytes());
+        self.element(value)
+    }
+    fn end(self) -> Result<(), HashError> {
+        Compound::end(self)
+    }
+}
+
+impl ser::SerializeStructVariant for Compound<'_> {
+    type Ok = ();
+    type Error = HashError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), HashError> {
+        ser::SerializeStruct::serialize_field(self, key, value)
+    }
+    fn end(self) -> Result<(), HashError> {
+        Compound::end(self)
+    }
+}
+
+/// Maps: each entry is hashed on its own, and the entry digests are combined
+/// with order-independent sums, so iteration order does not change the key.
+pub struct MapHasher<'a> {
+    state: &'a mut Xxh3,
+    sum: u128,
+    xor: u128,
+    count: u64,
+    entry: Option<Xxh3>,
+}
+
+impl ser::SerializeMap for MapHasher<'_> {
+    type Ok = ();
+    type Error = HashError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), HashError> {
+        let mut entry = Xxh3::new();
+        key.serialize(&mut HashSer { state: &mut entry })?;
+        self.entry = Some(entry);
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
+        let mut entry = self.entry.take().ok_or_else(|| HashError("map value without a key".into()))?;
+        entry.update(&[32]);
+        value.serialize(&mut HashSer { state: &mut entry })?;
+        let d = entry.digest128();
+        self.sum = self.sum.wrapping_add(d);
+        self.xor ^= d.rotate_left(17);
+        self.count += 1;
+        Ok(())
+    }
+    fn end(self) -> Result<(), HashError> {
+        self.state.update(&self.sum.to_le_bytes());
+        self.state.update(&self.xor.to_le_bytes());
+        self.state.update(&self.count.to_le_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, HashMap};
+
+    fn h<T: Serialize + ?Sized>(args: &[&T]) -> String {
+        let mut k = KeyHasher::new();
+        for a in args {
+            k.arg(*a).unwrap();
+        }
+        k.finish_hex()
+    }
+
+    #[test]
+    fn tenant_escape_is_injective_and_safe() {
+        let ids = ["a:b", "a%3Ab", "*", "{x}", "", "ü", "a", "A", "a.b", "a-b", "a_b"];
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            let ns = namespace("p", Some(&TenantId::from(id)));
+            let inner = &ns["p:{t:".len()..ns.len() - 1];
+            assert!(!inner.contains([':', '{', '}', '*']), "{ns}");
+            assert!(seen.insert(ns.clone()), "collision on {ns}");
+        }
+        assert_eq!(namespace("p", Some(&TenantId::from("a:b"))), "p:{t:a%3Ab}");
+        assert_eq!(namespace("p", Some(&TenantId::from("a%3Ab"))), "p:{t:a%253Ab}");
+        assert_eq!(namespace("p", None), "p:{g}");
+        let big = "x".repeat(10 * 1024);
+        assert_eq!(namespace("p", Some(&TenantId::from(big.as_str()))).len(), 10 * 1024 + 6);
+    }
+
+    #[test]
+    fn golden_layout() {
+        let ns = namespace("app", Some(&TenantId::from("acme")));
+        assert_eq!(ns, "app:{t:acme}");
+        assert_eq!(entry_key(&ns, "users::get", 2, "00ff"), "app:{t:acme}:e:users%3A%3Aget:2:00ff");
+        assert_eq!(user_entry_key(&ns, "a b"), "app:{t:acme}:k:a%20b");
+        assert_eq!(generation_key(&ns), "app:{t:acme}:g");
+        assert_eq!(tag_key(&ns, "user:1"), "app:{t:acme}:tag:user%3A1");
+        assert_eq!(all_tenants_namespace("app"), "app:{a}");
+    }
+
+    #[test]
+    fn golden_hashes_are_stable() {
+        // Pinned: a change here changes every key in production. Bump SCHEMA.
+        assert_eq!(h::<u64>(&[&42]), GOLDEN_U64_42);
+        assert_eq!(h::<str>(&["héllo"]), GOLDEN_STR);
+        assert_ne!(h::<str>(&["ab", "c"]), h::<str>(&["a", "bc"]));
+        assert_ne!(h::<u32>(&[&1]), h::<u64>(&[&1]));
+        assert_ne!(h::<Option<u8>>(&[&None]), h::<Option<u8>>(&[&Some(0)]));
+    }
+
+    const GOLDEN_U64_42: &str = "UNSET";
+    const GOLDEN_STR: &str = "UNSET";
+
+    #[test]
+    fn maps_hash_independently_of_order() {
+        let a: HashMap<String, u32> = (0..50).map(|i| (format!("k{i}"), i)).collect();
+        let b: BTreeMap<String, u32> = (0..50).map(|i| (format!("k{i}"), i)).collect();
+        let mut c: HashMap<String, u32> = HashMap::with_capacity(1000);
+        for i in (0..50).rev() {
+            c.insert(format!("k{i}"), i);
+        }
+        assert_eq!(h(&[&a]), h(&[&b]));
+        assert_eq!(h(&[&a]), h(&[&c]));
+        let mut d = b.clone();
+        d.insert("k0".into(), 99);
+        assert_ne!(h(&[&b]), h(&[&d]));
+    }
+}

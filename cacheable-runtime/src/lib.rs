@@ -1,0 +1,25 @@
+//! Runtime of [`cacheable`](https://docs.rs/cacheable): the cache service,
+//! Redis and memory stores, tenant context, invalidation and statistics.
+//!
+//! Users depend on the `cacheable` facade, which re-exports this crate and the
+//! attribute macros.
+
+mod breaker;
+mod cache;
+pub mod context;
+mod envelope;
+mod error;
+mod key;
+mod options;
+#[doc(hidden)]
+pub mod private;
+mod stats;
+mod store;
+pub mod tenant;
+
+pub use breaker::BreakerState;
+pub use cache::{Cache, CacheBuilder, Health, KeySource, global, set_global};
+pub use error::CacheError;
+pub use key::{HashError, KeyHasher, SCHEMA};
+pub use options::{CacheOptions, TtlPolicy};
+pub use stats::{FunctionStats, Stats};

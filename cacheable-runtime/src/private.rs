@@ -1,0 +1,223 @@
+//! Items that generated code calls, through `::cacheable::__private`.
+//!
+//! Not public API: names and signatures here change without notice.
+
+use std::future::Future;
+use std::marker::PhantomData;
+
+pub use serde::Serialize;
+pub use serde::de::DeserializeOwned;
+
+use crate::cache::{Cache, KeySource};
+pub use crate::key::{HashError, KeyHasher};
+
+/// The static description of one `#[cacheable]` function.
+#[derive(Debug)]
+pub struct Site {
+    /// Stable identity: `name = ".."`, or `module_path!()::fn_name`.
+    pub name: &'static str,
+    /// `version = N` (0 when absent).
+    pub version: u32,
+    /// TTL choice.
+    pub ttl: Ttl,
+    /// `global`: ignore the tenant.
+    pub global: bool,
+    /// `stale = N` seconds (0: none).
+    pub stale_secs: u64,
+    /// `cache_none`.
+    pub cache_none: bool,
+}
+
+/// How the TTL of a site is chosen.
+#[derive(Debug, Clone, Copy)]
+pub enum Ttl {
+    /// The cache's default TTL.
+    Default,
+    /// `ttl = N` or `ttl = "5m"`, in seconds.
+    Secs(u64),
+    /// `policy = "name"`.
+    Policy(&'static str),
+}
+
+/// The cache named by `cache = <expr>`.
+pub fn explicit_cache(cache: &Cache) -> Option<Cache> {
+    Some(cache.clone())
+}
+
+/// The global cache (`cacheable::set_global`), if any.
+pub fn global_cache() -> Option<Cache> {
+    crate::global()
+}
+
+/// The default key: a hash of the non-skipped arguments.
+pub fn hashed_key(f: impl FnOnce(&mut KeyHasher) -> Result<(), HashError>) -> Result<KeySource, HashError> {
+    let mut h = KeyHasher::new();
+    f(&mut h)?;
+    Ok(KeySource::Hash(h.finish()))
+}
+
+/// An explicit key from a `key = ".."` template, already rendered.
+pub fn template_key(rendered: String) -> Result<KeySource, HashError> {
+    Ok(KeySource::Template(rendered))
+}
+
+/// The cache-aside wrapper of `#[cacheable]`.
+pub async fn cached<A, O, F>(
+    cache: Option<Cache>,
+    site: &'static Site,
+    key: Result<KeySource, HashError>,
+    tags: Vec<String>,
+    body: F,
+) -> O
+where
+    A: Adapter<O>,
+    F: Future<Output = O>,
+{
+    match cache {
+        Some(cache) => cache.run_site::<A, O, F>(site, key, tags, body).await,
+        None => {
+            crate::cache::warn_no_cache(site.name);
+            body.await
+        }
+    }
+}
+
+/// The wrapper of `#[cache_evict]`: runs the body, then invalidates `tags` if
+/// the outcome is a success.
+pub async fn evict<K, O, F>(cache: Option<Cache>, tags: Vec<String>, all_tenants: bool, body: F) -> O
+where
+    K: EvictOn<O>,
+    F: Future<Output = O>,
+{
+    let out = body.await;
+    if K::succeeded(&out) {
+        match cache {
+            Some(cache) => cache.evict_after_call(&tags, all_tenants).await,
+            None => crate::cache::warn_no_cache("cache_evict"),
+        }
+    }
+    out
+}
+
+/// Type-checks a return type at the span where the user wrote it.
+pub fn assert_output<A: Adapter<O>, O>() {}
+
+/// Type-checks an argument that is part of the default key.
+pub fn assert_key_arg<T: Serialize + ?Sized>(_: &T) {}
+
+/// How an output type is cached: what is stored and how the output is rebuilt.
+///
+/// The macro picks the adapter from the return type's syntax:
+/// `Result<T, E>` → [`ResultOf`], `Option<T>` → [`OptionOf`], `Json<T>` →
+/// `JsonOf` (feature `axum`), anything else → [`Plain`].
+pub trait Adapter<O> {
+    /// What is decoded from the cache.
+    type Value: DeserializeOwned;
+    /// What is encoded into the cache: serializes exactly as `Value`.
+    type View<'a>: Serialize
+    where
+        O: 'a;
+    /// The part of `out` to cache, or `None` when this output is not cached
+    /// (`Err`, `None` without `cache_none`).
+    fn view(out: &O, cache_none: bool) -> Option<Self::View<'_>>;
+    /// The output rebuilt from a cached value.
+    fn rebuild(value: Self::Value) -> O;
+}
+
+/// A plain value, cached as it is.
+pub struct Plain;
+
+impl<T: Serialize + DeserializeOwned> Adapter<T> for Plain {
+    type Value = T;
+    type View<'a>
+        = &'a T
+    where
+        T: 'a;
+    fn view(out: &T, _: bool) -> Option<&T> {
+        Some(out)
+    }
+    fn rebuild(value: T) -> T {
+        value
+    }
+}
+
+/// `Result<T, E>`: only `Ok` is cached.
+pub struct ResultOf<K>(PhantomData<K>);
+
+impl<T, E, K: Adapter<T>> Adapter<Result<T, E>> for ResultOf<K> {
+    type Value = K::Value;
+    type View<'a>
+        = K::View<'a>
+    where
+        Result<T, E>: 'a;
+    fn view(out: &Result<T, E>, cache_none: bool) -> Option<Self::View<'_>> {
+        out.as_ref().ok().and_then(|t| K::view(t, cache_none))
+    }
+    fn rebuild(value: K::Value) -> Result<T, E> {
+        Ok(K::rebuild(value))
+    }
+}
+
+/// `Option<T>`: only `Some` is cached, unless `cache_none`.
+pub struct OptionOf<K>(PhantomData<K>);
+
+impl<T, K: Adapter<T>> Adapter<Option<T>> for OptionOf<K> {
+    type Value = Option<K::Value>;
+    type View<'a>
+        = Option<K::View<'a>>
+    where
+        Option<T>: 'a;
+    fn view(out: &Option<T>, cache_none: bool) -> Option<Self::View<'_>> {
+        match out {
+            Some(t) => K::view(t, cache_none).map(Some),
+            None if cache_none => Some(None),
+            None => None,
+        }
+    }
+    fn rebuild(value: Option<K::Value>) -> Option<T> {
+        value.map(K::rebuild)
+    }
+}
+
+/// `axum::Json<T>`: `T` is cached.
+#[cfg(feature = "axum")]
+pub struct JsonOf<K>(PhantomData<K>);
+
+#[cfg(feature = "axum")]
+impl<T, K: Adapter<T>> Adapter<axum::Json<T>> for JsonOf<K> {
+    type Value = K::Value;
+    type View<'a>
+        = K::View<'a>
+    where
+        axum::Json<T>: 'a;
+    fn view(out: &axum::Json<T>, cache_none: bool) -> Option<Self::View<'_>> {
+        K::view(&out.0, cache_none)
+    }
+    fn rebuild(value: K::Value) -> axum::Json<T> {
+        axum::Json(K::rebuild(value))
+    }
+}
+
+/// When `#[cache_evict]` invalidates.
+pub trait EvictOn<O> {
+    /// Whether the call succeeded.
+    fn succeeded(out: &O) -> bool;
+}
+
+/// Any output counts as success.
+pub struct Always;
+
+impl<O> EvictOn<O> for Always {
+    fn succeeded(_: &O) -> bool {
+        true
+    }
+}
+
+/// `Result`: only `Ok` counts as success.
+pub struct OnOk;
+
+impl<T, E> EvictOn<Result<T, E>> for OnOk {
+    fn succeeded(out: &Result<T, E>) -> bool {
+        out.is_ok()
+    }
+}

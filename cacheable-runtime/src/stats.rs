@@ -1,0 +1,206 @@
+//! In-process counters behind `Cache::stats()`: relaxed atomics, a few
+//! nanoseconds per call. Per-function counters are looked up once per call in
+//! a read-locked map keyed by the function's static name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub errors: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub compute_nanos: AtomicU64,
+    pub computes: AtomicU64,
+    pub hit_nanos: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add_time(c: &AtomicU64, d: Duration) {
+        c.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn snapshot(&self) -> FunctionStats {
+        FunctionStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            stale_served: self.stale_served.load(Relaxed),
+            computes: self.computes.load(Relaxed),
+            compute_time: Duration::from_nanos(self.compute_nanos.load(Relaxed)),
+            hit_time: Duration::from_nanos(self.hit_nanos.load(Relaxed)),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub total: Counters,
+    pub invalidations: AtomicU64,
+    functions: RwLock<HashMap<&'static str, Arc<Counters>>>,
+}
+
+impl Registry {
+    pub(crate) fn function(&self, name: &'static str) -> Arc<Counters> {
+        if let Some(c) = self.functions.read().unwrap_or_else(PoisonError::into_inner).get(name) {
+            return Arc::clone(c);
+        }
+        let mut map = self.functions.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(name).or_default())
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let t = self.total.snapshot();
+        let functions = self
+            .functions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.snapshot()))
+            .collect();
+        Stats {
+            hits: t.hits,
+            misses: t.misses,
+            errors: t.errors,
+            stale_served: t.stale_served,
+            invalidations: self.invalidations.load(Relaxed),
+            compute_time: t.compute_time,
+            computes: t.computes,
+            hit_time: t.hit_time,
+            functions,
+        }
+    }
+}
+
+/// A snapshot of a cache's counters since it was built.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Reads served from the cache.
+    pub hits: u64,
+    /// Reads that ran the function (or found nothing, for `get`).
+    pub misses: u64,
+    /// Store errors and codec errors (each one made the call run uncached).
+    pub errors: u64,
+    /// Stale values served while another caller refreshed.
+    pub stale_served: u64,
+    /// Invalidations (delete, tags, tenant, evict).
+    pub invalidations: u64,
+    /// Time spent computing values on misses: the database queries.
+    pub compute_time: Duration,
+    /// Number of computations behind `compute_time`.
+    pub computes: u64,
+    /// Time spent serving hits (lookup and decode).
+    pub hit_time: Duration,
+    functions: BTreeMap<String, FunctionStats>,
+}
+
+impl Stats {
+    /// Hits over hits + misses; 0 when there were no reads.
+    pub fn hit_ratio(&self) -> f64 {
+        ratio(self.hits, self.misses)
+    }
+
+    /// Counters of one cached function, by its name (`name = ".."` or `module::fn`).
+    pub fn function(&self, name: &str) -> Option<&FunctionStats> {
+        self.functions.get(name)
+    }
+
+    /// All per-function counters, by name.
+    pub fn functions(&self) -> impl Iterator<Item = (&str, &FunctionStats)> {
+        self.functions.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// The counters of one cached function.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FunctionStats {
+    /// Hits.
+    pub hits: u64,
+    /// Misses.
+    pub misses: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Stale values served.
+    pub stale_served: u64,
+    /// Computations (misses that ran the function).
+    pub computes: u64,
+    /// Total time of those computations.
+    pub compute_time: Duration,
+    /// Total time serving hits.
+    pub hit_time: Duration,
+}
+
+impl FunctionStats {
+    /// Hits over hits + misses.
+    pub fn hit_ratio(&self) -> f64 {
+        ratio(self.hits, self.misses)
+    }
+
+    /// Mean time of one computation (a miss's database query).
+    pub fn mean_compute_time(&self) -> Option<Duration> {
+        (self.computes > 0).then(|| self.compute_time / u32::try_from(self.computes).unwrap_or(u32::MAX))
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn ratio(hits: u64, misses: u64) -> f64 {
+    let total = hits + misses;
+    if total == 0 { 0.0 } else { hits as f64 / total as f64 }
+}
+
+/// Logs at most one line per error kind per interval, with the number of
+/// lines suppressed since the last one: errors are never a log flood.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    epoch: std::time::Instant,
+    interval_ms: u64,
+    slots: [(AtomicU64, AtomicU64); 8],
+}
+
+impl LogLimiter {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            epoch: std::time::Instant::now(),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            slots: Default::default(),
+        }
+    }
+
+    /// Returns `Some(suppressed)` when a line may be logged now.
+    pub(crate) fn admit(&self, kind: &str) -> Option<u64> {
+        let slot = &self.slots[usize::from(kind.bytes().fold(0u8, u8::wrapping_add)) % self.slots.len()];
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + self.interval_ms;
+        let last = slot.0.load(Relaxed);
+        if now >= last + self.interval_ms && slot.0.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+            Some(slot.1.swap(0, Relaxed))
+        } else {
+            slot.1.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limiter_admits_once_per_interval() {
+        let l = LogLimiter::new(Duration::from_millis(50));
+        assert_eq!(l.admit("timeout"), Some(0));
+        for _ in 0..100 {
+            assert_eq!(l.admit("timeout"), None);
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(l.admit("timeout"), Some(100));
+    }
+}

@@ -1,0 +1,150 @@
+//! The embedded in-process store behind `Cache::memory()`.
+//!
+//! Same semantics as the Redis store (compare-and-set, version counters with
+//! expiry, leases), under one mutex. Expired keys are dropped when touched and
+//! by a sweep every few thousand writes, so memory stays bounded by live keys.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::{Put, Store};
+use crate::error::CacheError;
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoryStore {
+    map: Mutex<Map>,
+}
+
+#[derive(Debug, Default)]
+struct Map {
+    keys: HashMap<String, Slot>,
+    writes: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    value: Vec<u8>,
+    expires: Option<Instant>,
+}
+
+impl Slot {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+}
+
+impl Map {
+    fn get(&self, key: &str, now: Instant) -> Option<&Slot> {
+        self.keys.get(key).filter(|s| s.live(now))
+    }
+
+    fn insert(&mut self, key: &str, value: Vec<u8>, expires: Option<Instant>, now: Instant) {
+        self.writes += 1;
+        if self.writes % 4096 == 0 {
+            self.keys.retain(|_, s| s.live(now));
+        }
+        self.keys.insert(key.to_owned(), Slot { value, expires });
+    }
+
+    fn counter(&self, key: &str, now: Instant) -> u64 {
+        self.get(key, now).and_then(|s| std::str::from_utf8(&s.value).ok()?.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl MemoryStore {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Map> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store for MemoryStore {
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let now = Instant::now();
+        let map = self.lock();
+        Ok(keys.iter().map(|k| map.get(k, now).map(|s| s.value.clone())).collect())
+    }
+
+    async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        if !put.expect.matches(map.get(put.key, now).map(|s| s.value.as_slice())) {
+            return Ok(false);
+        }
+        map.insert(put.key, put.value.to_vec(), Some(now + put.ttl), now);
+        let min_expiry = now + put.ttl;
+        for dep in put.deps {
+            match map.keys.get_mut(dep.as_str()).filter(|s| s.live(now)) {
+                Some(slot) => {
+                    if let Some(e) = slot.expires
+                        && e < min_expiry
+                    {
+                        slot.expires = Some(min_expiry);
+                    }
+                }
+                None => map.insert(dep, b"0".to_vec(), Some(min_expiry), now),
+            }
+        }
+        Ok(true)
+    }
+
+    async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        for key in keys {
+            let next = map.counter(key, now) + 1;
+            let expires = match map.get(key, now) {
+                Some(slot) => slot.expires,
+                None => Some(now + ttl),
+            };
+            map.insert(key, next.to_string().into_bytes(), expires, now);
+        }
+        Ok(())
+    }
+
+    async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        let now = Instant::now();
+        self.lock().insert(key, value.to_vec(), Some(now + ttl), now);
+        Ok(())
+    }
+
+    async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {
+        let head = format!("{prefix}:{{");
+        let mut map = self.lock();
+        let before = map.keys.len();
+        map.keys.retain(|k, _| !k.starts_with(&head));
+        Ok((before - map.keys.len()) as u64)
+    }
+
+    async fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        if map.get(key, now).is_some() {
+            return Ok(false);
+        }
+        map.insert(key, token.as_bytes().to_vec(), Some(now + ttl), now);
+        Ok(true)
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), CacheError> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        if map.get(key, now).is_some_and(|s| s.value == token.as_bytes()) {
+            map.keys.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
+
+    async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
+        let map = self.lock();
+        Ok(Some(map.keys.iter().map(|(k, s)| (k.len() + s.value.len() + 48) as u64).sum()))
+    }
+}

@@ -1,0 +1,139 @@
+//! Stores: where entries and version counters live.
+//!
+//! One trait, [`Store`], with a Redis implementation and an in-process memory
+//! implementation that keeps the same semantics (compare-and-set writes,
+//! version counters with expiry, leases). Both pass the same behaviour tests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::CacheError;
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+/// What a write expects to find at the entry key: compare-and-set on the
+/// stamp (bytes 1..17 of the stored value) observed before computing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Write whatever is there.
+    Any,
+    /// The key must be absent.
+    Absent,
+    /// The stored value's bytes 1..17 must equal these (possibly fewer for a
+    /// shorter, garbage value).
+    Stamp(Vec<u8>),
+}
+
+impl Expect {
+    /// The expectation that matches `raw` as it was read.
+    pub(crate) fn from_read(raw: Option<&[u8]>) -> Self {
+        match raw {
+            None => Self::Absent,
+            Some(raw) => Self::Stamp(stamp_of(raw).to_vec()),
+        }
+    }
+
+    /// Whether `current` satisfies the expectation.
+    pub(crate) fn matches(&self, current: Option<&[u8]>) -> bool {
+        match (self, current) {
+            (Self::Any, _) | (Self::Absent, None) => true,
+            (Self::Stamp(s), Some(cur)) => stamp_of(cur) == s.as_slice(),
+            _ => false,
+        }
+    }
+}
+
+/// Bytes 1..17 of a stored value (what the Lua script compares: `string.sub(v, 2, 17)`).
+pub(crate) fn stamp_of(raw: &[u8]) -> &[u8] {
+    raw.get(1..raw.len().min(17)).unwrap_or(&[])
+}
+
+/// One compare-and-set write of an entry.
+#[derive(Debug)]
+pub(crate) struct Put<'a> {
+    pub key: &'a str,
+    pub value: &'a [u8],
+    pub ttl: Duration,
+    pub expect: Expect,
+    /// Version keys the entry depends on: created at 0 if absent, and kept
+    /// alive at least `ttl` (so a version never disappears under a live entry).
+    pub deps: &'a [String],
+}
+
+/// The operations the cache needs from a store. Futures are `Send`.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// `MGET`: values of `keys`, `None` where absent.
+    fn mget(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, CacheError>> + Send;
+    /// Compare-and-set write; `Ok(false)` when the expectation failed.
+    fn put(&self, put: &Put<'_>) -> impl Future<Output = Result<bool, CacheError>> + Send;
+    /// Increments version counters; a counter created here lives `ttl`.
+    fn bump(&self, keys: &[String], ttl: Duration) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Plain `SET key value PX ttl`.
+    fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Deletes every key that starts with `{prefix}:{`; returns how many.
+    fn clear(&self, prefix: &str) -> impl Future<Output = Result<u64, CacheError>> + Send;
+    /// `SET key token NX PX ttl`: whether the lease was taken.
+    fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> impl Future<Output = Result<bool, CacheError>> + Send;
+    /// Deletes the lease if it still holds `token`.
+    fn release(&self, key: &str, token: &str) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// A round trip, for health checks.
+    fn ping(&self) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Bytes used by the store, when it can tell.
+    fn used_memory(&self) -> impl Future<Output = Result<Option<u64>, CacheError>> + Send;
+}
+
+/// The configured store. An enum rather than `dyn Store`: no boxing on the hot path.
+#[derive(Debug)]
+pub(crate) enum AnyStore {
+    Memory(memory::MemoryStore),
+    Redis(redis::RedisStore),
+}
+
+impl AnyStore {
+    pub(crate) fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Memory($s) => $e.await,
+            AnyStore::Redis($s) => $e.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        dispatch!(self, s => s.mget(keys))
+    }
+    async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
+        dispatch!(self, s => s.put(put))
+    }
+    async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {
+        dispatch!(self, s => s.bump(keys, ttl))
+    }
+    async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        dispatch!(self, s => s.set_raw(key, value, ttl))
+    }
+    async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {
+        dispatch!(self, s => s.clear(prefix))
+    }
+    async fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
+        dispatch!(self, s => s.try_lease(key, token, ttl))
+    }
+    async fn release(&self, key: &str, token: &str) -> Result<(), CacheError> {
+        dispatch!(self, s => s.release(key, token))
+    }
+    async fn ping(&self) -> Result<(), CacheError> {
+        dispatch!(self, s => s.ping())
+    }
+    async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
+        dispatch!(self, s => s.used_memory())
+    }
+}

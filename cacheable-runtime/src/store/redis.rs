@@ -1,0 +1,225 @@
+//! The Redis store: one multiplexed `ConnectionManager` (reconnects by itself),
+//! created lazily so that an unreachable server is not a build error.
+//! Scripts run by `EVALSHA`, reloaded on `NOSCRIPT` (redis-rs `Script`).
+//! The cache wraps every call in its own timeout and circuit breaker.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+
+use super::{Expect, Put, Store};
+use crate::error::CacheError;
+
+/// Compare-and-set write of an entry; creates missing dependency versions at
+/// 0 and keeps every dependency alive at least as long as the entry.
+const PUT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+local exp = ARGV[3]
+if exp ~= '*' then
+  if cur then
+    if exp == '' or string.sub(cur, 2, 17) ~= string.sub(exp, 2) then return 0 end
+  elseif exp ~= '' then
+    return 0
+  end
+end
+local ttl = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+for i = 2, #KEYS do
+  if not redis.call('SET', KEYS[i], '0', 'NX', 'PX', ttl) then
+    local p = redis.call('PTTL', KEYS[i])
+    if p >= 0 and p < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
+return 1
+";
+
+/// Increments version counters; a counter created here expires after ARGV[1]
+/// ms (no live entry refers to it; only in-flight computations may).
+const BUMP: &str = r"
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  redis.call('INCR', KEYS[i])
+  if redis.call('PTTL', KEYS[i]) == -1 then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return #KEYS
+";
+
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+pub(crate) struct RedisStore {
+    conn: ConnectionManager,
+    display_url: String,
+    put: Script,
+    bump: Script,
+    release: Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore").field("url", &self.display_url).finish_non_exhaustive()
+    }
+}
+
+/// `redis://user:secret@host/` → `redis://user:***@host/`
+pub(crate) fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_owned() };
+            format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl RedisStore {
+    /// Parses the URL and prepares a lazy connection; no I/O happens here.
+    pub(crate) fn new(url: &str, op_timeout: Duration) -> Result<Self, CacheError> {
+        let display_url = mask_url(url);
+        let client = Client::open(url).map_err(|e| CacheError::Config(format!("redis url `{display_url}`: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(op_timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(op_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| CacheError::Config(format!("redis connection manager: {e}")))?;
+        Ok(Self { conn, display_url, put: Script::new(PUT), bump: Script::new(BUMP), release: Script::new(RELEASE) })
+    }
+
+    /// A clone of the multiplexed connection (cheap), for the rate limiter.
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Store for RedisStore {
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
+    }
+
+    async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
+        let mut conn = self.conn.clone();
+        let expect: Vec<u8> = match &put.expect {
+            Expect::Any => b"*".to_vec(),
+            Expect::Absent => Vec::new(),
+            Expect::Stamp(s) => {
+                let mut v = Vec::with_capacity(s.len() + 1);
+                v.push(b'=');
+                v.extend_from_slice(s);
+                v
+            }
+        };
+        let mut inv = self.put.key(put.key);
+        inv.key(put.deps).arg(put.value).arg(ms(put.ttl)).arg(expect);
+        let written: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(written == 1)
+    }
+
+    async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut inv = self.bump.key(keys);
+        inv.arg(ms(ttl));
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let () = redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ms(ttl)).query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}:{{*", glob_escape(prefix));
+        let mut cursor: u64 = 0;
+        let mut removed = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut conn = self.conn.clone();
+        let r: Option<String> =
+            redis::cmd("SET").arg(key).arg(token).arg("NX").arg("PX").arg(ms(ttl)).query_async(&mut conn).await?;
+        Ok(r.is_some())
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.release.key(key);
+        inv.arg(token);
+        let _: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+        if pong == "PONG" { Ok(()) } else { Err(CacheError::Store(format!("unexpected PING reply `{pong}`"))) }
+    }
+
+    async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
+        Ok(info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(mask_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(mask_url("rediss://:secret@h/"), "rediss://:***@h/");
+        assert_eq!(mask_url("redis://h:6379/"), "redis://h:6379/");
+        assert_eq!(mask_url("redis://secret@h"), "redis://***@h");
+    }
+}
