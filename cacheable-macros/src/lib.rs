@@ -2,6 +2,8 @@
 
 use proc_macro::TokenStream;
 
+mod rate_limit;
+
 /// Caches the result of an async fn (placeholder until the expansion lands).
 #[proc_macro_attribute]
 pub fn cacheable(_attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -16,6 +18,6 @@ pub fn cache_evict(_attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Rate-limits an async fn (placeholder until the expansion lands).
 #[proc_macro_attribute]
-pub fn rate_limit(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn rate_limit(attr: TokenStream, item: TokenStream) -> TokenStream {
+    rate_limit::expand(attr.into(), item.into()).into()
 }

@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     lease_ttl: Duration,
     lease_wait: Duration,
     write_guard: Duration,
+    /// Rate-limiter state of this cache (see `rate_limit`).
+    pub(crate) rate_state: crate::rate_limit::State,
 }
 
 /// Builds a [`Cache`]. `build()` fails only on invalid configuration: an
@@ -265,6 +267,7 @@ impl CacheBuilder {
                 lease_ttl: self.lease_ttl,
                 lease_wait: self.lease_wait,
                 write_guard: self.write_guard,
+                rate_state: crate::rate_limit::State::default(),
             }),
         })
     }

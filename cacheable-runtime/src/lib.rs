@@ -6,11 +6,14 @@
 
 mod breaker;
 mod cache;
+#[cfg(feature = "axum")]
+pub mod http;
 pub mod context;
 mod envelope;
 mod error;
 mod key;
 mod options;
+pub mod rate_limit;
 #[doc(hidden)]
 pub mod private;
 mod stats;

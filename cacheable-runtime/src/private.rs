@@ -10,6 +10,7 @@ pub use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, KeySource};
 pub use crate::key::{HashError, KeyHasher};
+pub use crate::rate_limit::private::*;
 
 /// The static description of one `#[cacheable]` function.
 #[derive(Debug)]

@@ -1,0 +1,3 @@
+//! axum integration (feature `axum`).
+
+pub mod cache_headers;
