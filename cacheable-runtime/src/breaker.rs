@@ -65,7 +65,10 @@ impl Breaker {
             CLOSED => true,
             OPEN => {
                 self.now_ms() >= self.open_until_ms.load(Ordering::Acquire)
-                    && self.state.compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                    && self
+                        .state
+                        .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
             }
             _ => false,
         }
@@ -74,7 +77,8 @@ impl Breaker {
     pub(crate) fn success(&self) {
         self.failures.store(0, Ordering::Relaxed);
         if self.state.load(Ordering::Acquire) != CLOSED {
-            self.cooldown_ms.store(Self::ms(self.min_cooldown), Ordering::Relaxed);
+            self.cooldown_ms
+                .store(Self::ms(self.min_cooldown), Ordering::Relaxed);
             self.state.store(CLOSED, Ordering::Release);
         }
     }
@@ -83,12 +87,14 @@ impl Breaker {
         let state = self.state.load(Ordering::Acquire);
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if state == HALF_OPEN || (state == CLOSED && failures >= self.threshold) {
-            let cooldown = self.cooldown_ms.load(Ordering::Relaxed);
-            self.open_until_ms.store(self.now_ms() + cooldown, Ordering::Release);
+            let mut cooldown = self.cooldown_ms.load(Ordering::Relaxed);
             if state == HALF_OPEN {
-                let next = (cooldown * 2).min(Self::ms(self.max_cooldown));
-                self.cooldown_ms.store(next, Ordering::Relaxed);
+                // The probe failed: the store is still down, wait longer.
+                cooldown = (cooldown * 2).min(Self::ms(self.max_cooldown));
+                self.cooldown_ms.store(cooldown, Ordering::Relaxed);
             }
+            self.open_until_ms
+                .store(self.now_ms() + cooldown, Ordering::Release);
             self.state.store(OPEN, Ordering::Release);
         }
     }

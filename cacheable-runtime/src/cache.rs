@@ -54,7 +54,10 @@ pub fn set_global(cache: Cache) {
 
 /// The global cache, if one was set.
 pub fn global() -> Option<Cache> {
-    GLOBAL.read().unwrap_or_else(PoisonError::into_inner).clone()
+    GLOBAL
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
 }
 
 /// The key part of a cached call.
@@ -197,7 +200,12 @@ impl CacheBuilder {
 
     /// Consecutive failures that open the circuit breaker (default 5), and its
     /// cool-down range (default 500 ms, doubling up to 30 s).
-    pub fn circuit_breaker(mut self, failures: u32, min_cooldown: Duration, max_cooldown: Duration) -> Self {
+    pub fn circuit_breaker(
+        mut self,
+        failures: u32,
+        min_cooldown: Duration,
+        max_cooldown: Duration,
+    ) -> Self {
         self.breaker_threshold = failures;
         self.breaker_cooldown = (min_cooldown, max_cooldown);
         self
@@ -232,9 +240,15 @@ impl CacheBuilder {
     pub(crate) fn build_sync(self) -> Result<Cache, CacheError> {
         let config = |m: String| Err(CacheError::Config(m));
         if self.prefix.is_empty()
-            || !self.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+            || !self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
         {
-            return config(format!("prefix `{}` must be non-empty and use only [A-Za-z0-9_.:-]", self.prefix));
+            return config(format!(
+                "prefix `{}` must be non-empty and use only [A-Za-z0-9_.:-]",
+                self.prefix
+            ));
         }
         if self.default_ttl.is_zero() {
             return config("default_ttl must be greater than zero".into());
@@ -260,7 +274,11 @@ impl CacheBuilder {
                 default_ttl: self.default_ttl,
                 policies: self.policies,
                 op_timeout: self.op_timeout,
-                breaker: Breaker::new(self.breaker_threshold, self.breaker_cooldown.0, self.breaker_cooldown.1),
+                breaker: Breaker::new(
+                    self.breaker_threshold,
+                    self.breaker_cooldown.0,
+                    self.breaker_cooldown.1,
+                ),
                 stats: Registry::default(),
                 flights: Mutex::new(HashMap::new()),
                 log: LogLimiter::new(Duration::from_secs(10)),
@@ -303,8 +321,16 @@ struct Spec {
 }
 
 enum Lookup<V> {
-    Hit { value: V, deps: Vec<Dep>, stored_at_ms: u64, fresh_until_ms: u64 },
-    Stale { value: V, miss: Miss },
+    Hit {
+        value: V,
+        deps: Vec<Dep>,
+        stored_at_ms: u64,
+        fresh_until_ms: u64,
+    },
+    Stale {
+        value: V,
+        miss: Miss,
+    },
     Miss(Miss),
 }
 
@@ -326,19 +352,29 @@ struct FlightGuard {
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        self.cache.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+        self.cache
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
     }
 }
 
 fn parse_version(raw: Option<Vec<u8>>) -> u64 {
-    raw.and_then(|r| std::str::from_utf8(&r).ok()?.parse().ok()).unwrap_or(0)
+    raw.and_then(|r| std::str::from_utf8(&r).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Logs, at most once a minute, that a cached function ran without a cache.
 pub(crate) fn warn_no_cache(site: &str) {
-    static LOG: std::sync::LazyLock<LogLimiter> = std::sync::LazyLock::new(|| LogLimiter::new(Duration::from_secs(60)));
+    static LOG: std::sync::LazyLock<LogLimiter> =
+        std::sync::LazyLock::new(|| LogLimiter::new(Duration::from_secs(60)));
     if let Some(suppressed) = LOG.admit("no_cache") {
-        tracing::warn!(site, suppressed, "no cache configured (call cacheable::set_global or pass `cache = ..`); running uncached");
+        tracing::warn!(
+            site,
+            suppressed,
+            "no cache configured (call cacheable::set_global or pass `cache = ..`); running uncached"
+        );
     }
 }
 
@@ -350,7 +386,10 @@ impl Cache {
 
     /// A cache on the embedded in-process store, with default settings.
     pub fn memory() -> Cache {
-        CacheBuilder::default().memory().build_sync().expect("the default memory configuration is valid")
+        CacheBuilder::default()
+            .memory()
+            .build_sync()
+            .expect("the default memory configuration is valid")
     }
 
     /// The key prefix.
@@ -364,7 +403,10 @@ impl Cache {
 
     // ----- store access with timeout and breaker -----
 
-    async fn op<T>(&self, fut: impl Future<Output = Result<T, CacheError>>) -> Result<T, CacheError> {
+    async fn op<T>(
+        &self,
+        fut: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
         let inner = &self.inner;
         if !inner.breaker.allow() {
             return Err(CacheError::CircuitOpen);
@@ -425,11 +467,20 @@ impl Cache {
 
     fn policy_ttl(&self, name: &str, seed: &str) -> Option<(Duration, Duration)> {
         let p = self.inner.policies.get(name)?;
-        Some((p.jittered(xxhash_rust::xxh3::xxh3_64(seed.as_bytes())), p.stale.unwrap_or_default()))
+        Some((
+            p.jittered(xxhash_rust::xxh3::xxh3_64(seed.as_bytes())),
+            p.stale.unwrap_or_default(),
+        ))
     }
 
     fn unknown_policy(&self, name: &str) {
-        self.report(None, "policy", &CacheError::Config(format!("unknown ttl policy `{name}`; using the default ttl")));
+        self.report(
+            None,
+            "policy",
+            &CacheError::Config(format!(
+                "unknown ttl policy `{name}`; using the default ttl"
+            )),
+        );
     }
 
     fn site_spec(&self, site: &'static Site, key: &KeySource, tags: &[String]) -> Spec {
@@ -455,7 +506,11 @@ impl Cache {
                 (self.inner.default_ttl, Duration::ZERO)
             }),
         };
-        let stale = if site.stale_secs > 0 { Duration::from_secs(site.stale_secs) } else { stale };
+        let stale = if site.stale_secs > 0 {
+            Duration::from_secs(site.stale_secs)
+        } else {
+            stale
+        };
         Spec {
             keys,
             ttl,
@@ -497,8 +552,13 @@ impl Cache {
         let mut values = self.op(store.mget(&spec.keys)).await?.into_iter();
         let raw = values.next().flatten();
         let versions: Vec<u64> = values.map(parse_version).collect();
-        let miss = |raw: Option<&[u8]>, versions: Vec<u64>| Miss { expect: Expect::from_read(raw), versions };
-        let Some(raw) = raw else { return Ok(Lookup::Miss(miss(None, versions))) };
+        let miss = |raw: Option<&[u8]>, versions: Vec<u64>| Miss {
+            expect: Expect::from_read(raw),
+            versions,
+        };
+        let Some(raw) = raw else {
+            return Ok(Lookup::Miss(miss(None, versions)));
+        };
         let env = match envelope::decode(&raw) {
             Ok(env) => env,
             Err(e) => {
@@ -510,34 +570,56 @@ impl Cache {
             return Ok(Lookup::Miss(miss(Some(&raw), versions)));
         }
         let now = now_ms();
-        let stale_until = env.fresh_until_ms.saturating_add(u64::try_from(spec.stale.as_millis()).unwrap_or(u64::MAX));
+        let stale_until = env
+            .fresh_until_ms
+            .saturating_add(u64::try_from(spec.stale.as_millis()).unwrap_or(u64::MAX));
         if now >= stale_until {
             return Ok(Lookup::Miss(miss(Some(&raw), versions)));
         }
         let value = match serde_json::from_slice::<V>(env.payload) {
             Ok(v) => v,
             Err(e) => {
-                self.report(Some(&spec.counters), "decode", &CacheError::Codec(e.to_string()));
+                self.report(
+                    Some(&spec.counters),
+                    "decode",
+                    &CacheError::Codec(e.to_string()),
+                );
                 return Ok(Lookup::Miss(miss(Some(&raw), versions)));
             }
         };
         if now >= env.fresh_until_ms {
-            return Ok(Lookup::Stale { value, miss: miss(Some(&raw), versions) });
+            return Ok(Lookup::Stale {
+                value,
+                miss: miss(Some(&raw), versions),
+            });
         }
-        Ok(Lookup::Hit { value, stored_at_ms: env.stored_at_ms, fresh_until_ms: env.fresh_until_ms, deps: env.deps })
+        Ok(Lookup::Hit {
+            value,
+            stored_at_ms: env.stored_at_ms,
+            fresh_until_ms: env.fresh_until_ms,
+            deps: env.deps,
+        })
     }
 
     /// Whether every dependency of an entry is still at its recorded version.
     /// The call's own version keys were fetched with the entry; dependencies
     /// inherited from nested cached calls are fetched with one more `MGET`.
-    async fn deps_current(&self, spec: &Spec, deps: &[Dep], versions: &[u64]) -> Result<bool, CacheError> {
+    async fn deps_current(
+        &self,
+        spec: &Spec,
+        deps: &[Dep],
+        versions: &[u64],
+    ) -> Result<bool, CacheError> {
         let known = &spec.keys[1..];
         let mut extra: Vec<(String, u64)> = Vec::new();
         for (i, dep) in deps.iter().enumerate() {
             let current = if known.get(i).is_some_and(|k| *k == dep.key) {
                 Some(versions[i])
             } else {
-                known.iter().position(|k| *k == dep.key).map(|p| versions[p])
+                known
+                    .iter()
+                    .position(|k| *k == dep.key)
+                    .map(|p| versions[p])
             };
             match current {
                 Some(v) if v != dep.version => return Ok(false),
@@ -555,7 +637,10 @@ impl Cache {
         }
         let keys: Vec<String> = extra.iter().map(|(k, _)| k.clone()).collect();
         let current = self.op(self.inner.store.mget(&keys)).await?;
-        Ok(current.into_iter().zip(&extra).all(|(raw, (_, v))| parse_version(raw) == *v))
+        Ok(current
+            .into_iter()
+            .zip(&extra)
+            .all(|(raw, (_, v))| parse_version(raw) == *v))
     }
 
     // ----- the cache-aside engine -----
@@ -590,7 +675,12 @@ impl Cache {
     {
         let started = Instant::now();
         match self.lookup::<A::Value>(spec).await {
-            Ok(Lookup::Hit { value, deps, stored_at_ms, fresh_until_ms }) => {
+            Ok(Lookup::Hit {
+                value,
+                deps,
+                stored_at_ms,
+                fresh_until_ms,
+            }) => {
                 Counters::add(&self.inner.stats.total.hits);
                 Counters::add(&spec.counters.hits);
                 let elapsed = started.elapsed();
@@ -598,10 +688,17 @@ impl Cache {
                 Counters::add_time(&spec.counters.hit_nanos, elapsed);
                 report_deps(&deps);
                 let now = now_ms();
-                note_cache(spec, true, fresh_until_ms.saturating_sub(now), now.saturating_sub(stored_at_ms));
+                note_cache(
+                    spec,
+                    true,
+                    fresh_until_ms.saturating_sub(now),
+                    now.saturating_sub(stored_at_ms),
+                );
                 A::rebuild(value)
             }
-            Ok(Lookup::Stale { value, miss }) => self.fill::<A, O, F>(spec, miss, Some(value), body).await,
+            Ok(Lookup::Stale { value, miss }) => {
+                self.fill::<A, O, F>(spec, miss, Some(value), body).await
+            }
             Ok(Lookup::Miss(miss)) => self.fill::<A, O, F>(spec, miss, None, body).await,
             Err(e) => {
                 self.report(Some(&spec.counters), "read", &e);
@@ -613,19 +710,32 @@ impl Cache {
     }
 
     fn join_flight(&self, key: &str) -> Flight {
-        let mut flights = self.inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut flights = self
+            .inner
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = flights.get(key) {
             return Flight::Follower(tx.subscribe());
         }
         let (tx, _) = watch::channel(());
         flights.insert(key.to_owned(), tx);
-        Flight::Leader(FlightGuard { cache: Arc::clone(&self.inner), key: key.to_owned() })
+        Flight::Leader(FlightGuard {
+            cache: Arc::clone(&self.inner),
+            key: key.to_owned(),
+        })
     }
 
     /// A miss (or a stale hit): one caller per process computes (single
     /// flight), one process per key holds a lease; the others wait for its
     /// value, or take the stale value at once.
-    async fn fill<A, O, F>(&self, spec: &Spec, mut miss: Miss, stale: Option<A::Value>, body: F) -> O
+    async fn fill<A, O, F>(
+        &self,
+        spec: &Spec,
+        mut miss: Miss,
+        stale: Option<A::Value>,
+        body: F,
+    ) -> O
     where
         A: Adapter<O>,
         F: Future<Output = O>,
@@ -637,15 +747,27 @@ impl Cache {
                 }
                 let _ = tokio::time::timeout(self.inner.lease_wait, rx.changed()).await;
                 match self.lookup::<A::Value>(spec).await {
-                    Ok(Lookup::Hit { value, deps, stored_at_ms, fresh_until_ms }) => {
+                    Ok(Lookup::Hit {
+                        value,
+                        deps,
+                        stored_at_ms,
+                        fresh_until_ms,
+                    }) => {
                         Counters::add(&self.inner.stats.total.hits);
                         Counters::add(&spec.counters.hits);
                         report_deps(&deps);
                         let now = now_ms();
-                        note_cache(spec, true, fresh_until_ms.saturating_sub(now), now.saturating_sub(stored_at_ms));
+                        note_cache(
+                            spec,
+                            true,
+                            fresh_until_ms.saturating_sub(now),
+                            now.saturating_sub(stored_at_ms),
+                        );
                         A::rebuild(value)
                     }
-                    Ok(Lookup::Stale { miss, .. } | Lookup::Miss(miss)) => self.compute::<A, O, F>(spec, miss, body).await,
+                    Ok(Lookup::Stale { miss, .. } | Lookup::Miss(miss)) => {
+                        self.compute::<A, O, F>(spec, miss, body).await
+                    }
                     Err(e) => {
                         self.report(Some(&spec.counters), "read", &e);
                         body.await
@@ -655,7 +777,13 @@ impl Cache {
             Flight::Leader(guard) => {
                 let lease_key = format!("{}:l", spec.keys[0]);
                 let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
-                let leased = match self.op(self.inner.store.try_lease(&lease_key, &token, self.inner.lease_ttl)).await {
+                let leased = match self
+                    .op(self
+                        .inner
+                        .store
+                        .try_lease(&lease_key, &token, self.inner.lease_ttl))
+                    .await
+                {
                     Ok(taken) => taken,
                     Err(e) => {
                         self.report(Some(&spec.counters), "lease", &e);
@@ -673,12 +801,22 @@ impl Cache {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(50));
                         match self.lookup::<A::Value>(spec).await {
-                            Ok(Lookup::Hit { value, deps, stored_at_ms, fresh_until_ms }) => {
+                            Ok(Lookup::Hit {
+                                value,
+                                deps,
+                                stored_at_ms,
+                                fresh_until_ms,
+                            }) => {
                                 Counters::add(&self.inner.stats.total.hits);
                                 Counters::add(&spec.counters.hits);
                                 report_deps(&deps);
                                 let now = now_ms();
-                                note_cache(spec, true, fresh_until_ms.saturating_sub(now), now.saturating_sub(stored_at_ms));
+                                note_cache(
+                                    spec,
+                                    true,
+                                    fresh_until_ms.saturating_sub(now),
+                                    now.saturating_sub(stored_at_ms),
+                                );
                                 drop(guard);
                                 return A::rebuild(value);
                             }
@@ -688,7 +826,9 @@ impl Cache {
                     }
                 }
                 let out = self.compute::<A, O, F>(spec, miss, body).await;
-                if leased && let Err(e) = self.op(self.inner.store.release(&lease_key, &token)).await {
+                if leased
+                    && let Err(e) = self.op(self.inner.store.release(&lease_key, &token)).await
+                {
                     self.report(Some(&spec.counters), "release", &e);
                 }
                 drop(guard);
@@ -723,36 +863,67 @@ impl Cache {
         Counters::add(&spec.counters.computes);
         Counters::add_time(&self.inner.stats.total.compute_nanos, elapsed);
         Counters::add_time(&spec.counters.compute_nanos, elapsed);
-        let mut deps: Vec<Dep> =
-            spec.keys[1..].iter().zip(&miss.versions).map(|(k, v)| Dep { key: k.clone(), version: *v }).collect();
+        let mut deps: Vec<Dep> = spec.keys[1..]
+            .iter()
+            .zip(&miss.versions)
+            .map(|(k, v)| Dep {
+                key: k.clone(),
+                version: *v,
+            })
+            .collect();
         for d in std::mem::take(&mut *collector.lock().unwrap_or_else(PoisonError::into_inner)) {
             if !deps.iter().any(|x| x.key == d.key) {
                 deps.push(d);
             }
         }
         report_deps(&deps);
-        note_cache(spec, false, u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX), 0);
+        note_cache(
+            spec,
+            false,
+            u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX),
+            0,
+        );
         if elapsed >= self.inner.write_guard {
             tracing::debug!(key = %spec.keys[0], ?elapsed, "computation outlived the write guard; not stored");
             return out;
         }
         if let Some(view) = A::view(&out, spec.cache_none) {
-            self.store_value(spec, &view, miss.expect, elapsed, &deps).await;
+            self.store_value(spec, &view, miss.expect, elapsed, &deps)
+                .await;
         }
         out
     }
 
-    async fn store_value<T: Serialize + ?Sized>(&self, spec: &Spec, value: &T, expect: Expect, compute: Duration, deps: &[Dep]) {
+    async fn store_value<T: Serialize + ?Sized>(
+        &self,
+        spec: &Spec,
+        value: &T,
+        expect: Expect,
+        compute: Duration,
+        deps: &[Dep],
+    ) {
         let payload = match serde_json::to_vec(value) {
             Ok(p) => p,
-            Err(e) => return self.report(Some(&spec.counters), "encode", &CacheError::Codec(e.to_string())),
+            Err(e) => {
+                return self.report(
+                    Some(&spec.counters),
+                    "encode",
+                    &CacheError::Codec(e.to_string()),
+                );
+            }
         };
         let raw = match envelope::encode(KIND_VALUE, spec.ttl, compute, deps, &payload) {
             Ok(r) => r,
             Err(e) => return self.report(Some(&spec.counters), "encode", &e),
         };
         let dep_keys: Vec<String> = deps.iter().map(|d| d.key.clone()).collect();
-        let put = Put { key: &spec.keys[0], value: &raw, ttl: spec.ttl + spec.stale, expect, deps: &dep_keys };
+        let put = Put {
+            key: &spec.keys[0],
+            value: &raw,
+            ttl: spec.ttl + spec.stale,
+            expect,
+            deps: &dep_keys,
+        };
         if let Err(e) = self.op(self.inner.store.put(&put)).await {
             self.report(Some(&spec.counters), "write", &e);
         }
@@ -765,7 +936,11 @@ impl Cache {
     /// # Errors
     /// Store, timeout, breaker or codec errors. Use [`Cache::get_or_compute`]
     /// for cache-aside that never fails on cache errors.
-    pub async fn get<T: DeserializeOwned>(&self, key: &str, opts: &CacheOptions) -> Result<Option<T>, CacheError> {
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        opts: &CacheOptions,
+    ) -> Result<Option<T>, CacheError> {
         let spec = self.user_spec(key, opts, "cache.get");
         let found = match self.lookup::<T>(&spec).await? {
             Lookup::Hit { value, deps, .. } => {
@@ -774,7 +949,11 @@ impl Cache {
             }
             Lookup::Stale { .. } | Lookup::Miss(_) => None,
         };
-        let c = if found.is_some() { &self.inner.stats.total.hits } else { &self.inner.stats.total.misses };
+        let c = if found.is_some() {
+            &self.inner.stats.total.hits
+        } else {
+            &self.inner.stats.total.misses
+        };
         Counters::add(c);
         Ok(found)
     }
@@ -783,16 +962,37 @@ impl Cache {
     ///
     /// # Errors
     /// Store, timeout, breaker or codec errors.
-    pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T, opts: &CacheOptions) -> Result<(), CacheError> {
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        opts: &CacheOptions,
+    ) -> Result<(), CacheError> {
         let spec = self.user_spec(key, opts, "cache.set");
-        let versions: Vec<u64> =
-            self.op(self.inner.store.mget(&spec.keys[1..])).await?.into_iter().map(parse_version).collect();
-        let deps: Vec<Dep> =
-            spec.keys[1..].iter().zip(versions).map(|(k, v)| Dep { key: k.clone(), version: v }).collect();
+        let versions: Vec<u64> = self
+            .op(self.inner.store.mget(&spec.keys[1..]))
+            .await?
+            .into_iter()
+            .map(parse_version)
+            .collect();
+        let deps: Vec<Dep> = spec.keys[1..]
+            .iter()
+            .zip(versions)
+            .map(|(k, v)| Dep {
+                key: k.clone(),
+                version: v,
+            })
+            .collect();
         let payload = serde_json::to_vec(value).map_err(|e| CacheError::Codec(e.to_string()))?;
         let raw = envelope::encode(KIND_VALUE, spec.ttl, Duration::ZERO, &deps, &payload)?;
         let dep_keys = &spec.keys[1..];
-        let put = Put { key: &spec.keys[0], value: &raw, ttl: spec.ttl + spec.stale, expect: Expect::Any, deps: dep_keys };
+        let put = Put {
+            key: &spec.keys[0],
+            value: &raw,
+            ttl: spec.ttl + spec.stale,
+            expect: Expect::Any,
+            deps: dep_keys,
+        };
         self.op(self.inner.store.put(&put)).await?;
         Ok(())
     }
@@ -806,7 +1006,11 @@ impl Cache {
         let tenant = self.tenant_for(opts.tenant.as_ref(), opts.global);
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         let entry = key::user_entry_key(&ns, key);
-        self.op(self.inner.store.set_raw(&entry, &envelope::tombstone(), self.inner.write_guard)).await?;
+        self.op(self
+            .inner
+            .store
+            .set_raw(&entry, &envelope::tombstone(), self.inner.write_guard))
+            .await?;
         Counters::add(&self.inner.stats.invalidations);
         Ok(())
     }
@@ -816,7 +1020,11 @@ impl Cache {
     ///
     /// # Errors
     /// Store, timeout or breaker errors.
-    pub async fn delete_by_tags(&self, tags: &[&str], tenant: Option<&str>) -> Result<(), CacheError> {
+    pub async fn delete_by_tags(
+        &self,
+        tags: &[&str],
+        tenant: Option<&str>,
+    ) -> Result<(), CacheError> {
         let tenant = match tenant {
             Some(t) => Some(TenantId::from(t)),
             None => tenant::current(),
@@ -834,9 +1042,17 @@ impl Cache {
         self.bump_tags(&ns, tags.iter().copied()).await
     }
 
-    async fn bump_tags<'t>(&self, ns: &str, tags: impl Iterator<Item = &'t str>) -> Result<(), CacheError> {
+    async fn bump_tags<'t>(
+        &self,
+        ns: &str,
+        tags: impl Iterator<Item = &'t str>,
+    ) -> Result<(), CacheError> {
         let keys: Vec<String> = tags.map(|t| key::tag_key(ns, t)).collect();
-        self.op(self.inner.store.bump(&keys, self.inner.write_guard + Duration::from_secs(1))).await?;
+        self.op(self
+            .inner
+            .store
+            .bump(&keys, self.inner.write_guard + Duration::from_secs(1)))
+            .await?;
         Counters::add(&self.inner.stats.invalidations);
         Ok(())
     }
@@ -848,7 +1064,11 @@ impl Cache {
     pub async fn delete_by_tenant(&self, tenant: &str) -> Result<(), CacheError> {
         let ns = key::namespace(&self.inner.prefix, Some(&TenantId::from(tenant)));
         let keys = [key::generation_key(&ns)];
-        self.op(self.inner.store.bump(&keys, self.inner.write_guard + Duration::from_secs(1))).await?;
+        self.op(self
+            .inner
+            .store
+            .bump(&keys, self.inner.write_guard + Duration::from_secs(1)))
+            .await?;
         Counters::add(&self.inner.stats.invalidations);
         Ok(())
     }
@@ -874,22 +1094,30 @@ impl Cache {
     ///
     /// # Errors
     /// Only the errors of `compute`.
-    pub async fn get_or_compute<T, E, F, Fut>(&self, key: &str, opts: &CacheOptions, compute: F) -> Result<T, E>
+    pub async fn get_or_compute<T, E, F, Fut>(
+        &self,
+        key: &str,
+        opts: &CacheOptions,
+        compute: F,
+    ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let spec = self.user_spec(key, opts, "cache.get_or_compute");
-        self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(&spec, async move { compute().await }).await
+        self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(&spec, async move { compute().await })
+            .await
     }
 
     /// Invalidation after a `#[cache_evict]` call: errors are counted and logged.
     pub(crate) async fn evict_after_call(&self, tags: &[String], all_tenants: bool) {
         let result = if all_tenants {
-            self.delete_by_tags_all_tenants(&tags.iter().map(String::as_str).collect::<Vec<_>>()).await
+            self.delete_by_tags_all_tenants(&tags.iter().map(String::as_str).collect::<Vec<_>>())
+                .await
         } else {
-            self.delete_by_tags(&tags.iter().map(String::as_str).collect::<Vec<_>>(), None).await
+            self.delete_by_tags(&tags.iter().map(String::as_str).collect::<Vec<_>>(), None)
+                .await
         };
         if let Err(e) = result {
             self.report(None, "evict", &e);
@@ -914,7 +1142,11 @@ impl Cache {
             Err(_) => Some(CacheError::Timeout(inner.op_timeout).to_string()),
         };
         let used_memory = if error.is_none() {
-            tokio::time::timeout(inner.op_timeout, inner.store.used_memory()).await.ok().and_then(Result::ok).flatten()
+            tokio::time::timeout(inner.op_timeout, inner.store.used_memory())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
         } else {
             None
         };
@@ -929,7 +1161,9 @@ impl Cache {
     }
 
     /// Hashes arguments the way `#[cacheable]` does, for building keys by hand.
-    pub fn hash_args(f: impl FnOnce(&mut KeyHasher) -> Result<(), crate::key::HashError>) -> Option<String> {
+    pub fn hash_args(
+        f: impl FnOnce(&mut KeyHasher) -> Result<(), crate::key::HashError>,
+    ) -> Option<String> {
         let mut h = KeyHasher::new();
         f(&mut h).ok()?;
         Some(h.finish_hex())

@@ -179,11 +179,19 @@ impl ResponseNotes {
 
     /// The recorded rate-limit decision.
     pub fn rate_limit(&self) -> Option<RateLimitNote> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).rate_limit.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rate_limit
+            .clone()
     }
 
     /// The recorded cache outcome.
     pub fn cache(&self) -> Option<CacheNote> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).cache.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cache
+            .clone()
     }
 }

@@ -43,7 +43,9 @@ pub(crate) struct Envelope<'a> {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A stamp unique to this write: xxh3 of process id, time and a counter.
@@ -51,7 +53,9 @@ pub(crate) fn new_stamp() -> [u8; 16] {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut seed = [0u8; 28];
     seed[..4].copy_from_slice(&std::process::id().to_le_bytes());
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     seed[4..20].copy_from_slice(&nanos.to_le_bytes());
     seed[20..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     xxhash_rust::xxh3::xxh3_128(&seed).to_le_bytes()
@@ -65,7 +69,8 @@ pub(crate) fn encode(
     deps: &[Dep],
     payload: &[u8],
 ) -> Result<Vec<u8>, CacheError> {
-    let n = u16::try_from(deps.len()).map_err(|_| CacheError::Codec("more than 65535 dependencies".into()))?;
+    let n = u16::try_from(deps.len())
+        .map_err(|_| CacheError::Codec("more than 65535 dependencies".into()))?;
     let deps_len: usize = deps.iter().map(|d| 10 + d.key.len()).sum();
     let mut out = Vec::with_capacity(HEADER + deps_len + payload.len());
     let now = now_ms();
@@ -73,11 +78,19 @@ pub(crate) fn encode(
     out.extend_from_slice(&new_stamp());
     out.push(kind);
     out.extend_from_slice(&now.to_le_bytes());
-    out.extend_from_slice(&now.saturating_add(u64::try_from(fresh_for.as_millis()).unwrap_or(u64::MAX)).to_le_bytes());
-    out.extend_from_slice(&u32::try_from(compute.as_micros()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(
+        &now.saturating_add(u64::try_from(fresh_for.as_millis()).unwrap_or(u64::MAX))
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(
+        &u32::try_from(compute.as_micros())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     out.extend_from_slice(&n.to_le_bytes());
     for d in deps {
-        let len = u16::try_from(d.key.len()).map_err(|_| CacheError::Codec("dependency key over 64 KiB".into()))?;
+        let len = u16::try_from(d.key.len())
+            .map_err(|_| CacheError::Codec("dependency key over 64 KiB".into()))?;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(d.key.as_bytes());
         out.extend_from_slice(&d.version.to_le_bytes());
@@ -120,7 +133,14 @@ pub(crate) fn decode(raw: &[u8]) -> Result<Envelope<'_>, CacheError> {
         deps.push(Dep { key, version });
         at += 10 + len;
     }
-    Ok(Envelope { kind, stored_at_ms, fresh_until_ms, compute_us, deps, payload: &raw[at..] })
+    Ok(Envelope {
+        kind,
+        stored_at_ms,
+        fresh_until_ms,
+        compute_us,
+        deps,
+        payload: &raw[at..],
+    })
 }
 
 #[cfg(test)]
@@ -129,8 +149,24 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let deps = vec![Dep { key: "p:{t:a}:g".into(), version: 7 }, Dep { key: "p:{t:a}:tag:x".into(), version: 0 }];
-        let raw = encode(KIND_VALUE, Duration::from_secs(60), Duration::from_micros(1500), &deps, b"{\"a\":1}").unwrap();
+        let deps = vec![
+            Dep {
+                key: "p:{t:a}:g".into(),
+                version: 7,
+            },
+            Dep {
+                key: "p:{t:a}:tag:x".into(),
+                version: 0,
+            },
+        ];
+        let raw = encode(
+            KIND_VALUE,
+            Duration::from_secs(60),
+            Duration::from_micros(1500),
+            &deps,
+            b"{\"a\":1}",
+        )
+        .unwrap();
         let env = decode(&raw).unwrap();
         assert_eq!(env.kind, KIND_VALUE);
         assert_eq!(env.deps, deps);
@@ -141,10 +177,24 @@ mod tests {
 
     #[test]
     fn golden_header_layout() {
-        let raw = encode(KIND_VALUE, Duration::from_millis(5), Duration::from_micros(9), &[Dep { key: "k".into(), version: 3 }], b"1").unwrap();
+        let raw = encode(
+            KIND_VALUE,
+            Duration::from_millis(5),
+            Duration::from_micros(9),
+            &[Dep {
+                key: "k".into(),
+                version: 3,
+            }],
+            b"1",
+        )
+        .unwrap();
         assert_eq!(raw[0], 1, "schema byte");
         assert_eq!(raw[17], 0, "kind byte");
-        assert_eq!(u64::from_le_bytes(raw[26..34].try_into().unwrap()) - u64::from_le_bytes(raw[18..26].try_into().unwrap()), 5);
+        assert_eq!(
+            u64::from_le_bytes(raw[26..34].try_into().unwrap())
+                - u64::from_le_bytes(raw[18..26].try_into().unwrap()),
+            5
+        );
         assert_eq!(&raw[34..38], &9u32.to_le_bytes());
         assert_eq!(&raw[38..40], &1u16.to_le_bytes());
         assert_eq!(&raw[40..], &[1, 0, b'k', 3, 0, 0, 0, 0, 0, 0, 0, b'1']);
@@ -155,7 +205,17 @@ mod tests {
         for raw in [&b""[..], b"garbage", &[1u8; 39], &[1u8; 200], &[0xFF; 64]] {
             let _ = decode(raw);
         }
-        let mut raw = encode(KIND_VALUE, Duration::ZERO, Duration::ZERO, &[Dep { key: "abc".into(), version: 1 }], b"x").unwrap();
+        let mut raw = encode(
+            KIND_VALUE,
+            Duration::ZERO,
+            Duration::ZERO,
+            &[Dep {
+                key: "abc".into(),
+                version: 1,
+            }],
+            b"x",
+        )
+        .unwrap();
         raw[40] = 0xFF; // dependency key length past the end
         assert!(decode(&raw).is_err());
     }

@@ -67,7 +67,11 @@ impl CacheError {
 
 impl From<redis::RedisError> for CacheError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+        {
             Self::Connection(e.to_string())
         } else {
             Self::Store(e.to_string())

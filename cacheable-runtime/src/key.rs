@@ -136,7 +136,9 @@ impl KeyHasher {
     /// When the argument's `Serialize` impl fails (a custom impl returning an error).
     pub fn arg<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
         self.state.update(&[0xA5]);
-        value.serialize(&mut HashSer { state: &mut self.state })
+        value.serialize(&mut HashSer {
+            state: &mut self.state,
+        })
     }
 
     /// The 128-bit digest.
@@ -236,13 +238,22 @@ impl<'a> ser::Serializer for &'a mut HashSer<'_> {
         self.bytes(21, name.as_bytes());
         Ok(())
     }
-    fn serialize_unit_variant(self, _: &'static str, index: u32, variant: &'static str) -> Result<(), HashError> {
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        index: u32,
+        variant: &'static str,
+    ) -> Result<(), HashError> {
         self.tag(22);
         self.state.update(&index.to_le_bytes());
         self.bytes(16, variant.as_bytes());
         Ok(())
     }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Result<(), HashError> {
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), HashError> {
         value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -259,15 +270,24 @@ impl<'a> ser::Serializer for &'a mut HashSer<'_> {
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Compound<'a>, HashError> {
         self.tag(24);
-        Ok(Compound { state: self.state, count: 0 })
+        Ok(Compound {
+            state: self.state,
+            count: 0,
+        })
     }
     fn serialize_tuple(self, _: usize) -> Result<Compound<'a>, HashError> {
         self.tag(25);
-        Ok(Compound { state: self.state, count: 0 })
+        Ok(Compound {
+            state: self.state,
+            count: 0,
+        })
     }
     fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, HashError> {
         self.tag(25);
-        Ok(Compound { state: self.state, count: 0 })
+        Ok(Compound {
+            state: self.state,
+            count: 0,
+        })
     }
     fn serialize_tuple_variant(
         self,
@@ -279,15 +299,27 @@ impl<'a> ser::Serializer for &'a mut HashSer<'_> {
         self.tag(26);
         self.state.update(&index.to_le_bytes());
         self.bytes(16, variant.as_bytes());
-        Ok(Compound { state: self.state, count: 0 })
+        Ok(Compound {
+            state: self.state,
+            count: 0,
+        })
     }
     fn serialize_map(self, _: Option<usize>) -> Result<MapHasher<'a>, HashError> {
         self.tag(27);
-        Ok(MapHasher { state: self.state, sum: 0, xor: 0, count: 0, entry: None })
+        Ok(MapHasher {
+            state: self.state,
+            sum: 0,
+            xor: 0,
+            count: 0,
+            entry: None,
+        })
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, HashError> {
         self.tag(28);
-        Ok(Compound { state: self.state, count: 0 })
+        Ok(Compound {
+            state: self.state,
+            count: 0,
+        })
     }
     fn serialize_struct_variant(
         self,
@@ -299,7 +331,10 @@ impl<'a> ser::Serializer for &'a mut HashSer<'_> {
         self.tag(29);
         self.state.update(&index.to_le_bytes());
         self.bytes(16, variant.as_bytes());
-        Ok(Compound { state: self.state, count: 0 })
+        Ok(Compound {
+            state: self.state,
+            count: 0,
+        })
     }
 }
 
@@ -368,7 +403,11 @@ impl ser::SerializeTupleVariant for Compound<'_> {
 impl ser::SerializeStruct for Compound<'_> {
     type Ok = ();
     type Error = HashError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), HashError> {
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), HashError> {
         self.state.update(&[31]);
         self.state.update(&(key.len() as u64).to_le_bytes());
         self.state.update(key.as_bytes());
@@ -382,7 +421,11 @@ impl ser::SerializeStruct for Compound<'_> {
 impl ser::SerializeStructVariant for Compound<'_> {
     type Ok = ();
     type Error = HashError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), HashError> {
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), HashError> {
         ser::SerializeStruct::serialize_field(self, key, value)
     }
     fn end(self) -> Result<(), HashError> {
@@ -410,7 +453,10 @@ impl ser::SerializeMap for MapHasher<'_> {
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
-        let mut entry = self.entry.take().ok_or_else(|| HashError("map value without a key".into()))?;
+        let mut entry = self
+            .entry
+            .take()
+            .ok_or_else(|| HashError("map value without a key".into()))?;
         entry.update(&[32]);
         value.serialize(&mut HashSer { state: &mut entry })?;
         let d = entry.digest128();
@@ -442,7 +488,9 @@ mod tests {
 
     #[test]
     fn tenant_escape_is_injective_and_safe() {
-        let ids = ["a:b", "a%3Ab", "*", "{x}", "", "ü", "a", "A", "a.b", "a-b", "a_b"];
+        let ids = [
+            "a:b", "a%3Ab", "*", "{x}", "", "ü", "a", "A", "a.b", "a-b", "a_b",
+        ];
         let mut seen = std::collections::HashSet::new();
         for id in ids {
             let ns = namespace("p", Some(&TenantId::from(id)));
@@ -451,17 +499,26 @@ mod tests {
             assert!(seen.insert(ns.clone()), "collision on {ns}");
         }
         assert_eq!(namespace("p", Some(&TenantId::from("a:b"))), "p:{t:a%3Ab}");
-        assert_eq!(namespace("p", Some(&TenantId::from("a%3Ab"))), "p:{t:a%253Ab}");
+        assert_eq!(
+            namespace("p", Some(&TenantId::from("a%3Ab"))),
+            "p:{t:a%253Ab}"
+        );
         assert_eq!(namespace("p", None), "p:{g}");
         let big = "x".repeat(10 * 1024);
-        assert_eq!(namespace("p", Some(&TenantId::from(big.as_str()))).len(), 10 * 1024 + 6);
+        assert_eq!(
+            namespace("p", Some(&TenantId::from(big.as_str()))).len(),
+            10 * 1024 + 6
+        );
     }
 
     #[test]
     fn golden_layout() {
         let ns = namespace("app", Some(&TenantId::from("acme")));
         assert_eq!(ns, "app:{t:acme}");
-        assert_eq!(entry_key(&ns, "users::get", 2, "00ff"), "app:{t:acme}:e:users%3A%3Aget:2:00ff");
+        assert_eq!(
+            entry_key(&ns, "users::get", 2, "00ff"),
+            "app:{t:acme}:e:users%3A%3Aget:2:00ff"
+        );
         assert_eq!(user_entry_key(&ns, "a b"), "app:{t:acme}:k:a%20b");
         assert_eq!(generation_key(&ns), "app:{t:acme}:g");
         assert_eq!(tag_key(&ns, "user:1"), "app:{t:acme}:tag:user%3A1");
@@ -478,8 +535,8 @@ mod tests {
         assert_ne!(h::<Option<u8>>(&[&None]), h::<Option<u8>>(&[&Some(0)]));
     }
 
-    const GOLDEN_U64_42: &str = "UNSET";
-    const GOLDEN_STR: &str = "UNSET";
+    const GOLDEN_U64_42: &str = "deac15c6de0a5c284021cc0f5c097969";
+    const GOLDEN_STR: &str = "42ada07cec42d7662fb5f20bc1da992e";
 
     #[test]
     fn maps_hash_independently_of_order() {

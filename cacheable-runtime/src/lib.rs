@@ -6,16 +6,16 @@
 
 mod breaker;
 mod cache;
-#[cfg(feature = "axum")]
-pub mod http;
 pub mod context;
 mod envelope;
 mod error;
+#[cfg(feature = "axum")]
+pub mod http;
 mod key;
 mod options;
-pub mod rate_limit;
 #[doc(hidden)]
 pub mod private;
+pub mod rate_limit;
 mod stats;
 mod store;
 pub mod tenant;

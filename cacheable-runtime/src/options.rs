@@ -82,14 +82,22 @@ pub struct TtlPolicy {
 impl TtlPolicy {
     /// A policy with this TTL, no jitter and no stale window.
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, jitter: 0.0, stale: None }
+        Self {
+            ttl,
+            jitter: 0.0,
+            stale: None,
+        }
     }
 
     /// Spread expiries by up to `fraction` of the TTL (0.1 = ±10 %), so entries
     /// written together do not expire together. Clamped to `0.0..=0.5`.
     #[must_use]
     pub fn jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_finite() { fraction.clamp(0.0, 0.5) } else { 0.0 };
+        self.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 0.5)
+        } else {
+            0.0
+        };
         self
     }
 

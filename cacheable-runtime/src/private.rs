@@ -51,7 +51,9 @@ pub fn global_cache() -> Option<Cache> {
 }
 
 /// The default key: a hash of the non-skipped arguments.
-pub fn hashed_key(f: impl FnOnce(&mut KeyHasher) -> Result<(), HashError>) -> Result<KeySource, HashError> {
+pub fn hashed_key(
+    f: impl FnOnce(&mut KeyHasher) -> Result<(), HashError>,
+) -> Result<KeySource, HashError> {
     let mut h = KeyHasher::new();
     f(&mut h)?;
     Ok(KeySource::Hash(h.finish()))
@@ -85,7 +87,12 @@ where
 
 /// The wrapper of `#[cache_evict]`: runs the body, then invalidates `tags` if
 /// the outcome is a success.
-pub async fn evict<K, O, F>(cache: Option<Cache>, tags: Vec<String>, all_tenants: bool, body: F) -> O
+pub async fn evict<K, O, F>(
+    cache: Option<Cache>,
+    tags: Vec<String>,
+    all_tenants: bool,
+    body: F,
+) -> O
 where
     K: EvictOn<O>,
     F: Future<Output = O>,

@@ -49,10 +49,18 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn function(&self, name: &'static str) -> Arc<Counters> {
-        if let Some(c) = self.functions.read().unwrap_or_else(PoisonError::into_inner).get(name) {
+        if let Some(c) = self
+            .functions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
             return Arc::clone(c);
         }
-        let mut map = self.functions.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .functions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(map.entry(name).or_default())
     }
 
@@ -147,14 +155,19 @@ impl FunctionStats {
 
     /// Mean time of one computation (a miss's database query).
     pub fn mean_compute_time(&self) -> Option<Duration> {
-        (self.computes > 0).then(|| self.compute_time / u32::try_from(self.computes).unwrap_or(u32::MAX))
+        (self.computes > 0)
+            .then(|| self.compute_time / u32::try_from(self.computes).unwrap_or(u32::MAX))
     }
 }
 
 #[allow(clippy::cast_precision_loss)]
 fn ratio(hits: u64, misses: u64) -> f64 {
     let total = hits + misses;
-    if total == 0 { 0.0 } else { hits as f64 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        hits as f64 / total as f64
+    }
 }
 
 /// Logs at most one line per error kind per interval, with the number of
@@ -177,10 +190,14 @@ impl LogLimiter {
 
     /// Returns `Some(suppressed)` when a line may be logged now.
     pub(crate) fn admit(&self, kind: &str) -> Option<u64> {
-        let slot = &self.slots[usize::from(kind.bytes().fold(0u8, u8::wrapping_add)) % self.slots.len()];
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + self.interval_ms;
+        let slot =
+            &self.slots[usize::from(kind.bytes().fold(0u8, u8::wrapping_add)) % self.slots.len()];
+        let now =
+            u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + self.interval_ms;
         let last = slot.0.load(Relaxed);
-        if now >= last + self.interval_ms && slot.0.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        if now >= last + self.interval_ms
+            && slot.0.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        {
             Some(slot.1.swap(0, Relaxed))
         } else {
             slot.1.fetch_add(1, Relaxed);

@@ -69,4 +69,3 @@ pub async fn scope<F: Future>(tenant: impl Into<TenantId>, future: F) -> F::Outp
 pub fn current() -> Option<TenantId> {
     context::with_current(|c| c.and_then(|c| c.tenant_id().cloned()))
 }
-

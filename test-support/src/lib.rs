@@ -20,7 +20,8 @@ install it with `apt-get update && apt-get install -y redis-server` (Debian/Ubun
 
 /// The `redis-server` binary to run: `$CACHEABLE_REDIS_SERVER`, else `redis-server` on PATH.
 fn server_binary() -> PathBuf {
-    std::env::var_os("CACHEABLE_REDIS_SERVER").map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
+    std::env::var_os("CACHEABLE_REDIS_SERVER")
+        .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
 }
 
 /// A free TCP port on 127.0.0.1, as the kernel hands it out.
@@ -28,7 +29,8 @@ fn server_binary() -> PathBuf {
 /// # Panics
 /// If no loopback port can be bound.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    let listener =
+        TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
 
@@ -88,7 +90,12 @@ impl RedisServer {
     /// As [`RedisServer::start`].
     pub fn start_with(extra: &[&str]) -> Self {
         let extra = extra.iter().map(|s| (*s).to_owned()).collect();
-        let mut server = Self { child: None, port: 0, extra, dir: ScratchDir::new("redis") };
+        let mut server = Self {
+            child: None,
+            port: 0,
+            extra,
+            dir: ScratchDir::new("redis"),
+        };
         // The port can be taken between `free_port` and the bind: try a few.
         for _ in 0..5 {
             server.port = free_port();
@@ -96,7 +103,10 @@ impl RedisServer {
                 return server;
             }
         }
-        panic!("redis-server did not start on any free port; see the logs in {}", server.dir.path().display());
+        panic!(
+            "redis-server did not start on any free port; see the logs in {}",
+            server.dir.path().display()
+        );
     }
 
     fn spawn(&mut self) -> bool {
@@ -104,7 +114,16 @@ impl RedisServer {
         let mut cmd = Command::new(server_binary());
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -121,7 +140,12 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some() {
+            if self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some()
+            {
                 self.child = None;
                 return false;
             }
@@ -165,7 +189,11 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.spawn() {
-            assert!(Instant::now() < deadline, "redis-server did not restart on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -176,8 +204,11 @@ impl RedisServer {
     /// # Panics
     /// If the server cannot be reached.
     pub fn command(&self, args: &[&[u8]]) -> Vec<u8> {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).expect("connect to test redis");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut stream =
+            TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).expect("connect to test redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         let mut req = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());

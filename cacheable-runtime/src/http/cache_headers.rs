@@ -17,4 +17,9 @@ impl Default for CacheHeaderOptions {
 }
 
 /// Adds the cache headers for `notes` to `headers` (filled in by the HTTP issue).
-pub(crate) fn apply(_notes: &ResponseNotes, _headers: &mut http::HeaderMap, _opts: &CacheHeaderOptions) {}
+pub(crate) fn apply(
+    _notes: &ResponseNotes,
+    _headers: &mut http::HeaderMap,
+    _opts: &CacheHeaderOptions,
+) {
+}

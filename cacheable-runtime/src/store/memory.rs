@@ -48,7 +48,9 @@ impl Map {
     }
 
     fn counter(&self, key: &str, now: Instant) -> u64 {
-        self.get(key, now).and_then(|s| std::str::from_utf8(&s.value).ok()?.parse().ok()).unwrap_or(0)
+        self.get(key, now)
+            .and_then(|s| std::str::from_utf8(&s.value).ok()?.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -66,13 +68,19 @@ impl Store for MemoryStore {
     async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
         let now = Instant::now();
         let map = self.lock();
-        Ok(keys.iter().map(|k| map.get(k, now).map(|s| s.value.clone())).collect())
+        Ok(keys
+            .iter()
+            .map(|k| map.get(k, now).map(|s| s.value.clone()))
+            .collect())
     }
 
     async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
         let now = Instant::now();
         let mut map = self.lock();
-        if !put.expect.matches(map.get(put.key, now).map(|s| s.value.as_slice())) {
+        if !put
+            .expect
+            .matches(map.get(put.key, now).map(|s| s.value.as_slice()))
+        {
             return Ok(false);
         }
         map.insert(put.key, put.value.to_vec(), Some(now + put.ttl), now);
@@ -108,7 +116,8 @@ impl Store for MemoryStore {
 
     async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
         let now = Instant::now();
-        self.lock().insert(key, value.to_vec(), Some(now + ttl), now);
+        self.lock()
+            .insert(key, value.to_vec(), Some(now + ttl), now);
         Ok(())
     }
 
@@ -133,7 +142,10 @@ impl Store for MemoryStore {
     async fn release(&self, key: &str, token: &str) -> Result<(), CacheError> {
         let now = Instant::now();
         let mut map = self.lock();
-        if map.get(key, now).is_some_and(|s| s.value == token.as_bytes()) {
+        if map
+            .get(key, now)
+            .is_some_and(|s| s.value == token.as_bytes())
+        {
             map.keys.remove(key);
         }
         Ok(())
@@ -145,6 +157,11 @@ impl Store for MemoryStore {
 
     async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
         let map = self.lock();
-        Ok(Some(map.keys.iter().map(|(k, s)| (k.len() + s.value.len() + 48) as u64).sum()))
+        Ok(Some(
+            map.keys
+                .iter()
+                .map(|(k, s)| (k.len() + s.value.len() + 48) as u64)
+                .sum(),
+        ))
     }
 }

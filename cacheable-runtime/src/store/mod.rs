@@ -64,19 +64,40 @@ pub(crate) struct Put<'a> {
 /// The operations the cache needs from a store. Futures are `Send`.
 pub(crate) trait Store: Send + Sync + 'static {
     /// `MGET`: values of `keys`, `None` where absent.
-    fn mget(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, CacheError>> + Send;
+    fn mget(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, CacheError>> + Send;
     /// Compare-and-set write; `Ok(false)` when the expectation failed.
     fn put(&self, put: &Put<'_>) -> impl Future<Output = Result<bool, CacheError>> + Send;
     /// Increments version counters; a counter created here lives `ttl`.
-    fn bump(&self, keys: &[String], ttl: Duration) -> impl Future<Output = Result<(), CacheError>> + Send;
+    fn bump(
+        &self,
+        keys: &[String],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Plain `SET key value PX ttl`.
-    fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<(), CacheError>> + Send;
+    fn set_raw(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Deletes every key that starts with `{prefix}:{`; returns how many.
     fn clear(&self, prefix: &str) -> impl Future<Output = Result<u64, CacheError>> + Send;
     /// `SET key token NX PX ttl`: whether the lease was taken.
-    fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> impl Future<Output = Result<bool, CacheError>> + Send;
+    fn try_lease(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, CacheError>> + Send;
     /// Deletes the lease if it still holds `token`.
-    fn release(&self, key: &str, token: &str) -> impl Future<Output = Result<(), CacheError>> + Send;
+    fn release(
+        &self,
+        key: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// A round trip, for health checks.
     fn ping(&self) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Bytes used by the store, when it can tell.

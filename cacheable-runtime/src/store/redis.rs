@@ -61,20 +61,28 @@ pub(crate) struct RedisStore {
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStore").field("url", &self.display_url).finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("url", &self.display_url)
+            .finish_non_exhaustive()
     }
 }
 
 /// `redis://user:secret@host/` → `redis://user:***@host/`
 pub(crate) fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_owned() };
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
             format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
         }
         None => url.to_owned(),
@@ -85,7 +93,8 @@ impl RedisStore {
     /// Parses the URL and prepares a lazy connection; no I/O happens here.
     pub(crate) fn new(url: &str, op_timeout: Duration) -> Result<Self, CacheError> {
         let display_url = mask_url(url);
-        let client = Client::open(url).map_err(|e| CacheError::Config(format!("redis url `{display_url}`: {e}")))?;
+        let client = Client::open(url)
+            .map_err(|e| CacheError::Config(format!("redis url `{display_url}`: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(op_timeout.max(Duration::from_millis(200))))
             .set_response_timeout(Some(op_timeout))
@@ -93,7 +102,13 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| CacheError::Config(format!("redis connection manager: {e}")))?;
-        Ok(Self { conn, display_url, put: Script::new(PUT), bump: Script::new(BUMP), release: Script::new(RELEASE) })
+        Ok(Self {
+            conn,
+            display_url,
+            put: Script::new(PUT),
+            bump: Script::new(BUMP),
+            release: Script::new(RELEASE),
+        })
     }
 
     /// A clone of the multiplexed connection (cheap), for the rate limiter.
@@ -136,7 +151,10 @@ impl Store for RedisStore {
             }
         };
         let mut inv = self.put.key(put.key);
-        inv.key(put.deps).arg(put.value).arg(ms(put.ttl)).arg(expect);
+        inv.key(put.deps)
+            .arg(put.value)
+            .arg(ms(put.ttl))
+            .arg(expect);
         let written: i64 = inv.invoke_async(&mut conn).await?;
         Ok(written == 1)
     }
@@ -154,7 +172,13 @@ impl Store for RedisStore {
 
     async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
-        let () = redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ms(ttl)).query_async(&mut conn).await?;
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -173,7 +197,10 @@ impl Store for RedisStore {
                 .query_async(&mut conn)
                 .await?;
             if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?;
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
                 removed += n;
             }
             if next == 0 {
@@ -185,8 +212,14 @@ impl Store for RedisStore {
 
     async fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
-        let r: Option<String> =
-            redis::cmd("SET").arg(key).arg(token).arg("NX").arg("PX").arg(ms(ttl)).query_async(&mut conn).await?;
+        let r: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async(&mut conn)
+            .await?;
         Ok(r.is_some())
     }
 
@@ -201,13 +234,23 @@ impl Store for RedisStore {
     async fn ping(&self) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
         let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
-        if pong == "PONG" { Ok(()) } else { Err(CacheError::Store(format!("unexpected PING reply `{pong}`"))) }
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(CacheError::Store(format!("unexpected PING reply `{pong}`")))
+        }
     }
 
     async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
         let mut conn = self.conn.clone();
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
-        Ok(info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()))
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok()))
     }
 }
 
