@@ -1,0 +1,812 @@
+//! The cache service and the cache-aside engine against real stores: the same
+//! behaviour suite on the memory store and on a real `redis-server`, then the
+//! Redis-only guarantees (consistency races, failures, stability).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cacheable::{BreakerState, Cache, CacheOptions, TtlPolicy, tenant};
+use cacheable_test_support::RedisServer;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+fn user(id: u64, name: &str) -> User {
+    User {
+        id,
+        name: name.to_owned(),
+    }
+}
+
+async fn redis_cache(server: &RedisServer, prefix: &str) -> Cache {
+    Cache::builder()
+        .redis_url(server.url())
+        .prefix(prefix)
+        .op_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("valid configuration")
+}
+
+/// A counter of how many times a computation ran.
+#[derive(Clone, Default)]
+struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    fn hit(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+async fn load(cache: &Cache, calls: &Calls, key: &str, opts: &CacheOptions, name: &str) -> User {
+    let calls = calls.clone();
+    let name = name.to_owned();
+    cache
+        .get_or_compute(key, opts, || async move {
+            let n = calls.hit();
+            Ok::<_, std::convert::Infallible>(User { id: n as u64, name })
+        })
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------- the suite
+
+async fn suite(cache: Cache) {
+    hit_and_miss(&cache).await;
+    set_get_delete(&cache).await;
+    ttl_expiry(&cache).await;
+    tenant_isolation(&cache).await;
+    tag_invalidation(&cache).await;
+    tenant_invalidation(&cache).await;
+    err_is_not_cached(&cache).await;
+    nested_dependencies(&cache).await;
+    stale_set_race_tags(&cache).await;
+    stale_set_race_delete(&cache).await;
+    stampede_in_process(&cache).await;
+    policies(&cache).await;
+}
+
+async fn hit_and_miss(cache: &Cache) {
+    let calls = Calls::default();
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
+    let a = load(cache, &calls, "hm", &opts, "ann").await;
+    let b = load(cache, &calls, "hm", &opts, "other").await;
+    assert_eq!(a, b, "second call is served from the cache");
+    assert_eq!(calls.get(), 1);
+    let stats = cache.stats();
+    let f = stats
+        .function("cache.get_or_compute")
+        .expect("per-function stats");
+    assert!(f.hits >= 1 && f.misses >= 1, "{f:?}");
+    assert!(f.computes >= 1);
+}
+
+async fn set_get_delete(cache: &Cache) {
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tenant("sgd");
+    assert_eq!(cache.get::<User>("u", &opts).await.unwrap(), None);
+    cache.set("u", &user(1, "a"), &opts).await.unwrap();
+    assert_eq!(
+        cache.get::<User>("u", &opts).await.unwrap(),
+        Some(user(1, "a"))
+    );
+    cache.delete("u", &opts).await.unwrap();
+    assert_eq!(cache.get::<User>("u", &opts).await.unwrap(), None);
+    cache.set("u", &user(2, "b"), &opts).await.unwrap();
+    assert_eq!(
+        cache.get::<User>("u", &opts).await.unwrap(),
+        Some(user(2, "b")),
+        "set after delete works"
+    );
+}
+
+async fn ttl_expiry(cache: &Cache) {
+    let calls = Calls::default();
+    let opts = CacheOptions::new().ttl(Duration::from_millis(300));
+    load(cache, &calls, "ttl", &opts, "x").await;
+    load(cache, &calls, "ttl", &opts, "x").await;
+    assert_eq!(calls.get(), 1);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    load(cache, &calls, "ttl", &opts, "x").await;
+    assert_eq!(calls.get(), 2, "expired entries are recomputed");
+}
+
+const CRAFTED: &[&str] = &[
+    "a",
+    "a:b",
+    "a%3Ab",
+    "*",
+    "{x}",
+    "",
+    "ü",
+    "a}",
+    "{",
+    "p:{t:a}:k:iso",
+];
+
+async fn tenant_isolation(cache: &Cache) {
+    let big = "t".repeat(10 * 1024);
+    let mut ids: Vec<&str> = CRAFTED.to_vec();
+    ids.push(&big);
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
+    for id in &ids {
+        tenant::scope(*id, async {
+            cache
+                .set("iso", &format!("value of {id}"), &opts)
+                .await
+                .unwrap();
+        })
+        .await;
+    }
+    for id in &ids {
+        let got: Option<String> =
+            tenant::scope(*id, async { cache.get("iso", &opts).await.unwrap() }).await;
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("value of {id}").as_str()),
+            "tenant {id:?} reads its own value"
+        );
+    }
+    // Outside any tenant: the global space, untouched by any tenant.
+    assert_eq!(cache.get::<String>("iso", &opts).await.unwrap(), None);
+    // Invalidating one crafted tenant leaves every other one intact.
+    cache.delete_by_tenant("*").await.unwrap();
+    cache.delete_by_tenant("a:b").await.unwrap();
+    for id in &ids {
+        let got: Option<String> =
+            tenant::scope(*id, async { cache.get("iso", &opts).await.unwrap() }).await;
+        if *id == "*" || *id == "a:b" {
+            assert_eq!(got, None, "{id:?} was cleared");
+        } else {
+            assert_eq!(
+                got.as_deref(),
+                Some(format!("value of {id}").as_str()),
+                "{id:?} survives"
+            );
+        }
+    }
+    // Tag invalidation in one tenant does not reach another.
+    let tagged = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["shared"]);
+    for id in ["{x}", "{"] {
+        tenant::scope(id, async {
+            cache.set("tagged", &id.to_owned(), &tagged).await.unwrap()
+        })
+        .await;
+    }
+    cache.delete_by_tags(&["shared"], Some("{")).await.unwrap();
+    let x: Option<String> =
+        tenant::scope("{x}", async { cache.get("tagged", &tagged).await.unwrap() }).await;
+    let y: Option<String> =
+        tenant::scope("{", async { cache.get("tagged", &tagged).await.unwrap() }).await;
+    assert_eq!((x.as_deref(), y), (Some("{x}"), None));
+}
+
+async fn tag_invalidation(cache: &Cache) {
+    let calls = Calls::default();
+    let users = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["users", "user:1"])
+        .tenant("tags");
+    let other = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["user:2"])
+        .tenant("tags");
+    let elsewhere = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["user:1"])
+        .tenant("other-tenant");
+    load(cache, &calls, "u1", &users, "a").await;
+    load(cache, &calls, "u2", &other, "b").await;
+    load(cache, &calls, "u1", &elsewhere, "c").await;
+    assert_eq!(calls.get(), 3);
+    cache
+        .delete_by_tags(&["user:1"], Some("tags"))
+        .await
+        .unwrap();
+    load(cache, &calls, "u1", &users, "a").await;
+    assert_eq!(calls.get(), 4, "tagged entry recomputed");
+    load(cache, &calls, "u2", &other, "b").await;
+    load(cache, &calls, "u1", &elsewhere, "c").await;
+    assert_eq!(calls.get(), 4, "other tags and other tenants are intact");
+    // All tenants at once.
+    cache.delete_by_tags_all_tenants(&["user:1"]).await.unwrap();
+    load(cache, &calls, "u1", &users, "a").await;
+    load(cache, &calls, "u1", &elsewhere, "c").await;
+    load(cache, &calls, "u2", &other, "b").await;
+    assert_eq!(
+        calls.get(),
+        6,
+        "user:1 recomputed in both tenants, user:2 kept"
+    );
+}
+
+async fn tenant_invalidation(cache: &Cache) {
+    let calls = Calls::default();
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
+    for t in ["ten-a", "ten-b"] {
+        tenant::scope(t, load(cache, &calls, "k", &opts, t)).await;
+    }
+    assert_eq!(calls.get(), 2);
+    cache.delete_by_tenant("ten-a").await.unwrap();
+    for t in ["ten-a", "ten-b"] {
+        tenant::scope(t, load(cache, &calls, "k", &opts, t)).await;
+    }
+    assert_eq!(calls.get(), 3, "only ten-a recomputed");
+}
+
+async fn err_is_not_cached(cache: &Cache) {
+    let calls = Calls::default();
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
+    for _ in 0..2 {
+        let c = calls.clone();
+        let r: Result<u32, String> = cache
+            .get_or_compute("err", &opts, || async move {
+                c.hit();
+                Err("db down".to_owned())
+            })
+            .await;
+        assert_eq!(r, Err("db down".to_owned()));
+    }
+    assert_eq!(calls.get(), 2, "errors are not cached");
+    let c = calls.clone();
+    let ok: Result<u32, String> = cache
+        .get_or_compute("err", &opts, || async move { Ok(c.hit() as u32) })
+        .await;
+    assert_eq!(ok, Ok(3));
+}
+
+async fn nested_dependencies(cache: &Cache) {
+    let calls = Calls::default();
+    let outer_opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["page"])
+        .tenant("nest");
+    let inner_opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["user:9"])
+        .tenant("nest");
+    let outer = || {
+        let calls = calls.clone();
+        let inner_opts = inner_opts.clone();
+        async move {
+            let c2 = calls.clone();
+            let inner: u64 = cache
+                .get_or_compute("inner", &inner_opts, || async move {
+                    Ok::<_, ()>(c2.hit() as u64 * 100)
+                })
+                .await
+                .unwrap();
+            calls.hit();
+            Ok::<_, ()>(inner + 1)
+        }
+    };
+    let first = cache
+        .get_or_compute("outer", &outer_opts, outer)
+        .await
+        .unwrap();
+    let again = cache
+        .get_or_compute("outer", &outer_opts, outer)
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(calls.get(), 2, "outer and inner computed once");
+    cache
+        .delete_by_tags(&["user:9"], Some("nest"))
+        .await
+        .unwrap();
+    let after = cache
+        .get_or_compute("outer", &outer_opts, outer)
+        .await
+        .unwrap();
+    assert_ne!(
+        after, first,
+        "invalidating the inner tag invalidates the outer entry"
+    );
+    assert_eq!(calls.get(), 4);
+}
+
+/// The stale-set race, driven deterministically: the computation starts, the
+/// invalidation runs and returns, then the computation finishes with its now
+/// stale value. No read after the invalidation may return that value.
+async fn stale_set_race_tags(cache: &Cache) {
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["race"])
+        .tenant("race");
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let slow = {
+        let cache = cache.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_compute("r", &opts, || async move {
+                    started_tx.send(()).unwrap();
+                    go_rx.await.unwrap();
+                    Ok::<_, ()>("old".to_owned())
+                })
+                .await
+                .unwrap()
+        })
+    };
+    started_rx.await.unwrap();
+    cache.delete_by_tags(&["race"], Some("race")).await.unwrap();
+    go_tx.send(()).unwrap();
+    assert_eq!(
+        slow.await.unwrap(),
+        "old",
+        "the slow caller gets its own result"
+    );
+    let next: String = cache
+        .get_or_compute("r", &opts, || async { Ok::<_, ()>("new".to_owned()) })
+        .await
+        .unwrap();
+    assert_eq!(
+        next, "new",
+        "the value computed before the invalidation is never served after it"
+    );
+    assert_eq!(
+        cache.get::<String>("r", &opts).await.unwrap().as_deref(),
+        Some("new")
+    );
+}
+
+async fn stale_set_race_delete(cache: &Cache) {
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tenant("race-del");
+    cache.set("d", &"v0".to_owned(), &opts).await.unwrap();
+    cache.delete("d", &opts).await.unwrap();
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let slow = {
+        let cache = cache.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_compute("d", &opts, || async move {
+                    started_tx.send(()).unwrap();
+                    go_rx.await.unwrap();
+                    Ok::<_, ()>("old".to_owned())
+                })
+                .await
+                .unwrap()
+        })
+    };
+    started_rx.await.unwrap();
+    cache.delete("d", &opts).await.unwrap();
+    go_tx.send(()).unwrap();
+    slow.await.unwrap();
+    assert_eq!(
+        cache.get::<String>("d", &opts).await.unwrap(),
+        None,
+        "delete wins over the in-flight write"
+    );
+}
+
+async fn stampede_in_process(cache: &Cache) {
+    let calls = Calls::default();
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tenant("stampede");
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (cache, calls, opts) = (cache.clone(), calls.clone(), opts.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_compute("cold", &opts, || async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, ()>(calls.hit())
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert_eq!(
+        calls.get(),
+        1,
+        "32 concurrent cold callers run the function once"
+    );
+    assert!(results.iter().all(|r| *r == 1));
+}
+
+async fn policies(cache: &Cache) {
+    let calls = Calls::default();
+    let opts = CacheOptions::new().policy("short").tenant("pol");
+    load(cache, &calls, "p", &opts, "x").await;
+    load(cache, &calls, "p", &opts, "x").await;
+    assert_eq!(calls.get(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    load(cache, &calls, "p", &opts, "x").await;
+    assert_eq!(calls.get(), 2, "the policy's ttl applies");
+    // An unknown policy falls back to the default ttl and counts an error.
+    let before = cache.stats().errors;
+    load(cache, &calls, "q", &CacheOptions::new().policy("nope"), "x").await;
+    assert!(cache.stats().errors > before);
+}
+
+fn with_policies(b: cacheable::CacheBuilder) -> cacheable::CacheBuilder {
+    b.policy(
+        "short",
+        TtlPolicy::new(Duration::from_millis(250)).jitter(0.1),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_passes_the_suite() {
+    let cache = with_policies(Cache::builder().memory())
+        .build()
+        .await
+        .unwrap();
+    suite(cache).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_passes_the_suite() {
+    let server = RedisServer::start();
+    let cache = with_policies(Cache::builder().redis_url(server.url()).prefix("suite"))
+        .build()
+        .await
+        .unwrap();
+    suite(cache).await;
+    assert!(
+        cache_health_ok(
+            &Cache::builder()
+                .redis_url(server.url())
+                .build()
+                .await
+                .unwrap()
+        )
+        .await
+    );
+}
+
+async fn cache_health_ok(cache: &Cache) -> bool {
+    let h = cache.health().await;
+    h.reachable
+        && h.latency.is_some()
+        && h.used_memory.is_some_and(|m| m > 0)
+        && h.backend == "redis"
+}
+
+// ------------------------------------------------------------ Redis only
+
+#[tokio::test]
+async fn build_fails_only_on_invalid_configuration() {
+    // Nothing listens on this port: still a valid configuration.
+    let port = cacheable_test_support::free_port();
+    let cache = Cache::builder()
+        .redis_url(format!("redis://127.0.0.1:{port}/"))
+        .build()
+        .await;
+    let cache = cache.expect("an unreachable Redis is not a build error");
+    let h = cache.health().await;
+    assert!(!h.reachable && h.error.is_some());
+    for bad in [
+        Cache::builder().build().await,
+        Cache::builder().memory().prefix("").build().await,
+        Cache::builder().memory().prefix("a*b").build().await,
+        Cache::builder().memory().prefix("{t}").build().await,
+        Cache::builder()
+            .memory()
+            .default_ttl(Duration::ZERO)
+            .build()
+            .await,
+        Cache::builder().redis_url("not a url").build().await,
+        Cache::builder()
+            .memory()
+            .policy("p", TtlPolicy::new(Duration::ZERO))
+            .build()
+            .await,
+    ] {
+        let err = bad.expect_err("invalid configuration");
+        assert!(matches!(err, cacheable::CacheError::Config(_)), "{err:?}");
+    }
+    let secret = Cache::builder().redis_url("redis://user:hunter2@127.0.0.1:1/");
+    assert!(
+        !format!("{secret:?}").contains("hunter2"),
+        "Debug never prints passwords"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted() {
+    let mut server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .op_timeout(Duration::from_millis(200))
+        .circuit_breaker(3, Duration::from_millis(200), Duration::from_millis(400))
+        .build()
+        .await
+        .unwrap();
+    let calls = Calls::default();
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
+    let v = load(&cache, &calls, "k", &opts, "a").await;
+    assert_eq!(load(&cache, &calls, "k", &opts, "a").await, v);
+    assert_eq!(calls.get(), 1);
+
+    server.kill();
+    // Correct results throughout: every call runs the function and returns its value.
+    for i in 2..12 {
+        let got = load(&cache, &calls, &format!("down{i}"), &opts, "b").await;
+        assert_eq!(
+            got.id as usize,
+            calls.get(),
+            "the function's own result is returned"
+        );
+    }
+    let stats = cache.stats();
+    assert!(stats.errors >= 3, "errors are counted: {stats:?}");
+    assert_eq!(
+        cache.health().await.breaker,
+        BreakerState::Open,
+        "the breaker opened"
+    );
+    // With the breaker open a call costs no network round trip.
+    let started = Instant::now();
+    load(&cache, &calls, "fast", &opts, "c").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "open breaker: {:?}",
+        started.elapsed()
+    );
+
+    server.restart();
+    // Caching resumes once a probe succeeds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = calls.get();
+        load(&cache, &calls, "resume", &opts, "d").await;
+        load(&cache, &calls, "resume", &opts, "d").await;
+        if calls.get() == before + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caching did not resume after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cache.health().await.breaker, BreakerState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_redis_times_out_and_the_call_still_answers() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .op_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let calls = Calls::default();
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
+    load(&cache, &calls, "warm", &opts, "x").await; // connect first
+    let reply = server.command(&[b"CLIENT", b"PAUSE", b"700", b"ALL"]);
+    assert!(
+        reply.starts_with(b"+OK"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let started = Instant::now();
+    let got = load(&cache, &calls, "slow", &opts, "y").await;
+    assert_eq!(got.name, "y");
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "bounded by the op timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(cache.stats().errors >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_undecodable_values_are_recomputed() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "g").await;
+    let calls = Calls::default();
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tenant("acme");
+    load(&cache, &calls, "k", &opts, "a").await;
+    let key = b"g:{t:acme}:k:k";
+    assert!(
+        server.command(&[b"EXISTS", key]).starts_with(b":1"),
+        "the key layout is as documented"
+    );
+    for garbage in [&b"garbage"[..], b"", &[1u8; 64], &[0xFF; 3]] {
+        server.command(&[b"SET", key, garbage]);
+        let before = (calls.get(), cache.stats().errors);
+        let got = load(&cache, &calls, "k", &opts, "fresh").await;
+        assert_eq!(got.name, "fresh", "garbage is never returned");
+        assert_eq!(calls.get(), before.0 + 1);
+        assert_eq!(
+            load(&cache, &calls, "k", &opts, "again").await,
+            got,
+            "garbage was overwritten"
+        );
+    }
+    // A value whose type changed (no version bump): a codec error, then recomputed.
+    let wrong: Result<u64, ()> = cache.get_or_compute("k", &opts, || async { Ok(7) }).await;
+    assert_eq!(wrong, Ok(7));
+    assert!(cache.stats().errors >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_leaves_foreign_keys_alone() {
+    let server = RedisServer::start();
+    let a = redis_cache(&server, "app").await;
+    let b = redis_cache(&server, "app:b").await;
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60)).tags(["t"]);
+    for c in [&a, &b] {
+        c.set("k", &1u8, &opts).await.unwrap();
+        tenant::scope("x", c.set("k", &2u8, &opts)).await.unwrap();
+    }
+    server.command(&[b"SET", b"foreign", b"1"]);
+    server.command(&[b"SET", b"app:foreign", b"1"]);
+    a.clear().await.unwrap();
+    assert_eq!(a.get::<u8>("k", &opts).await.unwrap(), None);
+    assert_eq!(
+        tenant::scope("x", a.get::<u8>("k", &opts)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.get::<u8>("k", &opts).await.unwrap(),
+        Some(1),
+        "a cache with a longer prefix is untouched"
+    );
+    assert!(server.command(&[b"GET", b"foreign"]).starts_with(b"$1"));
+    assert!(
+        server.command(&[b"GET", b"app:foreign"]).starts_with(b"$1"),
+        "keys outside the layout survive"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_versions_do_not_grow_without_bound() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .prefix("grow")
+        .write_guard(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    for i in 0..200 {
+        let opts = CacheOptions::new()
+            .ttl(Duration::from_secs(1))
+            .tags([format!("tag{i}")]);
+        cache.set(&format!("k{i}"), &i, &opts).await.unwrap();
+        cache
+            .delete_by_tags(&[&format!("tag{i}")], None)
+            .await
+            .unwrap();
+        cache
+            .delete_by_tags(&[&format!("never-used{i}")], None)
+            .await
+            .unwrap();
+    }
+    let dbsize = |s: &RedisServer| {
+        let r = s.command(&[b"DBSIZE"]);
+        String::from_utf8_lossy(&r[1..])
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(dbsize(&server) >= 400);
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(
+        dbsize(&server),
+        0,
+        "entries, tag versions and counters all expire"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stampede_across_processes_runs_about_once() {
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    // Four caches with their own connections, as four app instances would have.
+    let mut caches = Vec::new();
+    for _ in 0..4 {
+        caches.push(redis_cache(&server, "herd").await);
+    }
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (cache, calls, opts) = (caches[i % 4].clone(), calls.clone(), opts.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_compute("cold", &opts, || async move {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    Ok::<_, ()>(calls.hit())
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        calls.get() <= 2,
+        "40 callers on 4 instances ran the function {} times",
+        calls.get()
+    );
+}
+
+// Key stability across processes: two child processes print the key they
+// hash for the same arguments; both match this process and the pinned value.
+
+const CHILD_ENV: &str = "CACHEABLE_KEY_CHILD";
+
+fn stable_key() -> String {
+    Cache::hash_args(|h| {
+        h.arg(&42u64)?;
+        h.arg("héllo")?;
+        h.arg(&std::collections::HashMap::from([
+            ("b", 2),
+            ("a", 1),
+            ("c", 3),
+        ]))?;
+        h.arg(&Some(User {
+            id: 1,
+            name: "x".into(),
+        }))
+    })
+    .unwrap()
+}
+
+#[test]
+fn key_child_prints_its_key() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        println!("KEY={}", stable_key());
+    }
+}
+
+#[test]
+fn keys_are_stable_across_processes() {
+    let exe = std::env::current_exe().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "key_child_prints_its_key",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let key = stdout
+            .lines()
+            .find_map(|l| l.split_once("KEY=").map(|(_, k)| k.trim()))
+            .expect("child printed its key")
+            .to_owned();
+        seen.push(key);
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0], stable_key());
+    assert_eq!(
+        seen[0], "ba3409fadb76a87ec4a8fd51f5b4978f",
+        "pinned: changing it changes every key"
+    );
+}
