@@ -2,7 +2,14 @@
 
 use proc_macro::TokenStream;
 
+// Shared by every attribute (the `rate_limit` module reuses them).
+#[allow(dead_code)] // until the expansions land
+mod ctxt;
+#[allow(dead_code)]
+mod input;
 mod rate_limit;
+#[allow(dead_code)]
+mod template;
 
 /// Caches the result of an async fn (placeholder until the expansion lands).
 #[proc_macro_attribute]
