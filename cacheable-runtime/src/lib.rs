@@ -25,4 +25,7 @@ pub use cache::{Cache, CacheBuilder, Health, KeySource, global, set_global};
 pub use error::CacheError;
 pub use key::{HashError, KeyHasher, SCHEMA};
 pub use options::{CacheOptions, TtlPolicy};
+pub use rate_limit::{
+    Algorithm, Decision, OnError, RateLimitOptions, RateLimitStats, RateLimited, RateLimiter,
+};
 pub use stats::{FunctionStats, Stats};

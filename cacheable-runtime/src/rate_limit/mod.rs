@@ -1,8 +1,653 @@
-//! Rate limiting (work in progress: the rate-limiting issue fills this module).
+//! Rate limiting on Redis: [`RateLimiter`] (from [`Cache::rate_limiter`]) and
+//! what `#[rate_limit]` calls.
+//!
+//! # Algorithms
+//!
+//! | [`Algorithm`] | admits | memory per key | use for |
+//! |---|---|---|---|
+//! | [`Gcra`](Algorithm::Gcra) (default) | a burst of `points`, then `points` per `duration`, evenly | one integer | API limits |
+//! | [`SlidingWindow`](Algorithm::SlidingWindow) | never more than `points` in any `duration` | one sorted-set member per point | small limits (logins) |
+//! | [`FixedWindow`](Algorithm::FixedWindow) | `points` per window aligned on the Unix epoch (UTC) | one short string | quotas per day/month |
+//!
+//! Each decision is **one Lua script** (`EVALSHA`, reloaded on `NOSCRIPT`)
+//! that reads the time from Redis `TIME`, so application servers' clocks
+//! never matter, and returns an explicit allowed flag with `remaining`,
+//! `reset_after` and `retry_after`. A denial writes nothing. Keys expire as
+//! soon as they no longer hold a budget. `cost` weights a call.
+//!
+//! # Keys
+//!
+//! ```text
+//! {prefix}:{t:<tenant>}:rl<a>:<key>     a = g (GCRA), s (sliding window), f (fixed window)
+//! {prefix}:{g}:rl<a>:<key>              outside any tenant (or `by = "global"`)
+//! ```
+//!
+//! The tenant is escaped as in every other key (see the key module), so a
+//! tenant id can never reach another tenant's limits. The key given to
+//! [`RateLimiter::check`] is escaped too (`{`, `}` and non-ASCII bytes become
+//! `%XX`; `:` is kept as a separator). A GCRA key such as
+//! `cacheable:{t:acme}:rlg:login:u:42` takes about 80 bytes of Redis memory
+//! (`MEMORY USAGE`), see `benches/rate_limit.rs`.
+//!
+//! # When Redis fails
+//!
+//! [`OnError`] decides: an in-process limiter with the same policy (default),
+//! allow, or deny; each outcome is counted in [`RateLimitStats`]. Calls go
+//! through a circuit breaker and the cache's operation timeout, so a dead
+//! Redis costs microseconds per decision, not a timeout.
+//!
+//! # Denial cache
+//!
+//! A denial is remembered in the process until its retry time: a flood from
+//! one identity is answered locally and stops reaching Redis. Only time
+//! refills a budget, so the cached answer is the one Redis would give.
 
-/// Per-cache rate-limiter state (local fallback limiters, denial cache).
+use std::borrow::Cow;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::breaker::Breaker;
+use crate::cache::Cache;
+use crate::error::CacheError;
+use crate::key;
+use crate::store::AnyStore;
+use crate::tenant::{self, TenantId};
+
+mod local;
+pub mod private;
+mod scripts;
+
+use local::{DenialCache, LocalLimiter, Policy};
+
+/// Which algorithm decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Generic cell rate algorithm: a burst of `points`, refilled at
+    /// `points / duration`. O(1) memory per key. The default.
+    #[default]
+    Gcra,
+    /// Exact sliding window: never more than `points` in any `duration`.
+    /// Memory grows with `points`: for small limits such as logins.
+    SlidingWindow,
+    /// Fixed windows aligned on the Unix epoch (UTC): quotas per day or month.
+    FixedWindow,
+}
+
+impl Algorithm {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Gcra => "rlg",
+            Self::SlidingWindow => "rls",
+            Self::FixedWindow => "rlf",
+        }
+    }
+}
+
+/// What a decision does when Redis cannot be asked (down, slow, breaker open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnError {
+    /// Decide with an in-process limiter with the same policy (the default).
+    /// Each process then admits up to the limit on its own.
+    #[default]
+    Local,
+    /// Admit every call (fail open).
+    Allow,
+    /// Refuse every call (fail closed).
+    Deny,
+}
+
+/// The policy of one check: points per duration, algorithm, cost, fallback.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RateLimitOptions {
+    points: NonZeroU32,
+    duration: Duration,
+    algorithm: Algorithm,
+    cost: u32,
+    on_error: OnError,
+    name: Cow<'static, str>,
+    tenant: Option<TenantId>,
+    global: bool,
+}
+
+impl RateLimitOptions {
+    /// `points` per `duration`, GCRA, cost 1, local fallback, policy name `default`.
+    pub fn new(points: NonZeroU32, duration: Duration) -> Self {
+        Self {
+            points,
+            duration,
+            algorithm: Algorithm::Gcra,
+            cost: 1,
+            on_error: OnError::Local,
+            name: Cow::Borrowed("default"),
+            tenant: None,
+            global: false,
+        }
+    }
+
+    /// The algorithm (default [`Algorithm::Gcra`]).
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// The weight of this call (default 1). A cost above `points` is always denied.
+    pub fn cost(mut self, cost: NonZeroU32) -> Self {
+        self.cost = cost.get();
+        self
+    }
+
+    /// What happens when Redis cannot be asked (default [`OnError::Local`]).
+    pub fn on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+
+    /// The policy's name in `RateLimit-Policy` / `RateLimit` headers (default `default`).
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The tenant whose budget this is (default: the current tenant).
+    pub fn tenant(mut self, tenant: impl Into<TenantId>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// One budget across all tenants (the key lives outside any tenant).
+    pub fn global(mut self) -> Self {
+        self.global = true;
+        self
+    }
+
+    /// Points per window.
+    pub fn points(&self) -> u32 {
+        self.points.get()
+    }
+
+    /// The window.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            points: self.points.get(),
+            window: self.duration,
+            cost: self.cost,
+            algorithm: self.algorithm,
+        }
+    }
+}
+
+/// Who answered a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// The Redis script.
+    Redis,
+    /// A denial remembered in this process until its retry time.
+    DenialCache,
+    /// The in-process limiter: the cache is `Cache::memory()`, or Redis failed
+    /// and `on_error` is `local`.
+    Local,
+    /// Redis failed and `on_error` is `allow`.
+    FailOpen,
+    /// Redis failed and `on_error` is `deny`.
+    FailClosed,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the call is admitted.
+    pub allowed: bool,
+    /// Points per window.
+    pub limit: u64,
+    /// Points left after this call (for a call of cost 1).
+    pub remaining: u64,
+    /// Time until the budget is full again (GCRA, sliding window) or the
+    /// window resets (fixed window).
+    pub reset_after: Duration,
+    /// When denied, the time until a call of the same cost can pass; zero when allowed.
+    pub retry_after: Duration,
+    /// The window.
+    pub window: Duration,
+    /// The policy's name.
+    pub policy: Cow<'static, str>,
+    /// Who answered.
+    pub source: Source,
+}
+
+impl Decision {
+    /// `Ok(self)` when allowed, else the [`RateLimited`] error to return.
+    ///
+    /// # Errors
+    /// When the call is denied.
+    pub fn into_result(self) -> Result<Decision, RateLimited> {
+        if self.allowed {
+            Ok(self)
+        } else {
+            Err(RateLimited {
+                limit: self.limit,
+                remaining: self.remaining,
+                reset_after: self.reset_after,
+                retry_after: self.retry_after,
+                window: self.window,
+                policy: self.policy.into_owned(),
+            })
+        }
+    }
+}
+
+/// A call refused by a rate limit.
+///
+/// With the feature `axum` it is an `IntoResponse`: `429 Too Many Requests`
+/// with `Retry-After`, `RateLimit-Policy`, `RateLimit`, `X-RateLimit-Limit`,
+/// `X-RateLimit-Remaining` and `X-RateLimit-Reset` (see `cacheable::http`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    /// Points per window.
+    pub limit: u64,
+    /// Points left (fewer than the refused call's cost).
+    pub remaining: u64,
+    /// Time until the budget is full again (or the window resets).
+    pub reset_after: Duration,
+    /// Time until a call of the same cost can pass.
+    pub retry_after: Duration,
+    /// The window.
+    pub window: Duration,
+    /// The policy's name.
+    pub policy: String,
+}
+
+impl RateLimited {
+    /// `retry_after` in whole seconds, rounded up, at least 1 (`Retry-After`).
+    pub fn retry_after_secs(&self) -> u64 {
+        ceil_secs(self.retry_after).max(1)
+    }
+}
+
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rate limit `{}` exceeded ({} per {}s); retry in {}s",
+            self.policy,
+            self.limit,
+            ceil_secs(self.window),
+            self.retry_after_secs()
+        )
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
+/// Counters of a cache's rate limiter since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimitStats {
+    /// Calls admitted (by any source).
+    pub allowed: u64,
+    /// Calls denied (by any source).
+    pub denied: u64,
+    /// Denials answered from the denial cache, without Redis.
+    pub denied_cached: u64,
+    /// Decisions Redis failed to make (error, timeout, breaker open).
+    pub errors: u64,
+    /// Of those, decided by the in-process limiter (`on_error = local`).
+    pub fallback_local: u64,
+    /// Of those, admitted (`on_error = allow`).
+    pub fallback_allowed: u64,
+    /// Of those, denied (`on_error = deny`).
+    pub fallback_denied: u64,
+}
+
 #[derive(Debug, Default)]
-pub(crate) struct State {}
+struct Counters {
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    denied_cached: AtomicU64,
+    errors: AtomicU64,
+    fallback_local: AtomicU64,
+    fallback_allowed: AtomicU64,
+    fallback_denied: AtomicU64,
+}
 
-/// Items generated by `#[rate_limit]` call.
-pub mod private {}
+/// Per-cache rate-limiter state: local limiters, the denial cache, the
+/// breaker in front of Redis, counters.
+#[derive(Debug)]
+pub(crate) struct State {
+    local: LocalLimiter,
+    denials: DenialCache,
+    breaker: Breaker,
+    counters: Counters,
+    log: crate::stats::LogLimiter,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            local: LocalLimiter::default(),
+            denials: DenialCache::default(),
+            breaker: Breaker::new(5, Duration::from_millis(500), Duration::from_secs(30)),
+            counters: Counters::default(),
+            log: crate::stats::LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// The raw answer of an algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub allowed: bool,
+    pub remaining: u64,
+    pub reset_after_us: u64,
+    pub retry_after_us: u64,
+}
+
+/// The rate limiter of a [`Cache`]: decisions on the cache's Redis (or, for
+/// `Cache::memory()`, in the process). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    cache: Cache,
+}
+
+impl Cache {
+    /// The rate limiter on this cache's store.
+    pub fn rate_limiter(&self) -> RateLimiter {
+        RateLimiter {
+            cache: self.clone(),
+        }
+    }
+}
+
+/// Appends a caller-supplied key part: `[A-Za-z0-9_.:@-]` stay, other bytes
+/// become `%XX` (so no `{`/`}` can move the cluster hash tag).
+pub(crate) fn escape_key_into(out: &mut String, raw: &str) {
+    use fmt::Write as _;
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':' | b'@') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+impl RateLimiter {
+    /// The Redis key of `key` under `opts` (tenant, algorithm).
+    pub fn redis_key(&self, key: &str, opts: &RateLimitOptions) -> String {
+        let mut escaped = String::with_capacity(key.len());
+        escape_key_into(&mut escaped, key);
+        self.redis_key_raw(&escaped, opts)
+    }
+
+    /// The Redis key of an already escaped key part.
+    pub(crate) fn redis_key_raw(&self, escaped: &str, opts: &RateLimitOptions) -> String {
+        let tenant = if opts.global {
+            None
+        } else {
+            opts.tenant.clone().or_else(tenant::current)
+        };
+        let ns = key::namespace(self.cache.prefix(), tenant.as_ref());
+        let mut k = String::with_capacity(ns.len() + escaped.len() + 5);
+        k.push_str(&ns);
+        k.push(':');
+        k.push_str(opts.algorithm.tag());
+        k.push(':');
+        k.push_str(escaped);
+        k
+    }
+
+    /// Decides whether one call of `opts.cost` under `key` passes.
+    ///
+    /// Redis failures never surface: `opts.on_error` decides and the outcome
+    /// is counted (see [`RateLimitStats`]).
+    ///
+    /// # Errors
+    /// [`CacheError::Config`] when the duration is zero.
+    pub async fn check(&self, key: &str, opts: &RateLimitOptions) -> Result<Decision, CacheError> {
+        let full = self.redis_key(key, opts);
+        self.check_full(&full, opts).await
+    }
+
+    pub(crate) async fn check_full(
+        &self,
+        full: &str,
+        opts: &RateLimitOptions,
+    ) -> Result<Decision, CacheError> {
+        if opts.duration.is_zero() {
+            return Err(CacheError::Config("rate limit duration must be > 0".into()));
+        }
+        let inner = self.cache.inner();
+        let state = &inner.rate_state;
+        let policy = opts.policy();
+        let (verdict, source) = if let Some(v) = state.denials.get(full, &policy) {
+            state.counters.denied_cached.fetch_add(1, Relaxed);
+            (v, Source::DenialCache)
+        } else {
+            match &inner.store {
+                AnyStore::Memory(_) => (state.local.check(full, &policy), Source::Local),
+                AnyStore::Redis(store) => match self.ask_redis(store, full, &policy).await {
+                    Ok(v) => {
+                        state.denials.put(full, &policy, &v);
+                        (v, Source::Redis)
+                    }
+                    Err(e) => {
+                        state.counters.errors.fetch_add(1, Relaxed);
+                        if let Some(suppressed) = state.log.admit(e.kind()) {
+                            tracing::warn!(error = %e, suppressed, on_error = ?opts.on_error,
+                                "rate limiter could not reach redis; deciding by on_error");
+                        }
+                        fallback(state, full, &policy, opts.on_error)
+                    }
+                },
+            }
+        };
+        Ok(self.finish(verdict, source, opts))
+    }
+
+    fn finish(&self, v: Verdict, source: Source, opts: &RateLimitOptions) -> Decision {
+        let c = &self.cache.inner().rate_state.counters;
+        if v.allowed {
+            c.allowed.fetch_add(1, Relaxed);
+        } else {
+            c.denied.fetch_add(1, Relaxed);
+        }
+        Decision {
+            allowed: v.allowed,
+            limit: u64::from(opts.points.get()),
+            remaining: v.remaining,
+            reset_after: Duration::from_micros(v.reset_after_us),
+            retry_after: if v.allowed {
+                Duration::ZERO
+            } else {
+                Duration::from_micros(v.retry_after_us.max(1))
+            },
+            window: opts.duration,
+            policy: opts.name.clone(),
+            source,
+        }
+    }
+
+    async fn ask_redis(
+        &self,
+        store: &crate::store::redis::RedisStore,
+        full: &str,
+        p: &Policy,
+    ) -> Result<Verdict, CacheError> {
+        let inner = self.cache.inner();
+        let breaker = &inner.rate_state.breaker;
+        if !breaker.allow() {
+            return Err(CacheError::CircuitOpen);
+        }
+        let script = match p.algorithm {
+            Algorithm::Gcra => &*scripts::GCRA,
+            Algorithm::SlidingWindow => &*scripts::SLIDING_WINDOW,
+            Algorithm::FixedWindow => &*scripts::FIXED_WINDOW,
+        };
+        let mut conn = store.connection();
+        let mut inv = script.key(full);
+        inv.arg(p.points).arg(p.script_time_us()).arg(p.cost);
+        let reply = tokio::time::timeout(inner.op_timeout, inv.invoke_async::<Vec<i64>>(&mut conn));
+        let result = match reply.await {
+            Ok(Ok(r)) => parse_reply(&r),
+            Ok(Err(e)) => Err(CacheError::from(e)),
+            Err(_) => Err(CacheError::Timeout(inner.op_timeout)),
+        };
+        match &result {
+            Err(e) if e.is_availability() => breaker.failure(),
+            _ => breaker.success(),
+        }
+        result
+    }
+
+    /// Counters since the cache was built.
+    pub fn stats(&self) -> RateLimitStats {
+        let c = &self.cache.inner().rate_state.counters;
+        RateLimitStats {
+            allowed: c.allowed.load(Relaxed),
+            denied: c.denied.load(Relaxed),
+            denied_cached: c.denied_cached.load(Relaxed),
+            errors: c.errors.load(Relaxed),
+            fallback_local: c.fallback_local.load(Relaxed),
+            fallback_allowed: c.fallback_allowed.load(Relaxed),
+            fallback_denied: c.fallback_denied.load(Relaxed),
+        }
+    }
+
+    /// Forgets the denials remembered in this process (they otherwise last
+    /// until their retry time).
+    pub fn clear_denial_cache(&self) {
+        self.cache.inner().rate_state.denials.clear();
+    }
+}
+
+fn fallback(state: &State, full: &str, p: &Policy, on_error: OnError) -> (Verdict, Source) {
+    let c = &state.counters;
+    match on_error {
+        OnError::Local => {
+            c.fallback_local.fetch_add(1, Relaxed);
+            (state.local.check(full, p), Source::Local)
+        }
+        OnError::Allow => {
+            c.fallback_allowed.fetch_add(1, Relaxed);
+            let v = Verdict {
+                allowed: true,
+                remaining: u64::from(p.points.saturating_sub(p.cost)),
+                reset_after_us: 0,
+                retry_after_us: 0,
+            };
+            (v, Source::FailOpen)
+        }
+        OnError::Deny => {
+            c.fallback_denied.fetch_add(1, Relaxed);
+            // Clients are told to come back after a second: Redis may be back.
+            let v = Verdict {
+                allowed: false,
+                remaining: 0,
+                reset_after_us: 1_000_000,
+                retry_after_us: 1_000_000,
+            };
+            (v, Source::FailClosed)
+        }
+    }
+}
+
+fn parse_reply(r: &[i64]) -> Result<Verdict, CacheError> {
+    let [allowed, remaining, reset, retry] = r else {
+        return Err(CacheError::Store(format!(
+            "rate limit script returned {} values, expected 4",
+            r.len()
+        )));
+    };
+    let pos = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Verdict {
+        allowed: *allowed == 1,
+        remaining: pos(*remaining),
+        reset_after_us: pos(*reset),
+        retry_after_us: pos(*retry),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    #[tokio::test]
+    async fn memory_gcra_admits_a_burst_then_refuses() {
+        let cache = Cache::memory();
+        let rl = cache.rate_limiter();
+        let opts = RateLimitOptions::new(nz(3), Duration::from_secs(60));
+        for left in [2, 1, 0] {
+            let d = rl.check("k", &opts).await.unwrap();
+            assert!(d.allowed);
+            assert_eq!(d.remaining, left);
+        }
+        let d = rl.check("k", &opts).await.unwrap();
+        assert!(!d.allowed);
+        assert!(d.retry_after > Duration::from_secs(19) && d.retry_after <= Duration::from_secs(20));
+        assert_eq!(d.source, Source::Local);
+    }
+
+    #[tokio::test]
+    async fn memory_sliding_and_fixed_count_cost() {
+        let cache = Cache::memory();
+        let rl = cache.rate_limiter();
+        for alg in [Algorithm::SlidingWindow, Algorithm::FixedWindow] {
+            let opts = RateLimitOptions::new(nz(10), Duration::from_secs(3600))
+                .algorithm(alg)
+                .cost(nz(4));
+            assert!(rl.check("c", &opts).await.unwrap().allowed);
+            let d = rl.check("c", &opts).await.unwrap();
+            assert!(d.allowed);
+            assert_eq!(d.remaining, 2);
+            assert!(!rl.check("c", &opts).await.unwrap().allowed);
+        }
+    }
+
+    #[test]
+    fn keys_escape_braces_and_keep_the_tenant() {
+        let cache = Cache::memory();
+        let rl = cache.rate_limiter();
+        let opts = RateLimitOptions::new(nz(1), Duration::from_secs(1)).tenant("a}:{b");
+        assert_eq!(
+            rl.redis_key("login:{x}", &opts),
+            "cacheable:{t:a%7D%3A%7Bb}:rlg:login:%7Bx%7D"
+        );
+        let g = RateLimitOptions::new(nz(1), Duration::from_secs(1)).global();
+        assert_eq!(rl.redis_key("k", &g), "cacheable:{g}:rlg:k");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let r = RateLimited {
+            limit: 1,
+            remaining: 0,
+            reset_after: Duration::ZERO,
+            retry_after: Duration::from_millis(1),
+            window: Duration::from_secs(1),
+            policy: "p".into(),
+        };
+        assert_eq!(r.retry_after_secs(), 1);
+        let r = RateLimited {
+            retry_after: Duration::from_millis(41_001),
+            ..r
+        };
+        assert_eq!(r.retry_after_secs(), 42);
+    }
+}
