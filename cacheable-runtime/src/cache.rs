@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::context;
-use crate::envelope::{self, Dep, KIND_TOMBSTONE, KIND_VALUE, now_ms};
+use crate::envelope::{self, Dep, DepRef, KIND_TOMBSTONE, KIND_VALUE, now_ms};
 use crate::error::CacheError;
 use crate::key::{self, KeyHasher};
 use crate::options::{CacheOptions, TtlPolicy};
@@ -597,7 +597,11 @@ impl Cache {
             value,
             stored_at_ms: env.stored_at_ms,
             fresh_until_ms: env.fresh_until_ms,
-            deps: env.deps,
+            deps: if collecting() {
+                env.deps.iter().map(|d| d.owned()).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -607,7 +611,7 @@ impl Cache {
     async fn deps_current(
         &self,
         spec: &Spec,
-        deps: &[Dep],
+        deps: &[DepRef<'_>],
         versions: &[u64],
     ) -> Result<bool, CacheError> {
         let known = &spec.keys[1..];
@@ -624,7 +628,7 @@ impl Cache {
             match current {
                 Some(v) if v != dep.version => return Ok(false),
                 Some(_) => {}
-                None => extra.push((dep.key.clone(), dep.version)),
+                None => extra.push((dep.key.to_owned(), dep.version)),
             }
         }
         // Every version key of the call itself must be among the entry's deps
@@ -1168,6 +1172,11 @@ impl Cache {
         f(&mut h).ok()?;
         Some(h.finish_hex())
     }
+}
+
+/// Whether this call runs inside the computation of another cached value.
+fn collecting() -> bool {
+    DEPS.try_with(|_| ()).is_ok()
 }
 
 /// Adds `deps` to the computation that encloses this call, if any.

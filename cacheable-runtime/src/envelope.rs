@@ -31,6 +31,22 @@ pub(crate) struct Dep {
     pub version: u64,
 }
 
+/// A dependency as decoded, borrowing the stored bytes (no allocation on hits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DepRef<'a> {
+    pub key: &'a str,
+    pub version: u64,
+}
+
+impl DepRef<'_> {
+    pub(crate) fn owned(self) -> Dep {
+        Dep {
+            key: self.key.to_owned(),
+            version: self.version,
+        }
+    }
+}
+
 /// A decoded header; the payload stays borrowed.
 #[derive(Debug)]
 pub(crate) struct Envelope<'a> {
@@ -38,7 +54,7 @@ pub(crate) struct Envelope<'a> {
     pub stored_at_ms: u64,
     pub fresh_until_ms: u64,
     pub compute_us: u32,
-    pub deps: Vec<Dep>,
+    pub deps: Vec<DepRef<'a>>,
     pub payload: &'a [u8],
 }
 
@@ -128,9 +144,9 @@ pub(crate) fn decode(raw: &[u8]) -> Result<Envelope<'_>, CacheError> {
     for _ in 0..n {
         let len = usize::from(u16::from_le_bytes(take(raw, at).ok_or_else(bad)?));
         let key = raw.get(at + 2..at + 2 + len).ok_or_else(bad)?;
-        let key = std::str::from_utf8(key).map_err(|_| bad())?.to_owned();
+        let key = std::str::from_utf8(key).map_err(|_| bad())?;
         let version = u64::from_le_bytes(take(raw, at + 2 + len).ok_or_else(bad)?);
-        deps.push(Dep { key, version });
+        deps.push(DepRef { key, version });
         at += 10 + len;
     }
     Ok(Envelope {
@@ -169,7 +185,7 @@ mod tests {
         .unwrap();
         let env = decode(&raw).unwrap();
         assert_eq!(env.kind, KIND_VALUE);
-        assert_eq!(env.deps, deps);
+        assert_eq!(env.deps.iter().map(|d| d.owned()).collect::<Vec<_>>(), deps);
         assert_eq!(env.payload, b"{\"a\":1}");
         assert_eq!(env.compute_us, 1500);
         assert_eq!(env.fresh_until_ms - env.stored_at_ms, 60_000);
