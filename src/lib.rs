@@ -3,7 +3,7 @@
 //! See the README for an overview.
 
 #[doc(inline)]
-pub use cacheable_macros::{cache_evict, cacheable};
+pub use cacheable_macros::{cache_evict, cacheable, rate_limit};
 pub use cacheable_runtime::*;
 
 #[doc(hidden)]

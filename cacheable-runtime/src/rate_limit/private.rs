@@ -2,13 +2,14 @@
 //! `::cacheable::__private`). Not public API.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use super::{Algorithm, OnError, RateLimitOptions, RateLimited};
+pub use super::{Algorithm, OnError, RateLimited};
+use super::RateLimitOptions;
 use crate::cache::Cache;
 use crate::context::{self, RateLimitNote};
 
@@ -83,18 +84,6 @@ pub fn reject<K: Reject<O>, O>(limited: RateLimited) -> O {
 
 /// Type-checks the output type where the user wrote it.
 pub fn assert_reject<K: Reject<O>, O>() {}
-
-/// Renders a `key = ".."` template.
-pub fn render_key(args: fmt::Arguments<'_>) -> String {
-    match args.as_str() {
-        Some(s) => s.to_owned(),
-        None => {
-            let mut s = String::new();
-            let _ = s.write_fmt(args);
-            s
-        }
-    }
-}
 
 /// Decisions taken without any cache configured (no `cache = ..` and no
 /// global cache): an in-process limiter, so a missing cache never means "no
