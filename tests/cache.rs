@@ -810,3 +810,39 @@ fn keys_are_stable_across_processes() {
         "pinned: changing it changes every key"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_and_acl_users() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let port = server.port();
+    let calls = Calls::default();
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
+
+    let good = Cache::builder()
+        .redis_url(format!("redis://:s3cret@127.0.0.1:{port}/"))
+        .build()
+        .await
+        .unwrap();
+    assert!(good.health().await.reachable);
+    load(&good, &calls, "k", &opts, "a").await;
+    load(&good, &calls, "k", &opts, "a").await;
+    assert_eq!(calls.get(), 1, "authenticated: cached");
+
+    let bad = Cache::builder()
+        .redis_url(format!("redis://:wrong@127.0.0.1:{port}/"))
+        .build()
+        .await
+        .unwrap();
+    let h = bad.health().await;
+    assert!(!h.reachable, "a wrong password is reported by health()");
+    assert!(
+        !format!("{bad:?}{h:?}").contains("wrong"),
+        "the password never appears in Debug output"
+    );
+    let got = load(&bad, &calls, "k", &opts, "b").await;
+    assert_eq!(
+        got.name, "b",
+        "a cache that cannot authenticate runs the function"
+    );
+    assert!(bad.stats().errors >= 1);
+}
