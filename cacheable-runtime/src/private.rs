@@ -113,6 +113,36 @@ pub fn assert_output<A: Adapter<O>, O>() {}
 /// Type-checks an argument that is part of the default key.
 pub fn assert_key_arg<T: Serialize + ?Sized>(_: &T) {}
 
+/// An argument that can be part of a default key: any `Serialize` type. The
+/// macro calls [`hash_arg`] spanned on the argument's type, so a type that is
+/// not `Serialize` gets this message there, with the hint to `skip` it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of the cache key: it does not implement `Serialize`",
+    label = "not `Serialize`, so it cannot be hashed into the default key",
+    note = "leave it out of the key with `skip(..)`, or implement `serde::Serialize` for it"
+)]
+pub trait KeyArg: Serialize {}
+
+impl<T: Serialize + ?Sized> KeyArg for T {}
+
+/// Hashes one argument of the default key.
+///
+/// # Errors
+/// When the argument's `Serialize` impl fails.
+pub fn hash_arg<T: KeyArg + ?Sized>(h: &mut KeyHasher, value: &T) -> Result<(), HashError> {
+    h.arg(value)
+}
+
+/// Renders a template (`tags`, `key`) from `format_args!`.
+pub fn render(args: std::fmt::Arguments<'_>) -> String {
+    std::fmt::format(args)
+}
+
+/// The rendered tags of a call.
+pub fn tags<const N: usize>(tags: [String; N]) -> Vec<String> {
+    Vec::from(tags)
+}
+
 /// How an output type is cached: what is stored and how the output is rebuilt.
 ///
 /// The macro picks the adapter from the return type's syntax:

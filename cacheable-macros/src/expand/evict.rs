@@ -1,0 +1,48 @@
+//! `#[cache_evict]`.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+
+use super::{body_future, cache_expr, local, output_span, tags_expr, with_body};
+use crate::args::EvictArgs;
+use crate::ctxt::{Ctxt, with_item};
+use crate::input::AsyncFn;
+
+/// Expands `#[cache_evict(attr)] item`.
+pub(crate) fn cache_evict(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let input = match AsyncFn::parse_item(item.clone()) {
+        Ok(input) => input,
+        Err(e) => return with_item(&e, item),
+    };
+    let cx = Ctxt::new();
+    let args = EvictArgs::parse(&cx, attr);
+    input.require_async(&cx, "cache_evict");
+    args.check(&cx, &input);
+    match cx.check() {
+        Ok(()) => with_body(&input, &body(&args, &input)),
+        Err(e) => with_item(&e, item),
+    }
+}
+
+fn body(args: &EvictArgs, input: &AsyncFn) -> TokenStream {
+    let cache = local("cache");
+    let tags = local("tags");
+    let cache_value = cache_expr(args.cache.as_ref());
+    let tags_value = tags_expr(args.tags.as_ref());
+    let all_tenants = args.all_tenants.is_some();
+    let on = if input.output.kind.is_result() {
+        quote!(::cacheable::__private::OnOk)
+    } else {
+        quote!(::cacheable::__private::Always)
+    };
+    let output = input.output_type();
+    let evict = quote_spanned!(output_span(input)=>
+        ::cacheable::__private::evict::<#on, #output, _>
+    );
+    let fut = body_future(input);
+    quote! {
+        let #cache = #cache_value;
+        let #tags = #tags_value;
+        #evict(#cache, #tags, #all_tenants, #fut).await
+    }
+}
