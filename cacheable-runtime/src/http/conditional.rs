@@ -1,0 +1,582 @@
+//! `ETag` and conditional requests: [`ConditionalLayer`].
+//!
+//! The layer gives `200 OK` answers to `GET` and `HEAD` a strong `ETag`, the
+//! xxh3-128 of the body as 32 hex digits in quotes, and answers the request's
+//! `If-None-Match` / `If-Modified-Since` with `304 Not Modified` and no body
+//! (RFC 9110 §13.1.2, §13.1.3, §13.2.2, §15.4.5).
+//!
+//! # What it touches
+//!
+//! - Only `GET` and `HEAD` requests answered with `200 OK`.
+//! - Not a response with `Set-Cookie`: a cookie belongs to one client, so such
+//!   a response gets no `ETag` (which shared caches would use to hand the same
+//!   stored response to others) and is never turned into a `304`.
+//! - Not a response with `Cache-Control: no-store`.
+//! - A response that has its own `ETag` keeps it unchanged and is not buffered;
+//!   the request's preconditions are still evaluated against that `ETag` (a
+//!   match gives a `304`), as RFC 9110 requires of any origin that sends one.
+//! - The body is buffered up to [`ConditionalLayer::max_body_bytes`] (default
+//!   1 MiB). A body announced larger (`Content-Length`, size hint) is not read
+//!   at all; a body that turns out larger is streamed on untouched: the bytes
+//!   read so far, then the rest of the stream, with no `ETag`.
+//!
+//! # Preconditions
+//!
+//! `If-None-Match` takes precedence: when present, `If-Modified-Since` is
+//! ignored. It is a list of entity tags (or `*`, which matches any current
+//! representation) compared with the **weak** comparison: `W/"a"` matches
+//! `"a"`. `If-Modified-Since` (IMF-fixdate, RFC 850 and asctime forms) is
+//! compared with the response's `Last-Modified`; without one it never matches.
+//!
+//! A `304` keeps every header of the `200` except the representation metadata
+//! (`Content-Type`, `Content-Encoding`, …; RFC 9110 §15.4.5): `ETag`,
+//! `Cache-Control`, `Vary`, `Expires`, `Date`, `Last-Modified`, `Age`,
+//! `Content-Location` and headers such as `X-Cache` or the rate-limit fields
+//! stay. `Content-Length` is set to the length the `200` would have had, as
+//! RFC 9110 §8.6 allows, so that no later layer claims a zero length.
+//!
+//! # Layer order
+//!
+//! Put it **outside** `tower_http::compression::CompressionLayer`: the tag is
+//! then computed over the bytes actually sent, so the gzip, br, zstd and
+//! identity representations each get their own strong tag (RFC 9110 §8.8.3:
+//! a strong validator changes with the content coding) and a revalidation with
+//! the tag a client received is answered with a `304`. In axum the layer added
+//! last is the outermost:
+//!
+//! ```
+//! # use axum::{Router, routing::get};
+//! use cacheable_runtime::http::ConditionalLayer;
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     // .layer(tower_http::compression::CompressionLayer::new())
+//!     .layer(ConditionalLayer::new().max_body_bytes(256 * 1024));
+//! ```
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Default buffering limit: 1 MiB.
+const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// Adds strong `ETag`s to `200` answers of `GET`/`HEAD` and answers conditional
+/// requests with `304 Not Modified`. See the [module docs](self).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConditionalLayer {
+    max_body_bytes: usize,
+}
+
+impl Default for ConditionalLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConditionalLayer {
+    /// A layer that buffers bodies up to 1 MiB.
+    pub fn new() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY,
+        }
+    }
+
+    /// The largest body that is buffered and tagged; larger bodies pass
+    /// through untouched, streamed.
+    pub fn max_body_bytes(mut self, max: usize) -> Self {
+        self.max_body_bytes = max;
+        self
+    }
+}
+
+impl<S> Layer<S> for ConditionalLayer {
+    type Service = Conditional<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Conditional {
+            inner,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+/// The service of [`ConditionalLayer`].
+#[derive(Clone, Debug)]
+pub struct Conditional<S> {
+    inner: S,
+    max_body_bytes: usize,
+}
+
+/// The boxed future of [`Conditional`].
+pub type ConditionalFuture<E> =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send + 'static>>;
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Conditional<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<axum::BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ConditionalFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let pre = Preconditions::from_request(req.method(), req.headers());
+        let max = self.max_body_bytes;
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?.map(Body::new);
+            Ok(match pre {
+                Some(pre) => finish(&pre, res, max).await,
+                None => res,
+            })
+        })
+    }
+}
+
+/// What the request asked for, read before the request moves on.
+#[derive(Debug)]
+struct Preconditions {
+    head: bool,
+    /// The `If-None-Match` lines, joined with `,`.
+    if_none_match: Option<String>,
+    /// `If-Modified-Since`, seconds since the epoch (ignored when invalid).
+    if_modified_since: Option<u64>,
+}
+
+impl Preconditions {
+    /// `None` for methods other than `GET` and `HEAD`.
+    fn from_request(method: &Method, headers: &HeaderMap) -> Option<Self> {
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        let inm: Vec<&str> = headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let mut ims = headers.get_all(header::IF_MODIFIED_SINCE).iter();
+        let if_modified_since = match (ims.next(), ims.next()) {
+            (Some(v), None) => v.to_str().ok().and_then(parse_http_date),
+            _ => None,
+        };
+        Some(Self {
+            head: method == Method::HEAD,
+            if_none_match: (!inm.is_empty()).then(|| inm.join(",")),
+            if_modified_since,
+        })
+    }
+
+    /// Whether the answer is `304 Not Modified` (RFC 9110 §13.2.2 steps 3–4).
+    fn not_modified(&self, etag: Option<&[u8]>, last_modified: Option<u64>) -> bool {
+        if let Some(inm) = &self.if_none_match {
+            return if_none_match_matches(inm, etag);
+        }
+        match (self.if_modified_since, last_modified) {
+            (Some(since), Some(modified)) => modified <= since,
+            _ => false,
+        }
+    }
+}
+
+/// Whether `field` (an `If-None-Match` value) matches `etag` with the weak
+/// comparison. `*` matches any current representation, even one without a tag.
+fn if_none_match_matches(field: &str, etag: Option<&[u8]>) -> bool {
+    if field.trim() == "*" {
+        return true;
+    }
+    let Some(current) = etag.and_then(|e| parse_entity_tags(e).and_then(|t| t.first().copied()))
+    else {
+        return false;
+    };
+    parse_entity_tags(field.as_bytes())
+        .is_some_and(|tags| tags.iter().any(|t| t.opaque == current.opaque))
+}
+
+/// One entity tag; `opaque` includes its quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntityTag<'a> {
+    weak: bool,
+    opaque: &'a [u8],
+}
+
+/// Parses `#entity-tag` (RFC 9110 §8.8.3): a comma-separated list whose
+/// opaque tags may themselves contain commas. `None` when malformed.
+fn parse_entity_tags(mut s: &[u8]) -> Option<Vec<EntityTag<'_>>> {
+    let mut tags = Vec::new();
+    loop {
+        while let [b' ' | b'\t' | b',', rest @ ..] = s {
+            s = rest;
+        }
+        if s.is_empty() {
+            return (!tags.is_empty()).then_some(tags);
+        }
+        let weak = s.starts_with(b"W/");
+        if weak {
+            s = &s[2..];
+        }
+        if s.first() != Some(&b'"') {
+            return None;
+        }
+        let end = 1 + s[1..].iter().position(|&b| b == b'"')?;
+        let opaque = &s[..=end];
+        if opaque[1..end]
+            .iter()
+            .any(|&b| !(b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80))
+        {
+            return None;
+        }
+        tags.push(EntityTag { weak, opaque });
+        s = &s[end + 1..];
+        while let [b' ' | b'\t', rest @ ..] = s {
+            s = rest;
+        }
+        if !(s.is_empty() || s[0] == b',') {
+            return None;
+        }
+    }
+}
+
+/// Whether `Cache-Control` carries `no-store`.
+fn has_no_store(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-store"))
+}
+
+fn last_modified(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+}
+
+async fn finish(pre: &Preconditions, res: Response<Body>, max: usize) -> Response<Body> {
+    let headers = res.headers();
+    if res.status() != StatusCode::OK
+        || headers.contains_key(header::SET_COOKIE)
+        || has_no_store(headers)
+    {
+        return res;
+    }
+    let modified = last_modified(headers);
+    if let Some(own) = headers.get(header::ETAG) {
+        if pre.not_modified(Some(own.as_bytes()), modified) {
+            let length = declared_length(&res);
+            return not_modified(res.into_parts().0, length);
+        }
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let declared = declared_length_of(&parts.headers, &body.size_hint());
+    // A HEAD answer whose body was already taken away cannot be hashed.
+    let headless = pre.head && body.is_end_stream() && declared.is_some_and(|n| n > 0);
+    let too_large =
+        declared.is_some_and(|n| n > max as u64) || body.size_hint().lower() > max as u64;
+    if headless || too_large {
+        if pre.not_modified(None, modified) {
+            return not_modified(parts, declared);
+        }
+        return Response::from_parts(parts, body);
+    }
+    match buffer(body, max).await {
+        Ok(bytes) => {
+            let etag = etag_of(&bytes);
+            let length = Some(bytes.len() as u64);
+            if pre.not_modified(Some(etag.as_bytes()), modified) {
+                parts.headers.insert(header::ETAG, etag);
+                return not_modified(parts, length);
+            }
+            parts.headers.insert(header::ETAG, etag);
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        Err(replay) => {
+            if pre.not_modified(None, modified) {
+                return not_modified(parts, declared);
+            }
+            Response::from_parts(parts, Body::new(replay))
+        }
+    }
+}
+
+/// The strong entity tag of `body`: xxh3-128 as 32 hex digits, quoted.
+pub fn etag_of(body: &[u8]) -> HeaderValue {
+    let hex = format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body));
+    HeaderValue::from_str(&hex).expect("hex digits in quotes are a valid header value")
+}
+
+fn declared_length(res: &Response<Body>) -> Option<u64> {
+    declared_length_of(res.headers(), &res.body().size_hint())
+}
+
+fn declared_length_of(headers: &HeaderMap, hint: &SizeHint) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or_else(|| hint.exact())
+}
+
+/// A `304 Not Modified` from the `200`'s parts: no body, no representation
+/// metadata, `Content-Length` of the `200` when known.
+fn not_modified(mut parts: http::response::Parts, length: Option<u64>) -> Response<Body> {
+    parts.status = StatusCode::NOT_MODIFIED;
+    let drop: Vec<header::HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            (k.starts_with("content-") && k != "content-location") || k == "transfer-encoding"
+        })
+        .cloned()
+        .collect();
+    for k in drop {
+        parts.headers.remove(k);
+    }
+    if let Some(n) = length {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    Response::from_parts(parts, Body::empty())
+}
+
+/// Reads `body` up to `max` bytes. `Err` hands back a body that replays what
+/// was read and then continues the stream (larger body, trailers or an error).
+pub(crate) async fn buffer(mut body: Body, max: usize) -> Result<Bytes, Replay> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    let replay = |chunks: Vec<Bytes>, extra: Option<Frame<Bytes>>, err, rest| {
+        let mut head: VecDeque<Frame<Bytes>> = chunks.into_iter().map(Frame::data).collect();
+        head.extend(extra);
+        Replay { head, err, rest }
+    };
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    total = total.saturating_add(data.len());
+                    chunks.push(data);
+                    if total > max {
+                        return Err(replay(chunks, None, None, Some(body)));
+                    }
+                }
+                Err(trailers) => return Err(replay(chunks, Some(trailers), None, Some(body))),
+            },
+            Some(Err(e)) => return Err(replay(chunks, None, Some(e), None)),
+        }
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(total);
+            for c in chunks {
+                all.extend_from_slice(&c);
+            }
+            all.freeze()
+        }
+    })
+}
+
+/// A body that yields frames already read, then the rest of the original body.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    head: VecDeque<Frame<Bytes>>,
+    err: Option<axum::Error>,
+    rest: Option<Body>,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if let Some(frame) = this.head.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if let Some(e) = this.err.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match &mut this.rest {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_empty()
+            && self.err.is_none()
+            && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+}
+
+// ----- HTTP dates (RFC 9110 §5.6.7) -----
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Parses an HTTP-date in any of its three forms into seconds since the epoch.
+pub(crate) fn parse_http_date(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (_, rest) = s.split_once(' ')?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let (day, month, year, time) = if let [date, time, "GMT"] = fields[..] {
+        // RFC 850: `Sunday, 06-Nov-94 08:49:37 GMT`
+        let mut p = date.split('-');
+        let (d, m, y) = (p.next()?, p.next()?, p.next()?);
+        let y: u64 = parse_digits(y, 2)?;
+        // Two-digit years: RFC 9110 §5.6.7 (more than 50 years ahead is the past).
+        (d, m, if y < 70 { 2000 + y } else { 1900 + y }, time)
+    } else if let [d, m, y, time, "GMT"] = fields[..] {
+        // IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`
+        (d, m, parse_digits(y, 4)?, time)
+    } else if let [m, d, time, y] = fields[..] {
+        // asctime: `Sun Nov  6 08:49:37 1994`
+        (d, m, parse_digits(y, 4)?, time)
+    } else {
+        return None;
+    };
+    let day: u64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let month = 1 + MONTHS.iter().position(|m| *m == month)? as u64;
+    let mut t = time.split(':');
+    let h: u64 = parse_digits(t.next()?, 2).filter(|h| *h < 24)?;
+    let min: u64 = parse_digits(t.next()?, 2).filter(|m| *m < 60)?;
+    let sec: u64 = parse_digits(t.next()?, 2).filter(|s| *s <= 60)?;
+    if t.next().is_some() || year < 1970 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(days * 86_400 + h * 3_600 + min * 60 + sec)
+}
+
+fn parse_digits(s: &str, len: usize) -> Option<u64> {
+    (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats `time` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), for
+/// `Last-Modified` headers.
+pub fn http_date(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // civil_from_days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    format!(
+        "{weekday}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        MONTHS[(m - 1) as usize],
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_in_all_three_forms() {
+        let t = 784_111_777;
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(t));
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Some(t));
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Some(t));
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49 GMT"), None);
+        assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(parse_http_date(""), None);
+        assert_eq!(
+            http_date(UNIX_EPOCH + Duration::from_secs(t)),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(parse_http_date(&http_date(now)), Some(secs));
+    }
+
+    #[test]
+    fn entity_tag_lists() {
+        let tags = parse_entity_tags(br#""a", W/"b,c" ,"""#).unwrap();
+        assert_eq!(
+            tags,
+            [
+                EntityTag {
+                    weak: false,
+                    opaque: br#""a""#
+                },
+                EntityTag {
+                    weak: true,
+                    opaque: br#""b,c""#
+                },
+                EntityTag {
+                    weak: false,
+                    opaque: br#""""#
+                },
+            ]
+        );
+        assert!(parse_entity_tags(b"a").is_none());
+        assert!(parse_entity_tags(br#""a" "b""#).is_none());
+        assert!(parse_entity_tags(br#""unterminated"#).is_none());
+    }
+
+    #[test]
+    fn weak_comparison() {
+        assert!(if_none_match_matches(r#"W/"x""#, Some(br#""x""#)));
+        assert!(if_none_match_matches(r#""y", "x""#, Some(br#"W/"x""#)));
+        assert!(!if_none_match_matches(r#""y""#, Some(br#""x""#)));
+        assert!(if_none_match_matches("*", None));
+        assert!(!if_none_match_matches(r#""x""#, None));
+    }
+}

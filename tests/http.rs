@@ -1,0 +1,459 @@
+//! The HTTP layer through an axum `Router` (tower `oneshot`): `ETag`/304 with
+//! `ConditionalLayer`, compression by tower-http in front of it, sparse
+//! fieldsets.
+
+use std::collections::VecDeque;
+use std::io::Read as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cacheable::http::{ConditionalLayer, Fields, FieldsLayer};
+use http_body::Frame;
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+use tower_http::compression::CompressionLayer;
+
+const DOC: &str = "the quick brown fox jumps over the lazy dog, again and again and again";
+const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+
+fn strong_tag(body: &[u8]) -> String {
+    format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body))
+}
+
+/// A body of `n` chunks of `size` bytes with no size hint (a stream).
+struct Chunks(VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn chunks(n: usize, size: usize) -> Body {
+    Body::new(Chunks(
+        (0..n)
+            .map(|i| Bytes::from(vec![b'a' + (i % 26) as u8; size]))
+            .collect(),
+    ))
+}
+
+fn app(max: usize) -> Router {
+    Router::new()
+        .route("/doc", get(|| async { DOC }).post(|| async { DOC }))
+        .route(
+            "/dated",
+            get(|| async { ([(header::LAST_MODIFIED, LAST_MODIFIED)], DOC) }),
+        )
+        .route(
+            "/own-etag",
+            get(|| async { ([(header::ETAG, "W/\"v7\"")], DOC) }),
+        )
+        .route(
+            "/no-store",
+            get(|| async { ([(header::CACHE_CONTROL, "no-store")], DOC) }),
+        )
+        .route(
+            "/cookie",
+            get(|| async { ([(header::SET_COOKIE, "sid=secret; HttpOnly")], DOC) }),
+        )
+        .route(
+            "/meta",
+            get(|| async {
+                (
+                    [
+                        (header::CACHE_CONTROL, "public, max-age=60"),
+                        (header::VARY, "x-tenant-id"),
+                        (header::CONTENT_LANGUAGE, "en"),
+                    ],
+                    DOC,
+                )
+            }),
+        )
+        .route("/missing", get(|| async { (StatusCode::NOT_FOUND, DOC) }))
+        .route("/stream", get(|| async { chunks(8, 1000) }))
+        .route("/announced", get(|| async { vec![b'x'; 5000] }))
+        .layer(ConditionalLayer::new().max_body_bytes(max))
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let res = app.clone().oneshot(req).await.expect("infallible");
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, bytes)
+}
+
+fn req(method: Method, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Body::empty()).expect("request")
+}
+
+fn h<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().expect("ascii header"))
+}
+
+#[tokio::test]
+async fn get_gets_a_strong_etag_of_the_body() {
+    let app = app(1 << 20);
+    let (status, headers, body) = send(&app, req(Method::GET, "/doc", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, DOC.as_bytes());
+    assert_eq!(
+        h(&headers, "etag"),
+        Some(strong_tag(DOC.as_bytes()).as_str())
+    );
+    // HEAD: same tag, no body.
+    let (status, head_headers, body) = send(&app, req(Method::HEAD, "/doc", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+    assert_eq!(h(&head_headers, "etag"), h(&headers, "etag"));
+    // Not for POST, not for a 404.
+    let (_, headers, _) = send(&app, req(Method::POST, "/doc", &[])).await;
+    assert!(headers.get("etag").is_none());
+    let (status, headers, _) = send(&app, req(Method::GET, "/missing", &[])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(headers.get("etag").is_none());
+}
+
+#[tokio::test]
+async fn if_none_match_lists_star_and_weak_comparison() {
+    let app = app(1 << 20);
+    let tag = strong_tag(DOC.as_bytes());
+    let weak = format!("W/{tag}");
+    let list = format!("\"nope\", {weak} , \"x,y\"");
+    for (inm, expect) in [
+        (tag.as_str(), StatusCode::NOT_MODIFIED),
+        (weak.as_str(), StatusCode::NOT_MODIFIED),
+        (list.as_str(), StatusCode::NOT_MODIFIED),
+        ("*", StatusCode::NOT_MODIFIED),
+        ("\"other\"", StatusCode::OK),
+        ("garbage", StatusCode::OK),
+    ] {
+        for method in [Method::GET, Method::HEAD] {
+            let (status, headers, body) =
+                send(&app, req(method.clone(), "/doc", &[("if-none-match", inm)])).await;
+            assert_eq!(status, expect, "{method} If-None-Match: {inm}");
+            assert_eq!(h(&headers, "etag"), Some(tag.as_str()));
+            if expect == StatusCode::NOT_MODIFIED {
+                assert!(body.is_empty());
+                assert!(headers.get("content-type").is_none());
+            }
+        }
+    }
+    // Two header lines form one list.
+    let mut r = req(Method::GET, "/doc", &[("if-none-match", "\"a\"")]);
+    r.headers_mut()
+        .append("if-none-match", tag.parse().expect("value"));
+    assert_eq!(send(&app, r).await.0, StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn not_modified_keeps_validators_and_cache_headers() {
+    let app = app(1 << 20);
+    let (_, full, body) = send(&app, req(Method::GET, "/meta", &[])).await;
+    let tag = h(&full, "etag").expect("etag").to_owned();
+    let (status, headers, empty) =
+        send(&app, req(Method::GET, "/meta", &[("if-none-match", &tag)])).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(empty.is_empty());
+    assert_eq!(h(&headers, "etag"), Some(tag.as_str()));
+    assert_eq!(h(&headers, "cache-control"), Some("public, max-age=60"));
+    assert_eq!(h(&headers, "vary"), Some("x-tenant-id"));
+    // Representation metadata goes; Content-Length, if any, is the 200's.
+    assert!(headers.get("content-type").is_none());
+    assert!(headers.get("content-language").is_none());
+    let len = body.len().to_string();
+    assert_eq!(h(&headers, "content-length"), Some(len.as_str()));
+}
+
+#[tokio::test]
+async fn if_modified_since_against_last_modified() {
+    let app = app(1 << 20);
+    let later = "Mon, 07 Nov 1994 08:49:37 GMT";
+    let earlier = "Sat, 05 Nov 1994 08:49:37 GMT";
+    let cases: [(&[(&str, &str)], StatusCode); 6] = [
+        (
+            &[("if-modified-since", LAST_MODIFIED)],
+            StatusCode::NOT_MODIFIED,
+        ),
+        (&[("if-modified-since", later)], StatusCode::NOT_MODIFIED),
+        // RFC 850 and asctime forms.
+        (
+            &[("if-modified-since", "Sunday, 06-Nov-94 08:49:37 GMT")],
+            StatusCode::NOT_MODIFIED,
+        ),
+        (&[("if-modified-since", earlier)], StatusCode::OK),
+        (&[("if-modified-since", "not a date")], StatusCode::OK),
+        // If-None-Match takes precedence over If-Modified-Since.
+        (
+            &[("if-none-match", "\"other\""), ("if-modified-since", later)],
+            StatusCode::OK,
+        ),
+    ];
+    for (headers, expect) in cases {
+        let (status, _, _) = send(&app, req(Method::GET, "/dated", headers)).await;
+        assert_eq!(status, expect, "{headers:?}");
+    }
+    // No Last-Modified: If-Modified-Since never matches.
+    let (status, _, _) = send(
+        &app,
+        req(Method::GET, "/doc", &[("if-modified-since", later)]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn own_etag_no_store_and_set_cookie_are_left_alone() {
+    let app = app(1 << 20);
+    let (_, headers, body) = send(&app, req(Method::GET, "/own-etag", &[])).await;
+    assert_eq!(h(&headers, "etag"), Some("W/\"v7\""));
+    assert_eq!(body, DOC.as_bytes());
+    // Preconditions still hold against the handler's own tag.
+    let (status, headers, _) = send(
+        &app,
+        req(Method::GET, "/own-etag", &[("if-none-match", "\"v7\"")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(h(&headers, "etag"), Some("W/\"v7\""));
+
+    let (status, headers, body) = send(
+        &app,
+        req(Method::GET, "/no-store", &[("if-none-match", "*")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("etag").is_none());
+    assert_eq!(body, DOC.as_bytes());
+
+    // A response that sets a cookie never gets a shared tag, nor a 304.
+    for inm in [None, Some("*".to_owned()), Some(strong_tag(DOC.as_bytes()))] {
+        let hdrs: Vec<(&str, &str)> = inm
+            .as_deref()
+            .map(|v| vec![("if-none-match", v)])
+            .unwrap_or_default();
+        let (status, headers, body) = send(&app, req(Method::GET, "/cookie", &hdrs)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.get("etag").is_none());
+        assert_eq!(h(&headers, "set-cookie"), Some("sid=secret; HttpOnly"));
+        assert_eq!(body, DOC.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_untouched() {
+    // 8 chunks of 1000 bytes, no size hint: found too large after 3 chunks.
+    let app = app(2500);
+    let (status, headers, body) = send(&app, req(Method::GET, "/stream", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("etag").is_none());
+    let expected: Vec<u8> = (0..8)
+        .flat_map(|i| std::iter::repeat_n(b'a' + i as u8, 1000))
+        .collect();
+    assert_eq!(body.as_ref(), expected.as_slice());
+    // Announced larger than the limit: not read, no tag.
+    let (_, headers, body) = send(&app, req(Method::GET, "/announced", &[])).await;
+    assert!(headers.get("etag").is_none());
+    assert_eq!(body.len(), 5000);
+    // `*` still matches a current representation without a tag.
+    let (status, _, _) = send(&app, req(Method::GET, "/stream", &[("if-none-match", "*")])).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    // Under a larger limit the same bodies are tagged.
+    let bigger = self::app(1 << 20);
+    let (_, headers, body) = send(&bigger, req(Method::GET, "/stream", &[])).await;
+    assert_eq!(h(&headers, "etag"), Some(strong_tag(&body).as_str()));
+}
+
+fn compressed_app() -> Router {
+    let big: String = (0..200).map(|i| format!("row {i}: {DOC}\n")).collect();
+    Router::new()
+        .route("/big", get(move || async move { big }))
+        // Order: Conditional outside Compression (the layer added last is the
+        // outermost), so each encoding gets its own strong tag.
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new())
+}
+
+#[tokio::test]
+async fn compression_then_revalidation_gives_304() {
+    let app = compressed_app();
+    let (_, identity, plain) = send(&app, req(Method::GET, "/big", &[])).await;
+    assert!(identity.get("content-encoding").is_none());
+    assert_eq!(h(&identity, "etag"), Some(strong_tag(&plain).as_str()));
+
+    let (status, gz, body) = send(
+        &app,
+        req(Method::GET, "/big", &[("accept-encoding", "gzip")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h(&gz, "content-encoding"), Some("gzip"));
+    assert!(
+        body.len() < plain.len() / 4,
+        "{} vs {}",
+        body.len(),
+        plain.len()
+    );
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(body.as_ref())
+        .read_to_end(&mut decoded)
+        .expect("valid gzip");
+    assert_eq!(decoded, plain.as_ref());
+    // The tag is that of the bytes sent, so it differs from the identity tag.
+    let gz_tag = h(&gz, "etag").expect("etag").to_owned();
+    assert_eq!(gz_tag, strong_tag(&body));
+    assert_ne!(Some(gz_tag.as_str()), h(&identity, "etag"));
+    assert!(
+        gz.get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("accept-encoding"))
+    );
+
+    let mut tags = vec![gz_tag.clone()];
+    for enc in ["br", "zstd"] {
+        let (_, hdrs, body) =
+            send(&app, req(Method::GET, "/big", &[("accept-encoding", enc)])).await;
+        assert_eq!(h(&hdrs, "content-encoding"), Some(enc));
+        assert!(body.len() < plain.len() / 4);
+        let tag = h(&hdrs, "etag").expect("etag").to_owned();
+        assert!(!tags.contains(&tag));
+        tags.push(tag.clone());
+        let (status, hdrs, empty) = send(
+            &app,
+            req(
+                Method::GET,
+                "/big",
+                &[("accept-encoding", enc), ("if-none-match", &tag)],
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{enc}");
+        assert!(empty.is_empty());
+        assert_eq!(h(&hdrs, "etag"), Some(tag.as_str()));
+    }
+
+    // Revalidation with the gzip tag: 304, no body, Vary kept.
+    let (status, hdrs, empty) = send(
+        &app,
+        req(
+            Method::GET,
+            "/big",
+            &[("accept-encoding", "gzip"), ("if-none-match", &gz_tag)],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(empty.is_empty());
+    assert_eq!(h(&hdrs, "etag"), Some(gz_tag.as_str()));
+    assert!(hdrs.get("content-encoding").is_none());
+    assert!(hdrs.get("vary").is_some());
+    // The gzip tag does not validate the identity representation.
+    let (status, _, _) = send(
+        &app,
+        req(Method::GET, "/big", &[("if-none-match", &gz_tag)]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+fn users() -> Value {
+    json!([
+        {"id": 1, "name": "Ada", "email": "ada@example.com", "address": {"city": "London", "zip": "N1"}},
+        {"id": 2, "name": "Linus", "email": "linus@example.com", "address": {"city": "Helsinki", "zip": "00100"}}
+    ])
+}
+
+fn fields_app() -> Router {
+    Router::new()
+        .route("/users", get(|| async { Json(users()) }))
+        .route("/users/1", get(|| async { Json(users()[0].clone()) }))
+        .route("/text", get(|| async { "id,name" }))
+        .route(
+            "/by-hand",
+            get(|fields: Fields| async move { fields.json(&users()).expect("serializes") }),
+        )
+        .route("/echo", post(|Json(v): Json<Value>| async move { Json(v) }))
+        .layer(FieldsLayer::new())
+        .layer(ConditionalLayer::new())
+}
+
+async fn json_of(app: &Router, uri: &str) -> (HeaderMap, Value) {
+    let (status, headers, body) = send(app, req(Method::GET, uri, &[])).await;
+    assert_eq!(status, StatusCode::OK, "{uri}");
+    (headers, serde_json::from_slice(&body).expect("json"))
+}
+
+#[tokio::test]
+async fn sparse_fieldsets() {
+    let app = fields_app();
+    let (full_headers, full) = json_of(&app, "/users").await;
+    assert_eq!(full, users());
+    let (headers, sparse) = json_of(&app, "/users?fields=id,name").await;
+    assert_eq!(
+        sparse,
+        json!([{"id": 1, "name": "Ada"}, {"id": 2, "name": "Linus"}])
+    );
+    assert_eq!(h(&headers, "content-type"), Some("application/json"));
+    // The tag describes the filtered body.
+    assert_ne!(h(&headers, "etag"), h(&full_headers, "etag"));
+    let (_, one) = json_of(&app, "/users/1?fields=id&fields=address.city").await;
+    assert_eq!(one, json!({"id": 1, "address": {"city": "London"}}));
+    let (_, encoded) = json_of(&app, "/users?fields=id%2Cemail").await;
+    assert_eq!(encoded[1], json!({"id": 2, "email": "linus@example.com"}));
+    let (_, empty) = json_of(&app, "/users?fields=").await;
+    assert_eq!(empty, users());
+    // Not JSON: untouched.
+    let (_, _, text) = send(&app, req(Method::GET, "/text?fields=id", &[])).await;
+    assert_eq!(text, "id,name");
+    // The extractor.
+    let (_, by_hand) = json_of(&app, "/by-hand?fields=name").await;
+    assert_eq!(by_hand, json!([{"name": "Ada"}, {"name": "Linus"}]));
+}
+
+#[tokio::test]
+async fn compressed_sparse_fieldsets() {
+    let app = Router::new()
+        .route(
+            "/users",
+            get(|| async {
+                let many: Vec<Value> = (0..100)
+                    .map(|i| json!({"id": i, "name": format!("user {i}"), "bio": DOC}))
+                    .collect();
+                Json(many).into_response()
+            }),
+        )
+        .layer(FieldsLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(ConditionalLayer::new());
+    let (_, headers, body) = send(
+        &app,
+        req(
+            Method::GET,
+            "/users?fields=id",
+            &[("accept-encoding", "gzip")],
+        ),
+    )
+    .await;
+    assert_eq!(h(&headers, "content-encoding"), Some("gzip"));
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(body.as_ref())
+        .read_to_end(&mut decoded)
+        .expect("valid gzip");
+    let v: Value = serde_json::from_slice(&decoded).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(100));
+    assert_eq!(v[7], json!({"id": 7}));
+}
