@@ -1,9 +1,17 @@
 //! axum integration (feature `axum`).
 
 pub mod cache_headers;
+mod context_layer;
+mod identity;
+mod rate_limited;
 pub mod conditional;
 pub mod fields;
 
 pub use cache_headers::CacheHeaderOptions;
 pub use conditional::ConditionalLayer;
+pub use context_layer::{ContextLayer, ContextService};
 pub use fields::{Fields, FieldsLayer};
+pub use identity::Identity;
+pub use rate_limited::{
+    RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+};
