@@ -124,6 +124,7 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
     };
     let site = Ident::new("__CACHEABLE_RATE_LIMIT", Span::mixed_site());
     let limited = Ident::new("__cacheable_limited", Span::mixed_site());
+    let key_local = Ident::new("__cacheable_rate_key", Span::mixed_site());
     let attrs = &input.attrs;
     let vis = &input.vis;
     let sig = &input.sig;
@@ -145,8 +146,11 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
                         by: ::cacheable::__private::By::#by,
                         roles: &[#(#roles),*],
                     };
+                // Rendered before the await: a `format_args!` temporary held
+                // across it would make the future `!Send`.
+                let #key_local: ::core::option::Option<::std::string::String> = #key;
                 if let ::core::option::Option::Some(#limited) =
-                    ::cacheable::__private::rate_limit_check(#cache, &#site, #key).await
+                    ::cacheable::__private::rate_limit_check(#cache, &#site, #key_local).await
                 {
                     return ::cacheable::__private::reject::<#kind, _>(#limited);
                 }
