@@ -457,3 +457,249 @@ async fn compressed_sparse_fieldsets() {
     assert_eq!(v.as_array().map(Vec::len), Some(100));
     assert_eq!(v[7], json!({"id": 7}));
 }
+
+// ----- cached handlers behind the ContextLayer -----
+
+mod cached {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use axum::extract::{Path, State};
+    use axum::http::{Method, StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use cacheable::http::{CacheHeaderOptions, ConditionalLayer, ContextLayer};
+    use cacheable::{Cache, cacheable};
+    use serde::{Deserialize, Serialize};
+
+    use super::{h, req, send};
+
+    #[derive(Clone)]
+    struct App {
+        cache: Cache,
+        calls: Arc<AtomicUsize>,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Item {
+        id: u64,
+        tenant: String,
+        computed: usize,
+    }
+
+    /// Per-tenant value: the tenant is in the key.
+    #[cacheable(ttl = 60, name = "http.item", tags = ["item:{id}"], cache = app.cache)]
+    async fn item(State(app): State<App>, Path(id): Path<u64>) -> Json<Item> {
+        let computed = app.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let tenant = cacheable::tenant::current().map(|t| t.as_str().to_owned());
+        Json(Item {
+            id,
+            tenant: tenant.unwrap_or_default(),
+            computed,
+        })
+    }
+
+    /// Shared by every tenant: `global`.
+    #[cacheable(ttl = 30, name = "http.config", global, cache = app.cache)]
+    async fn config(State(app): State<App>) -> Json<Vec<String>> {
+        app.calls.fetch_add(1, Ordering::SeqCst);
+        Json(vec!["a".into(), "b".into()])
+    }
+
+    /// `Err` is never cached.
+    #[cacheable(ttl = 60, name = "http.maybe", cache = app.cache)]
+    async fn maybe(State(app): State<App>, Path(id): Path<u64>) -> Result<Json<u64>, StatusCode> {
+        app.calls.fetch_add(1, Ordering::SeqCst);
+        if id == 0 {
+            Err(StatusCode::NOT_FOUND)
+        } else {
+            Ok(Json(id))
+        }
+    }
+
+    fn router(app: &App, context: ContextLayer) -> Router {
+        Router::new()
+            .route("/items/{id}", get(item))
+            .route("/config", get(config))
+            .route("/maybe/{id}", get(maybe))
+            // The handler sets its own Cache-Control: kept.
+            .route(
+                "/own-cc/{id}",
+                get(|state: State<App>, id: Path<u64>| async move {
+                    ([(header::CACHE_CONTROL, "no-cache")], item(state, id).await)
+                }),
+            )
+            // A cached value served with a cookie: never cacheable, no ETag.
+            .route(
+                "/with-cookie/{id}",
+                get(|state: State<App>, id: Path<u64>| async move {
+                    (
+                        [(header::SET_COOKIE, "seen=1; HttpOnly")],
+                        item(state, id).await,
+                    )
+                        .into_response()
+                }),
+            )
+            .layer(context)
+            .layer(ConditionalLayer::new())
+            .with_state(app.clone())
+    }
+
+    fn app() -> App {
+        App {
+            cache: Cache::memory(),
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    async fn get_json(
+        r: &Router,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let (status, hdrs, body) = send(r, req(Method::GET, uri, headers)).await;
+        let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        (status, hdrs, v)
+    }
+
+    #[tokio::test]
+    async fn tenants_are_isolated_by_header() {
+        let app = app();
+        let r = router(&app, ContextLayer::new());
+        let acme = [("x-tenant-id", "acme")];
+        let globex = [("x-tenant-id", "globex")];
+        let (_, h1, a1) = get_json(&r, "/items/7", &acme).await;
+        let (_, h2, g1) = get_json(&r, "/items/7", &globex).await;
+        let (_, h3, a2) = get_json(&r, "/items/7", &acme).await;
+        let (_, h4, g2) = get_json(&r, "/items/7", &globex).await;
+        assert_eq!(
+            app.calls.load(Ordering::SeqCst),
+            2,
+            "one computation per tenant"
+        );
+        assert_eq!(a1["tenant"], "acme");
+        assert_eq!(g1["tenant"], "globex");
+        assert_eq!(a1, a2);
+        assert_eq!(g1, g2);
+        assert_ne!(a1["computed"], g1["computed"]);
+        assert_eq!(
+            [&h1, &h2, &h3, &h4].map(|x| h(x, "x-cache")),
+            [Some("miss"), Some("miss"), Some("hit"), Some("hit")]
+        );
+        // A crafted tenant id is just another tenant.
+        let (_, _, crafted) = get_json(&r, "/items/7", &[("x-tenant-id", "acme:*")]).await;
+        assert_eq!(crafted["tenant"], "acme:*");
+        assert_eq!(app.calls.load(Ordering::SeqCst), 3);
+        // Invalidation in one tenant leaves the other cached.
+        app.cache
+            .delete_by_tags(&["item:7"], Some("acme"))
+            .await
+            .expect("invalidate");
+        let (_, ha, _) = get_json(&r, "/items/7", &acme).await;
+        let (_, hg, _) = get_json(&r, "/items/7", &globex).await;
+        assert_eq!(h(&ha, "x-cache"), Some("miss"));
+        assert_eq!(h(&hg, "x-cache"), Some("hit"));
+    }
+
+    #[tokio::test]
+    async fn cache_control_age_and_x_cache() {
+        let app = app();
+        let r = router(&app, ContextLayer::new());
+        let acme = [("x-tenant-id", "acme")];
+        let (_, miss, _) = get_json(&r, "/items/1", &acme).await;
+        assert_eq!(h(&miss, "x-cache"), Some("miss"));
+        assert_eq!(h(&miss, "cache-control"), Some("private, max-age=60"));
+        assert_eq!(h(&miss, "age"), Some("0"));
+        assert_eq!(h(&miss, "vary"), Some("x-tenant-id"));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (_, hit, _) = get_json(&r, "/items/1", &acme).await;
+        assert_eq!(h(&hit, "x-cache"), Some("hit"));
+        let age: u64 = h(&hit, "age").expect("age").parse().expect("number");
+        assert!((1..=2).contains(&age), "age {age}");
+        let cc = h(&hit, "cache-control").expect("cache-control");
+        let max_age: u64 = cc
+            .strip_prefix("private, max-age=")
+            .expect("private max-age")
+            .parse()
+            .expect("number");
+        // max-age − Age is the remaining TTL: 60 s minus the time elapsed.
+        // (Floors; a loaded machine may take a little longer than 1.1 s.)
+        assert!((57..=58).contains(&(max_age - age)), "{cc}, age {age}");
+        // The tag is the same on a miss and a hit (same body).
+        assert_eq!(h(&miss, "etag"), h(&hit, "etag"));
+
+        // Outside any tenant, or `global`: public.
+        let (_, public, _) = get_json(&r, "/items/1", &[]).await;
+        assert_eq!(h(&public, "cache-control"), Some("public, max-age=60"));
+        assert!(public.get("vary").is_none());
+        let (_, global, _) = get_json(&r, "/config", &acme).await;
+        assert_eq!(h(&global, "cache-control"), Some("public, max-age=30"));
+
+        // A handler's own Cache-Control wins.
+        let (_, own, _) = get_json(&r, "/own-cc/1", &acme).await;
+        assert_eq!(h(&own, "cache-control"), Some("no-cache"));
+        assert_eq!(h(&own, "x-cache"), Some("hit"));
+        assert!(own.get("age").is_none());
+
+        // X-Cache switched off.
+        let quiet = router(
+            &app,
+            ContextLayer::new().cache_headers(CacheHeaderOptions::new().x_cache(false)),
+        );
+        let (_, q, _) = get_json(&quiet, "/items/1", &acme).await;
+        assert!(q.get("x-cache").is_none());
+        assert!(h(&q, "cache-control").is_some_and(|v| v.starts_with("private, max-age=")));
+
+        // No cache headers without a cached call.
+        let (_, none, _) = get_json(&r, "/nowhere", &acme).await;
+        assert!(none.get("cache-control").is_none() && none.get("x-cache").is_none());
+    }
+
+    #[tokio::test]
+    async fn errors_are_not_cached_nor_given_freshness() {
+        let app = app();
+        let r = router(&app, ContextLayer::new());
+        let acme = [("x-tenant-id", "acme")];
+        for _ in 0..2 {
+            let (status, hdrs, _) = get_json(&r, "/maybe/0", &acme).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(h(&hdrs, "x-cache"), Some("miss"));
+            assert!(hdrs.get("cache-control").is_none());
+            assert!(hdrs.get("etag").is_none());
+        }
+        assert_eq!(app.calls.load(Ordering::SeqCst), 2);
+        let (_, _, v) = get_json(&r, "/maybe/5", &acme).await;
+        let (_, hit, _) = get_json(&r, "/maybe/5", &acme).await;
+        assert_eq!(v, serde_json::json!(5));
+        assert_eq!(h(&hit, "x-cache"), Some("hit"));
+        assert_eq!(app.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn set_cookie_responses_are_never_cacheable_nor_tagged() {
+        let app = app();
+        let r = router(&app, ContextLayer::new());
+        let acme = [("x-tenant-id", "acme")];
+        // Warm the entry: the cookie response is then served from the cache...
+        let (_, plain, _) = get_json(&r, "/items/3", &acme).await;
+        let tag = h(&plain, "etag").expect("etag").to_owned();
+        for inm in ["*", tag.as_str()] {
+            let (status, hdrs, v) = get_json(
+                &r,
+                "/with-cookie/3",
+                &[("x-tenant-id", "acme"), ("if-none-match", inm)],
+            )
+            .await;
+            // ...but never marked cacheable, never tagged, never a 304.
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(v["id"], 3);
+            assert_eq!(h(&hdrs, "set-cookie"), Some("seen=1; HttpOnly"));
+            assert_eq!(h(&hdrs, "cache-control"), Some("private, no-store"));
+            assert!(hdrs.get("age").is_none());
+            assert!(hdrs.get("etag").is_none());
+            assert_eq!(h(&hdrs, "x-cache"), Some("hit"));
+        }
+    }
+}

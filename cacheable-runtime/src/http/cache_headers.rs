@@ -9,8 +9,11 @@
 //! 2. `X-Cache: hit` or `X-Cache: miss` is added (unless switched off with
 //!    [`CacheHeaderOptions::x_cache`]). It is diagnostic only and no cache acts
 //!    on it.
-//! 3. A response whose status is not cacheable by default (RFC 9110 §15.1; an
-//!    `Err` of a cached handler, a 429, a 500 …) gets no freshness headers.
+//! 3. Only `200 OK` and `203` get freshness headers. Any other status comes
+//!    from a value that was not cached (an `Err` of a cached handler becomes a
+//!    404, a 429, a 500 …): a `max-age` on it would make clients keep an error
+//!    that the server-side cache never held (a 404 that outlives the `POST`
+//!    creating the resource).
 //! 4. A response that already carries `Cache-Control` is left alone: the
 //!    handler's own choice always wins.
 //! 5. A response that carries `Set-Cookie` is **never** made cacheable: it gets
@@ -101,13 +104,9 @@ impl CacheHeaderOptions {
     }
 }
 
-/// Status codes that are heuristically cacheable (RFC 9110 §15.1); only
-/// these get freshness headers.
+/// The statuses that get freshness headers: those of a served value.
 fn cacheable_status(status: StatusCode) -> bool {
-    matches!(
-        status.as_u16(),
-        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-    )
+    matches!(status.as_u16(), 200 | 203)
 }
 
 /// Adds the cache headers for `notes` to a response with `status` and `headers`.
@@ -282,13 +281,19 @@ mod tests {
     fn x_cache_switch_and_errors() {
         let mut h = HeaderMap::new();
         let opts = CacheHeaderOptions::default().x_cache(false);
+        for status in [StatusCode::NOT_FOUND, StatusCode::INTERNAL_SERVER_ERROR] {
+            apply_with_status(&notes(false, 60_000, 0, true), status, &mut h, &opts);
+            assert!(h.is_empty());
+        }
+        let mut h = HeaderMap::new();
         apply_with_status(
             &notes(false, 60_000, 0, true),
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::NOT_FOUND,
             &mut h,
-            &opts,
+            &CacheHeaderOptions::default(),
         );
-        assert!(h.is_empty());
+        assert_eq!(get(&h, "x-cache"), Some("miss"));
+        assert!(h.get("cache-control").is_none());
     }
 
     #[test]
