@@ -465,7 +465,7 @@ mod cached {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use axum::extract::{Path, State};
+    use axum::extract::{Path, Query, State};
     use axum::http::{Method, StatusCode, header};
     use axum::response::IntoResponse;
     use axum::routing::get;
@@ -519,9 +519,24 @@ mod cached {
         }
     }
 
+    #[derive(Debug, Deserialize)]
+    struct Search {
+        term: String,
+        #[serde(default)]
+        page: u32,
+    }
+
+    /// A key from a template over a `Query` extractor's fields.
+    #[cacheable(ttl = 60, name = "http.search", key = "{q.term}:{q.page}", tags = ["search"], cache = app.cache)]
+    async fn search(State(app): State<App>, Query(q): Query<Search>) -> Json<Vec<String>> {
+        app.calls.fetch_add(1, Ordering::SeqCst);
+        Json(vec![format!("{} p{}", q.term, q.page)])
+    }
+
     fn router(app: &App, context: ContextLayer) -> Router {
         Router::new()
             .route("/items/{id}", get(item))
+            .route("/search", get(search))
             .route("/config", get(config))
             .route("/maybe/{id}", get(maybe))
             // The handler sets its own Cache-Control: kept.
@@ -701,5 +716,29 @@ mod cached {
             assert!(hdrs.get("etag").is_none());
             assert_eq!(h(&hdrs, "x-cache"), Some("hit"));
         }
+    }
+
+    #[tokio::test]
+    async fn query_extractor_keys_from_a_template() {
+        let app = app();
+        let r = router(&app, ContextLayer::new());
+        let acme = [("x-tenant-id", "acme")];
+        let (_, first, v) = get_json(&r, "/search?term=rust&page=2", &acme).await;
+        assert_eq!(v, serde_json::json!(["rust p2"]));
+        assert_eq!(h(&first, "x-cache"), Some("miss"));
+        // Same fields in another order, plus a parameter the key ignores: a hit.
+        let (_, again, v) = get_json(&r, "/search?page=2&utm=x&term=rust", &acme).await;
+        assert_eq!(v, serde_json::json!(["rust p2"]));
+        assert_eq!(h(&again, "x-cache"), Some("hit"));
+        let (_, other, v) = get_json(&r, "/search?term=rust", &acme).await;
+        assert_eq!(v, serde_json::json!(["rust p0"]));
+        assert_eq!(h(&other, "x-cache"), Some("miss"));
+        assert_eq!(app.calls.load(Ordering::SeqCst), 2);
+        app.cache
+            .delete_by_tags(&["search"], Some("acme"))
+            .await
+            .expect("invalidate");
+        let (_, after, _) = get_json(&r, "/search?term=rust&page=2", &acme).await;
+        assert_eq!(h(&after, "x-cache"), Some("miss"));
     }
 }
