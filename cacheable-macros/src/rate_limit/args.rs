@@ -213,6 +213,7 @@ fn parse_roles(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<(LitStr
     }
     let mut roles: Vec<(LitStr, Num)> = Vec::new();
     let mut written = 0usize;
+    let mut seen: Vec<String> = Vec::new();
     meta.parse_nested_meta(|role| {
         written += 1;
         let Some(ident) = role.path.get_ident().cloned() else {
@@ -227,11 +228,13 @@ fn parse_roles(cx: &Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<(LitStr
             );
             return skip_value(role.input);
         }
+        if seen.contains(&name) {
+            cx.error_spanned_by(&ident, format_args!("duplicate role `{name}`"));
+        }
+        seen.push(name.clone());
         match parse_int_value(&role, &format!("the points of role `{name}`")) {
             Ok(points) => {
-                if roles.iter().any(|(n, _)| n.value() == name) {
-                    cx.error_spanned_by(&ident, format_args!("duplicate role `{name}`"));
-                } else {
+                if !roles.iter().any(|(n, _)| n.value() == name) {
                     roles.push((LitStr::new(&name, ident.span()), points));
                 }
             }

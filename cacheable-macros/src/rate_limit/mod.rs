@@ -110,17 +110,13 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
         }
         None => quote!(::cacheable::__private::global_cache()),
     };
+    // The kind is spanned on the return type: when the output cannot hold
+    // `RateLimited`, E0277 points there.
+    let span = input.output.ty.as_ref().map_or(input.sig.ident.span(), |t| t.span());
     let kind = if input.output.kind.is_result() {
-        quote!(::cacheable::__private::ErrOf)
+        quote_spanned!(span=> ::cacheable::__private::ErrOf)
     } else {
-        quote!(::cacheable::__private::Whole)
-    };
-    // E0277 at the return type when it cannot hold `RateLimited`.
-    let assert = match &input.output.ty {
-        Some(ty) if input.output_type().to_string() != "_" => {
-            quote_spanned!(ty.span()=> ::cacheable::__private::assert_reject::<#kind, #ty>();)
-        }
-        _ => TokenStream::new(),
+        quote_spanned!(span=> ::cacheable::__private::Whole)
     };
     let site = Ident::new("__CACHEABLE_RATE_LIMIT", Span::mixed_site());
     let limited = Ident::new("__cacheable_limited", Span::mixed_site());
@@ -133,7 +129,6 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
         #(#attrs)*
         #vis #sig {
             {
-                #assert
                 static #site: ::cacheable::__private::RateLimitSite =
                     ::cacheable::__private::RateLimitSite {
                         name: #name,

@@ -82,9 +82,6 @@ pub fn reject<K: Reject<O>, O>(limited: RateLimited) -> O {
     K::reject(limited)
 }
 
-/// Type-checks the output type where the user wrote it.
-pub fn assert_reject<K: Reject<O>, O>() {}
-
 /// Decisions taken without any cache configured (no `cache = ..` and no
 /// global cache): an in-process limiter, so a missing cache never means "no
 /// limit".
