@@ -83,39 +83,68 @@ pub(crate) enum OutputKind {
     Json(Box<OutputKind>),
 }
 
+/// The wrappers the output kinds recognise.
+#[derive(Clone, Copy)]
+enum Wrapper {
+    Result,
+    Option,
+    Json,
+}
+
+/// `Some((wrapper, inner))` when `ty` is `Result<inner, ..>`, `Option<inner>`
+/// or `Json<inner>` (by the last path segment).
+fn unwrap(ty: &Type) -> Option<(Wrapper, &Type)> {
+    let Type::Path(path) = peel(ty) else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    let wrapper = if last.ident == "Result" {
+        Wrapper::Result
+    } else if last.ident == "Option" {
+        Wrapper::Option
+    } else if last.ident == "Json" {
+        Wrapper::Json
+    } else {
+        return None;
+    };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let inner = args.args.iter().find_map(|a| match a {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })?;
+    Some((wrapper, inner))
+}
+
+impl Output {
+    /// The type whose value is cached: `T` in `Result<Option<Json<T>>, E>`.
+    pub(crate) fn value_type(&self) -> Option<&Type> {
+        let mut ty = self.ty.as_ref()?;
+        while let Some((_, inner)) = unwrap(ty) {
+            ty = inner;
+        }
+        Some(ty)
+    }
+}
+
 impl OutputKind {
     /// Reads the kind of `ty`.
     pub(crate) fn of(ty: &Type) -> Self {
-        let ty = peel(ty);
-        let Type::Path(path) = ty else {
-            return OutputKind::Plain;
-        };
-        if path.qself.is_some() {
-            return OutputKind::Plain;
+        match unwrap(ty) {
+            None => OutputKind::Plain,
+            Some((wrapper, inner)) => {
+                let inner = Box::new(OutputKind::of(inner));
+                match wrapper {
+                    Wrapper::Result => OutputKind::Result(inner),
+                    Wrapper::Option => OutputKind::Option(inner),
+                    Wrapper::Json => OutputKind::Json(inner),
+                }
+            }
         }
-        let Some(last) = path.path.segments.last() else {
-            return OutputKind::Plain;
-        };
-        let first_type_arg = || match &last.arguments {
-            PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
-                GenericArgument::Type(t) => Some(t),
-                _ => None,
-            }),
-            _ => None,
-        };
-        let wrap = |f: fn(Box<OutputKind>) -> OutputKind| {
-            first_type_arg().map(|inner| f(Box::new(OutputKind::of(inner))))
-        };
-        let kind = if last.ident == "Result" {
-            wrap(OutputKind::Result)
-        } else if last.ident == "Option" {
-            wrap(OutputKind::Option)
-        } else if last.ident == "Json" {
-            wrap(OutputKind::Json)
-        } else {
-            None
-        };
-        kind.unwrap_or(OutputKind::Plain)
     }
 
     /// Whether the outermost kind is `Result`.
@@ -360,6 +389,10 @@ mod tests {
         );
         assert!(f.binding("self").is_none());
         assert_eq!(f.output_type().to_string(), "Result < Json < T > , E >");
+        assert_eq!(
+            f.output.value_type().unwrap().to_token_stream().to_string(),
+            "T"
+        );
     }
 
     #[test]

@@ -4,9 +4,10 @@ use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::LitStr;
 use syn::ext::IdentExt as _;
-use syn::spanned::Spanned as _;
 
-use super::{adapter, body_future, cache_expr, local, output_span, tags_expr, with_body};
+use super::{
+    adapter, await_on_output, body_future, cache_expr, local, span_range, tags_expr, with_body,
+};
 use crate::args::CacheableArgs;
 use crate::ctxt::{Ctxt, with_item};
 use crate::input::AsyncFn;
@@ -72,10 +73,12 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
 
     let adapter = adapter(&input.output.kind);
     let output = input.output_type();
-    let cached = quote_spanned!(output_span(input)=>
-        ::cacheable::__private::cached::<#adapter, #output, _>
-    );
     let fut = body_future(input);
+    let cached = await_on_output(
+        input,
+        quote!(::cacheable::__private::cached::<#adapter, #output, _>),
+        quote!(#cache, &#site, #key, #tags, #fut),
+    );
     quote! {
         static #site: ::cacheable::__private::Site = ::cacheable::__private::Site {
             name: #name,
@@ -88,7 +91,7 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
         let #cache = #cache_value;
         let #key = #key_value;
         let #tags = #tags_value;
-        #cached(#cache, &#site, #key, #tags, #fut).await
+        #cached
     }
 }
 
@@ -106,16 +109,16 @@ fn hashed_key(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
             if args.skips(binding) {
                 continue;
             }
-            let span = if param.is_simple() {
-                param.ty.span()
+            let (first, last) = if param.is_simple() {
+                span_range(&param.ty).unwrap_or((binding.span(), binding.span()))
             } else {
-                binding.span()
+                (binding.span(), binding.span())
             };
-            let binding = binding.clone();
             let mut located = binding.clone();
-            located.set_span(binding.span().located_at(span));
-            stmts.push(quote_spanned! {span=>
-                ::cacheable::__private::hash_arg(#h, &#located)?;
+            located.set_span(binding.span().located_at(last));
+            let amp = quote_spanned!(first=> &);
+            stmts.push(quote_spanned! {first=>
+                ::cacheable::__private::hash_arg(#h, #amp #located)?;
             });
         }
     }

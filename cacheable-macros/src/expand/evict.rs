@@ -1,9 +1,9 @@
 //! `#[cache_evict]`.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::quote;
 
-use super::{body_future, cache_expr, local, output_span, tags_expr, with_body};
+use super::{await_on_output, body_future, cache_expr, local, tags_expr, with_body};
 use crate::args::EvictArgs;
 use crate::ctxt::{Ctxt, with_item};
 use crate::input::AsyncFn;
@@ -36,13 +36,15 @@ fn body(args: &EvictArgs, input: &AsyncFn) -> TokenStream {
         quote!(::cacheable::__private::Always)
     };
     let output = input.output_type();
-    let evict = quote_spanned!(output_span(input)=>
-        ::cacheable::__private::evict::<#on, #output, _>
-    );
     let fut = body_future(input);
+    let evict = await_on_output(
+        input,
+        quote!(::cacheable::__private::evict::<#on, #output, _>),
+        quote!(#cache, #tags, #all_tenants, #fut),
+    );
     quote! {
         let #cache = #cache_value;
         let #tags = #tags_value;
-        #evict(#cache, #tags, #all_tenants, #fut).await
+        #evict
     }
 }

@@ -15,10 +15,9 @@ mod evict;
 pub(crate) use cacheable::cacheable;
 pub(crate) use evict::cache_evict;
 
-use proc_macro2::{Ident, Span, TokenStream};
-use quote::quote;
+use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::Expr;
-use syn::spanned::Spanned;
 
 use crate::args::Arg;
 use crate::input::{AsyncFn, OutputKind};
@@ -59,14 +58,50 @@ fn tags_expr(tags: Option<&Arg<Vec<Template>>>) -> TokenStream {
     quote!(::cacheable::__private::tags([#(#rendered),*]))
 }
 
-/// The span that type errors about the output point at: the return type,
-/// or the fn's name when there is none.
-fn output_span(input: &AsyncFn) -> Span {
-    input
+/// The first and last token spans of `tokens`. Stable Rust cannot join
+/// spans, but an expression whose first token carries `first` and whose last
+/// carries `last` is reported over the whole range.
+fn span_range(tokens: &impl ToTokens) -> Option<(Span, Span)> {
+    let mut iter = tokens.to_token_stream().into_iter();
+    let first = iter.next()?.span();
+    let last = iter.last().map_or(first, |t| t.span());
+    Some((first, last))
+}
+
+/// `path(args).await`, every token of it spanned on the first token of the
+/// cached value's type (`User` in `Result<Option<User>, E>`), or on the fn's
+/// name when there is no return type: an output that cannot be cached is
+/// reported once, where the user wrote it. (The callee, the call and the
+/// `.await` each check the `Adapter` bound; with one span for all, rustc
+/// reports it once.)
+fn await_on_output(input: &AsyncFn, path: TokenStream, args: TokenStream) -> TokenStream {
+    let span = input
         .output
-        .ty
-        .as_ref()
-        .map_or_else(|| input.ident().span(), Spanned::span)
+        .value_type()
+        .and_then(span_range)
+        .map_or_else(|| input.ident().span(), |(first, _)| first);
+    let path = respan(path, span);
+    let mut args = Group::new(Delimiter::Parenthesis, args);
+    args.set_span(span);
+    let await_ = quote_spanned!(span=> .await);
+    quote!(#path #args #await_)
+}
+
+/// `tokens` with every top-level token (groups' delimiters included) at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let TokenTree::Group(g) = &t {
+                let mut g2 = Group::new(g.delimiter(), respan(g.stream(), span));
+                g2.set_span(span);
+                t = TokenTree::Group(g2);
+            } else {
+                t.set_span(span);
+            }
+            t
+        })
+        .collect()
 }
 
 /// The `Adapter` type of an output kind.
