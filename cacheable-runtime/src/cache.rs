@@ -35,6 +35,7 @@ use crate::key::{self, KeyHasher};
 use crate::options::{CacheOptions, TtlPolicy};
 use crate::private::{Adapter, Plain, ResultOf, Site, Ttl};
 use crate::stats::{Counters, LogLimiter, Registry, Stats};
+use crate::store::cluster::ClusterStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{AnyStore, Expect, Put, Store};
@@ -125,6 +126,7 @@ pub struct CacheBuilder {
 enum Backend {
     Memory,
     Redis(String),
+    Cluster(Vec<String>),
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -133,6 +135,11 @@ impl std::fmt::Debug for CacheBuilder {
             None => "none".to_owned(),
             Some(Backend::Memory) => "memory".to_owned(),
             Some(Backend::Redis(url)) => crate::store::redis::mask_url(url),
+            Some(Backend::Cluster(urls)) => urls
+                .iter()
+                .map(|u| crate::store::redis::mask_url(u))
+                .collect::<Vec<_>>()
+                .join(","),
         };
         f.debug_struct("CacheBuilder")
             .field("backend", &backend)
@@ -165,6 +172,16 @@ impl CacheBuilder {
     /// `rediss://` for TLS where enabled). AUTH/ACL credentials come from the URL.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.backend = Some(Backend::Redis(url.into()));
+        self
+    }
+
+    /// Use a Redis Cluster, discovered from one or more node URLs.
+    pub fn redis_cluster<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.backend = Some(Backend::Cluster(urls.into_iter().map(Into::into).collect()));
         self
     }
 
@@ -266,6 +283,9 @@ impl CacheBuilder {
             None => return config("no store: call .redis_url(..) or .memory()".into()),
             Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new()),
             Some(Backend::Redis(url)) => AnyStore::Redis(RedisStore::new(&url, self.op_timeout)?),
+            Some(Backend::Cluster(urls)) => {
+                AnyStore::Cluster(ClusterStore::new(&urls, self.op_timeout)?)
+            }
         };
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -301,7 +321,7 @@ pub struct Health {
     pub latency: Option<Duration>,
     /// The circuit breaker's state.
     pub breaker: BreakerState,
-    /// `"memory"` or `"redis"`.
+    /// `"memory"`, `"redis"` or `"redis-cluster"`.
     pub backend: &'static str,
     /// Memory used by the store (Redis `used_memory`), when it answered.
     pub used_memory: Option<u64>,

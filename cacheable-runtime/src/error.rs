@@ -78,3 +78,9 @@ impl From<redis::RedisError> for CacheError {
         }
     }
 }
+
+impl From<redis::ParsingError> for CacheError {
+    fn from(e: redis::ParsingError) -> Self {
+        Self::Store(format!("unexpected reply: {e}"))
+    }
+}

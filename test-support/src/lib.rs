@@ -216,10 +216,40 @@ impl RedisServer {
             req.extend_from_slice(b"\r\n");
         }
         stream.write_all(&req).expect("write");
-        let mut buf = vec![0u8; 1 << 16];
-        let n = stream.read(&mut buf).expect("read");
-        buf.truncate(n);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1 << 16];
+        while reply_len(&buf).is_none() {
+            let n = stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "connection closed before a whole reply");
+            buf.extend_from_slice(&chunk[..n]);
+        }
         buf
+    }
+}
+
+/// The length of the first complete RESP reply in `buf`, if it is complete.
+fn reply_len(buf: &[u8]) -> Option<usize> {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let head = std::str::from_utf8(&buf[1..line_end]).ok()?;
+    match buf.first()? {
+        b'+' | b'-' | b':' => Some(line_end + 2),
+        b'$' => {
+            let len: i64 = head.parse().ok()?;
+            if len < 0 {
+                return Some(line_end + 2);
+            }
+            let total = line_end + 2 + usize::try_from(len).ok()? + 2;
+            (buf.len() >= total).then_some(total)
+        }
+        b'*' => {
+            let count: i64 = head.parse().ok()?;
+            let mut at = line_end + 2;
+            for _ in 0..count.max(0) {
+                at += reply_len(&buf[at..])?;
+            }
+            Some(at)
+        }
+        _ => Some(buf.len()),
     }
 }
 
@@ -243,4 +273,164 @@ fn ping(port: u16) -> bool {
     let mut buf = [0u8; 64];
     // A server that requires AUTH answers `-NOAUTH`: it is up all the same.
     matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+}
+
+/// A Redis Cluster of real `redis-server` processes on loopback, created with
+/// `redis-cli --cluster create`. Nodes stop when the handle drops.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` masters with `replicas` replicas each and waits until
+    /// every node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// If `redis-server` or `redis-cli` is missing (with an install hint) or the
+    /// cluster does not form.
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            let bus = free_port().to_string();
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-port",
+                &bus,
+                // Tests kill masters right after the cluster forms: let a
+                // replica take over whatever its replication offset.
+                "--cluster-replica-validity-factor",
+                "0",
+            ]));
+        }
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        for n in &nodes {
+            cmd.arg(format!("127.0.0.1:{}", n.port()));
+        }
+        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        let out = match cmd.stdin(Stdio::null()).output() {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("redis-cli not found. {INSTALL_HINT}")
+            }
+            Err(e) => panic!("could not run redis-cli: {e}"),
+        };
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_ok(Duration::from_secs(20));
+        cluster.wait_replicas_synced(Duration::from_secs(20));
+        cluster
+    }
+
+    fn wait_replicas_synced(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for n in &self.nodes {
+            loop {
+                let info =
+                    String::from_utf8_lossy(&n.command(&[b"INFO", b"replication"])).into_owned();
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "replica on port {} did not sync",
+                    n.port()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Waits until every live node reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// After `timeout`.
+    pub fn wait_ok(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.pid().is_some()).all(|n| {
+                String::from_utf8_lossy(&n.command(&[b"CLUSTER", b"INFO"]))
+                    .contains("cluster_state:ok")
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not reach cluster_state:ok"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes, in creation order.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The index of the node that is master for `key`'s slot.
+    ///
+    /// # Panics
+    /// If no node answers.
+    pub fn master_of(&self, key: &str) -> usize {
+        let reply = self.nodes[0].command(&[b"CLUSTER", b"KEYSLOT", key.as_bytes()]);
+        let slot: u16 = String::from_utf8_lossy(&reply[1..])
+            .trim()
+            .parse()
+            .expect("KEYSLOT reply");
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.pid().is_some())
+            .expect("a live node");
+        let nodes = String::from_utf8_lossy(&live.command(&[b"CLUSTER", b"NODES"])).into_owned();
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let owns = f[8..].iter().any(|r| match r.split_once('-') {
+                Some((a, b)) => {
+                    a.parse::<u16>().is_ok_and(|a| a <= slot)
+                        && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                }
+                None => r.parse::<u16>().is_ok_and(|s| s == slot),
+            });
+            if owns {
+                let port: u16 = f[1]
+                    .split('@')
+                    .next()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse().ok())
+                    .expect("node address");
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port() == port)
+                    .expect("a node of this cluster");
+            }
+        }
+        panic!("no master owns slot {slot}");
+    }
+
+    /// Kills node `index` (SIGKILL by pid).
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].kill();
+    }
 }

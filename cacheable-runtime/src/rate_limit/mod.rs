@@ -44,6 +44,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -438,20 +439,14 @@ impl RateLimiter {
         } else {
             match &inner.store {
                 AnyStore::Memory(_) => (state.local.check(full, &policy), Source::Local),
-                AnyStore::Redis(store) => match self.ask_redis(store, full, &policy).await {
-                    Ok(v) => {
-                        state.denials.put(full, &policy, &v);
-                        (v, Source::Redis)
-                    }
-                    Err(e) => {
-                        state.counters.errors.fetch_add(1, Relaxed);
-                        if let Some(suppressed) = state.log.admit(e.kind()) {
-                            tracing::warn!(error = %e, suppressed, on_error = ?opts.on_error,
-                                "rate limiter could not reach redis; deciding by on_error");
-                        }
-                        fallback(state, full, &policy, opts.on_error)
-                    }
-                },
+                AnyStore::Redis(store) => {
+                    let conn = async { Ok(store.connection()) };
+                    self.redis_or_fallback(conn, full, &policy, opts).await
+                }
+                AnyStore::Cluster(store) => {
+                    self.redis_or_fallback(store.connection(), full, &policy, opts)
+                        .await
+                }
             }
         };
         Ok(self.finish(verdict, source, opts))
@@ -480,12 +475,44 @@ impl RateLimiter {
         }
     }
 
-    async fn ask_redis(
+    async fn redis_or_fallback<C>(
         &self,
-        store: &crate::store::redis::RedisStore,
+        conn: impl Future<Output = Result<C, CacheError>>,
+        full: &str,
+        policy: &Policy,
+        opts: &RateLimitOptions,
+    ) -> (Verdict, Source)
+    where
+        C: redis::aio::ConnectionLike + Send,
+    {
+        let state = &self.cache.inner().rate_state;
+        match self.ask_redis(conn, full, policy).await {
+            Ok(v) => {
+                state.denials.put(full, policy, &v);
+                (v, Source::Redis)
+            }
+            Err(e) => {
+                state.counters.errors.fetch_add(1, Relaxed);
+                if let Some(suppressed) = state.log.admit(e.kind()) {
+                    tracing::warn!(error = %e, suppressed, on_error = ?opts.on_error,
+                        "rate limiter could not reach redis; deciding by on_error");
+                }
+                fallback(state, full, policy, opts.on_error)
+            }
+        }
+    }
+
+    /// One script call, under the cache's operation timeout and the
+    /// limiter's circuit breaker.
+    async fn ask_redis<C>(
+        &self,
+        conn: impl Future<Output = Result<C, CacheError>>,
         full: &str,
         p: &Policy,
-    ) -> Result<Verdict, CacheError> {
+    ) -> Result<Verdict, CacheError>
+    where
+        C: redis::aio::ConnectionLike + Send,
+    {
         let inner = self.cache.inner();
         let breaker = &inner.rate_state.breaker;
         if !breaker.allow() {
@@ -496,13 +523,15 @@ impl RateLimiter {
             Algorithm::SlidingWindow => &*scripts::SLIDING_WINDOW,
             Algorithm::FixedWindow => &*scripts::FIXED_WINDOW,
         };
-        let mut conn = store.connection();
-        let mut inv = script.key(full);
-        inv.arg(p.points).arg(p.script_time_us()).arg(p.cost);
-        let reply = tokio::time::timeout(inner.op_timeout, inv.invoke_async::<Vec<i64>>(&mut conn));
-        let result = match reply.await {
-            Ok(Ok(r)) => parse_reply(&r),
-            Ok(Err(e)) => Err(CacheError::from(e)),
+        let call = async {
+            let mut conn = conn.await?;
+            let mut inv = script.key(full);
+            inv.arg(p.points).arg(p.script_time_us()).arg(p.cost);
+            let reply: Vec<i64> = inv.invoke_async(&mut conn).await?;
+            parse_reply(&reply)
+        };
+        let result = match tokio::time::timeout(inner.op_timeout, call).await {
+            Ok(r) => r,
             Err(_) => Err(CacheError::Timeout(inner.op_timeout)),
         };
         match &result {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::error::CacheError;
 
+pub(crate) mod cluster;
 pub(crate) mod memory;
 pub(crate) mod redis;
 
@@ -109,6 +110,7 @@ pub(crate) trait Store: Send + Sync + 'static {
 pub(crate) enum AnyStore {
     Memory(memory::MemoryStore),
     Redis(redis::RedisStore),
+    Cluster(cluster::ClusterStore),
 }
 
 impl AnyStore {
@@ -116,6 +118,7 @@ impl AnyStore {
         match self {
             Self::Memory(_) => "memory",
             Self::Redis(_) => "redis",
+            Self::Cluster(_) => "redis-cluster",
         }
     }
 }
@@ -125,6 +128,7 @@ macro_rules! dispatch {
         match $self {
             AnyStore::Memory($s) => $e.await,
             AnyStore::Redis($s) => $e.await,
+            AnyStore::Cluster($s) => $e.await,
         }
     };
 }

@@ -14,7 +14,7 @@ use crate::error::CacheError;
 
 /// Compare-and-set write of an entry; creates missing dependency versions at
 /// 0 and keeps every dependency alive at least as long as the entry.
-const PUT: &str = r"
+pub(super) const PUT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 local exp = ARGV[3]
 if exp ~= '*' then
@@ -37,7 +37,7 @@ return 1
 
 /// Increments version counters; a counter created here expires after ARGV[1]
 /// ms (no live entry refers to it; only in-flight computations may).
-const BUMP: &str = r"
+pub(super) const BUMP: &str = r"
 local ttl = tonumber(ARGV[1])
 for i = 1, #KEYS do
   redis.call('INCR', KEYS[i])
@@ -46,7 +46,7 @@ end
 return #KEYS
 ";
 
-const RELEASE: &str = r"
+pub(super) const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
@@ -117,7 +117,21 @@ impl RedisStore {
     }
 }
 
-fn glob_escape(s: &str) -> String {
+/// The compare-and-set expectation as the PUT script reads it (ARGV[3]).
+pub(super) fn encode_expect(expect: &Expect) -> Vec<u8> {
+    match expect {
+        Expect::Any => b"*".to_vec(),
+        Expect::Absent => Vec::new(),
+        Expect::Stamp(s) => {
+            let mut v = Vec::with_capacity(s.len() + 1);
+            v.push(b'=');
+            v.extend_from_slice(s);
+            v
+        }
+    }
+}
+
+pub(super) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -128,7 +142,7 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-fn ms(d: Duration) -> u64 {
+pub(super) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -140,16 +154,7 @@ impl Store for RedisStore {
 
     async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
-        let expect: Vec<u8> = match &put.expect {
-            Expect::Any => b"*".to_vec(),
-            Expect::Absent => Vec::new(),
-            Expect::Stamp(s) => {
-                let mut v = Vec::with_capacity(s.len() + 1);
-                v.push(b'=');
-                v.extend_from_slice(s);
-                v
-            }
-        };
+        let expect = encode_expect(&put.expect);
         let mut inv = self.put.key(put.key);
         inv.key(put.deps)
             .arg(put.value)

@@ -1,0 +1,387 @@
+//! The Redis Cluster store.
+//!
+//! Keys of one tenant share a hash tag (`{t:<tenant>}`), so an entry, its
+//! tenant generation and its tag versions live in one slot: reads are one
+//! `MGET` (redis-rs splits multi-slot `MGET`s for the rare cross-slot
+//! dependency) and the compare-and-set write is one script on one shard.
+//! Dependencies in other slots (all-tenant tag versions, nested calls of
+//! another tenant) are kept alive by a second script on their own shard.
+//! The connection is created on first use, follows `MOVED`/`ASK` and
+//! refreshes the slot map after a failover.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Script, Value};
+use tokio::sync::OnceCell;
+
+use super::redis::{BUMP, PUT, RELEASE, encode_expect, glob_escape, mask_url, ms};
+use super::{Put, Store};
+use crate::error::CacheError;
+
+/// Creates missing version keys at 0 and extends them to at least ARGV[1] ms.
+const TOUCH: &str = r"
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if not redis.call('SET', KEYS[i], '0', 'NX', 'PX', ttl) then
+    local p = redis.call('PTTL', KEYS[i])
+    if p >= 0 and p < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  end
+end
+return #KEYS
+";
+
+/// A Lua script run by `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
+///
+/// redis-rs' `Script` answers `NOSCRIPT` with a `SCRIPT LOAD` that a cluster
+/// connection sends to every node, and fails while one node is down (right
+/// after a failover, when the promoted replica has no scripts yet). `EVAL`
+/// goes to the key's shard only and caches the script there.
+pub(crate) struct Lua {
+    src: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    pub(crate) fn new(src: &'static str) -> Self {
+        Self {
+            src,
+            sha: Script::new(src).get_hash().to_owned(),
+        }
+    }
+
+    /// Runs the script with `keys` (all in one slot) and `args`.
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> redis::RedisResult<T> {
+        let cmd = |verb: &str, body: &str| {
+            let mut c = redis::cmd(verb);
+            c.arg(body).arg(keys.len()).arg(keys);
+            for a in args {
+                c.arg(*a);
+            }
+            c
+        };
+        match cmd("EVALSHA", &self.sha).query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                cmd("EVAL", self.src).query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
+
+pub(crate) struct ClusterStore {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+    display: String,
+    put: Lua,
+    touch: Lua,
+    bump: Lua,
+    release: Lua,
+}
+
+impl fmt::Debug for ClusterStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterStore")
+            .field("nodes", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The hash tag of a key (`{…}` with content), or the whole key: keys with
+/// the same tag are in the same slot.
+pub(crate) fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+fn group_by_slot<'a>(
+    keys: impl IntoIterator<Item = &'a String>,
+) -> BTreeMap<&'a str, Vec<&'a String>> {
+    let mut groups: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for k in keys {
+        groups.entry(hash_tag(k)).or_default().push(k);
+    }
+    groups
+}
+
+impl ClusterStore {
+    pub(crate) fn new(urls: &[String], op_timeout: Duration) -> Result<Self, CacheError> {
+        let display = urls
+            .iter()
+            .map(|u| mask_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        if urls.is_empty() {
+            return Err(CacheError::Config(
+                "redis_cluster needs at least one node url".into(),
+            ));
+        }
+        let client = ClusterClientBuilder::new(urls.to_vec())
+            .connection_timeout(op_timeout.max(Duration::from_millis(200)))
+            .response_timeout(op_timeout)
+            .retries(2)
+            .build()
+            .map_err(|e| CacheError::Config(format!("redis cluster `{display}`: {e}")))?;
+        Ok(Self {
+            client,
+            conn: OnceCell::new(),
+            display,
+            put: Lua::new(PUT),
+            touch: Lua::new(TOUCH),
+            bump: Lua::new(BUMP),
+            release: Lua::new(RELEASE),
+        })
+    }
+
+    /// The cluster connection, connecting on first use (a failed connect is
+    /// retried by the next call).
+    pub(crate) async fn connection(&self) -> Result<ClusterConnection, CacheError> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async { self.client.get_async_connection().await })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    async fn masters(
+        &self,
+        conn: &mut ClusterConnection,
+    ) -> Result<Vec<(String, u16)>, CacheError> {
+        let nodes = conn
+            .route_command(
+                Cmd::new().arg("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let text: String = redis::from_redis_value(nodes)?;
+        let mut masters = Vec::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 8
+                || !fields[2].split(',').any(|f| f == "master")
+                || fields[2].contains("fail")
+            {
+                continue;
+            }
+            let addr = fields[1].split('@').next().unwrap_or_default();
+            if let Some((host, port)) = addr.rsplit_once(':')
+                && let Ok(port) = port.parse()
+            {
+                masters.push((host.to_owned(), port));
+            }
+        }
+        Ok(masters)
+    }
+}
+
+impl Store for ClusterStore {
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        // One MGET per slot, ourselves: redis-rs' own multi-slot MGET
+        // splitting returned mismatched replies after a failover. The first
+        // key's slot (the entry's) and the others are fetched concurrently.
+        let mut conn = self.connection().await?;
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        let tag = hash_tag(first);
+        let (mine, others): (Vec<usize>, Vec<usize>) =
+            (0..keys.len()).partition(|&i| hash_tag(&keys[i]) == tag);
+        let mut other_conn = conn.clone();
+        let own = async {
+            let ks: Vec<&String> = mine.iter().map(|&i| &keys[i]).collect();
+            redis::cmd("MGET")
+                .arg(ks)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                .await
+        };
+        let rest = async {
+            let mut out = Vec::with_capacity(others.len());
+            let refs: Vec<&String> = others.iter().map(|&i| &keys[i]).collect();
+            for group in group_by_slot(refs.iter().copied()).values() {
+                let vals: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                    .arg(group)
+                    .query_async(&mut other_conn)
+                    .await?;
+                out.extend(group.iter().map(|k| (*k).clone()).zip(vals));
+            }
+            Ok::<_, redis::RedisError>(out)
+        };
+        let (own, rest) = tokio::try_join!(own, rest)?;
+        let mut result = vec![None; keys.len()];
+        for (i, v) in mine.into_iter().zip(own) {
+            result[i] = v;
+        }
+        let mut rest: std::collections::HashMap<String, Option<Vec<u8>>> =
+            rest.into_iter().collect();
+        for i in others {
+            result[i] = rest.remove(&keys[i]).flatten();
+        }
+        Ok(result)
+    }
+
+    async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
+        let mut conn = self.connection().await?;
+        let ttl = ms(put.ttl).to_string();
+        let entry_tag = hash_tag(put.key);
+        let groups = group_by_slot(put.deps);
+        for (tag, keys) in &groups {
+            if *tag != entry_tag {
+                let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+                let _: i64 = self.touch.run(&mut conn, &keys, &[ttl.as_bytes()]).await?;
+            }
+        }
+        let mut keys = vec![put.key];
+        keys.extend(
+            groups
+                .get(entry_tag)
+                .into_iter()
+                .flatten()
+                .map(|k| k.as_str()),
+        );
+        let expect = encode_expect(&put.expect);
+        let written: i64 = self
+            .put
+            .run(&mut conn, &keys, &[put.value, ttl.as_bytes(), &expect])
+            .await?;
+        Ok(written == 1)
+    }
+
+    async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {
+        let mut conn = self.connection().await?;
+        let ttl = ms(ttl).to_string();
+        for group in group_by_slot(keys).values() {
+            let keys: Vec<&str> = group.iter().map(|k| k.as_str()).collect();
+            let _: i64 = self.bump.run(&mut conn, &keys, &[ttl.as_bytes()]).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        let mut conn = self.connection().await?;
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {
+        let mut conn = self.connection().await?;
+        let pattern = format!("{}:{{*", glob_escape(prefix));
+        let mut removed = 0u64;
+        for (host, port) in self.masters(&mut conn).await? {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            let mut cursor: u64 = 0;
+            loop {
+                let scan = Cmd::new()
+                    .arg("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .clone();
+                let (next, keys): (u64, Vec<String>) =
+                    redis::from_redis_value(conn.route_command(scan, route.clone()).await?)?;
+                for group in group_by_slot(&keys).values() {
+                    let n: u64 = redis::cmd("UNLINK")
+                        .arg(group)
+                        .query_async(&mut conn)
+                        .await?;
+                    removed += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut conn = self.connection().await?;
+        let r: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(r.is_some())
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), CacheError> {
+        let mut conn = self.connection().await?;
+        let _: i64 = self
+            .release
+            .run(&mut conn, &[key], &[token.as_bytes()])
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        let mut conn = self.connection().await?;
+        let v = conn
+            .route_command(
+                Cmd::new().arg("PING").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await?;
+        match v {
+            Value::SimpleString(s) if s == "PONG" => Ok(()),
+            other => Err(CacheError::Store(format!(
+                "unexpected PING reply {other:?}"
+            ))),
+        }
+    }
+
+    async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
+        let mut conn = self.connection().await?;
+        let mut total = 0u64;
+        for (host, port) in self.masters(&mut conn).await? {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            let info: String = redis::from_redis_value(
+                conn.route_command(Cmd::new().arg("INFO").arg("memory").clone(), route)
+                    .await?,
+            )?;
+            total += info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(Some(total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hash_tag;
+
+    #[test]
+    fn hash_tags() {
+        assert_eq!(hash_tag("p:{t:acme}:e:f:0:h1"), "t:acme");
+        assert_eq!(hash_tag("p:{g}:g"), "g");
+        assert_eq!(hash_tag("p:{}:x"), "p:{}:x");
+        assert_eq!(hash_tag("plain"), "plain");
+    }
+}
