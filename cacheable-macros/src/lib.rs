@@ -1,9 +1,9 @@
 //! Attribute macros of `cacheable`. Use them through the `cacheable` crate,
 //! which re-exports them beside the runtime they call.
 //!
-//! Layout: [`args`] parses each attribute's arguments, [`input`] the accepted
-//! fn shape, [`template`] the `{arg}` templates, [`expand`] generates code,
-//! and [`ctxt`] collects every error so that one compile reports them all.
+//! Layout: `args` parses each attribute's arguments, `input` the accepted
+//! fn shape, `template` the `{arg}` templates, `expand` generates code, and
+//! `ctxt` collects every error so that one compile reports them all.
 //! Nothing but the entry points below touches `proc_macro::TokenStream`, so
 //! everything else is unit-tested on `proc_macro2`.
 
@@ -16,13 +16,242 @@ mod input;
 mod rate_limit;
 mod template;
 
-/// Caches the result of an async fn (docs below are completed in lib docs).
+/// Caches the result of an `async fn` (cache-aside): a call looks its key up
+/// in the cache; on a hit it returns the cached value without running the
+/// body; on a miss it runs the body and stores the result.
+///
+/// Works on free functions, inherent methods and trait-impl methods. Keys
+/// are tenant-aware: the same call under two tenants
+/// (`cacheable::tenant::scope`) gives two entries, unless `global`. A cache
+/// failure never fails the call: the body runs and its result is returned.
+///
+/// # Arguments
+///
+/// | argument | meaning | default |
+/// |---|---|---|
+/// | `ttl = 60` / `ttl = "5m"` | time to live: integer seconds, or a string with unit `s`, `m`, `h`, `d`; greater than zero | the cache's default TTL |
+/// | `policy = "profile"` | a named TTL policy configured on the `Cache` (TTL, jitter, stale window); excludes `ttl` | none |
+/// | `tags = ["users", "user:{id}"]` | tags that invalidate the entry ([`cache_evict`], `Cache::delete_by_tags`); `{param}`, `{param.field}` and `{self.field}` render with `Display`, `{{`/`}}` are literal braces | no tags |
+/// | `key = "{id}:{lang}"` | explicit key template (same placeholders) | a hash of the arguments |
+/// | `skip(db, pool)` | parameters left out of the default key | none |
+/// | `name = "users.get"` | stable identity of the function in keys and in `stats().function(..)` | `module_path!()::fn_name` |
+/// | `version = 2` | schema version, part of the key: bump it when the value's type changes | `0` |
+/// | `global` | ignore the tenant: one entry shared by all tenants | per tenant |
+/// | `stale = 30` / `stale = "30s"` | serve a value up to this long past expiry while one caller refreshes it | no stale window |
+/// | `cache = <expr>` | the `Cache` to use, e.g. `self.cache` or a parameter; evaluated before the body | `cacheable::global()` |
+/// | `cache_none` | also cache `None` (negative caching) | `None` is not cached |
+///
+/// **Default key.** xxh3-128 of every parameter binding in order, streamed
+/// through `serde::Serialize` (stable across processes and builds). Left out:
+/// the receiver `self`; parameters named in `skip(..)`; the parameter named
+/// by `cache = <param>`; and axum `State(..)` extractors (any parameter whose
+/// type's last path segment is `State`). Pattern parameters such as
+/// `Path(id): Path<u64>` or `Json(form): Json<Login>` contribute the
+/// identifiers they bind (`id`, `form`), and `skip` names those identifiers.
+///
+/// **Outputs**, chosen from the return type as written (its last path
+/// segment), nested as needed:
+/// `Result<T, E>` (also `io::Result<T>`-style aliases named `Result`) caches
+/// only `Ok`; `Option<T>` caches only `Some` unless `cache_none`;
+/// `axum::Json<T>` caches `T` (needs the `axum` feature of `cacheable`);
+/// anything else is cached as it is. The cached type must be
+/// `Serialize + DeserializeOwned`. A type alias under another name (say
+/// `type Res = Result<User, E>`) is seen as a plain value: write `Result`.
+///
+/// **Identity.** Two functions with the same `name`, `version` and
+/// arguments share entries. The default name is the module path plus the fn
+/// name, so two methods named alike in one module (in different `impl`
+/// blocks) need a `name = ".."` each; so do the instantiations of a generic
+/// fn whose values do not deserialize into one another.
+///
+/// # Examples
+///
+/// ```
+/// use cacheable::{Cache, cache_evict, cacheable};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// struct User {
+///     id: u64,
+///     name: String,
+/// }
+///
+/// struct Db;
+///
+/// impl Db {
+///     async fn load(&self, id: u64) -> Result<User, String> {
+///         Ok(User { id, name: format!("user {id}") })
+///     }
+/// }
+///
+/// #[cacheable(ttl = "5m", tags = ["users", "user:{id}"], skip(db), name = "users.get")]
+/// async fn get_user(db: &Db, id: u64) -> Result<User, String> {
+///     db.load(id).await
+/// }
+///
+/// #[cache_evict(tags = ["user:{id}"], skip(db))]
+/// async fn rename_user(db: &Db, id: u64, name: &str) -> Result<(), String> {
+///     let _ = (db, name);
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = Cache::memory();
+/// cacheable::set_global(cache.clone());
+///
+/// get_user(&Db, 1).await.unwrap(); // miss: runs the body
+/// get_user(&Db, 1).await.unwrap(); // hit
+/// rename_user(&Db, 1, "Ann").await.unwrap(); // invalidates `user:1`
+/// get_user(&Db, 1).await.unwrap(); // miss again
+///
+/// let stats = cache.stats();
+/// let f = stats.function("users.get").unwrap();
+/// assert_eq!((f.hits, f.misses), (1, 2));
+/// # }
+/// ```
+///
+/// A method that uses its own cache and tags by a field of `self`:
+///
+/// ```
+/// use cacheable::{Cache, cacheable};
+///
+/// struct Repo {
+///     cache: Cache,
+///     org: String,
+/// }
+///
+/// impl Repo {
+///     #[cacheable(ttl = 60, cache = self.cache, tags = ["org:{self.org}"], cache_none)]
+///     async fn find(&self, email: &str) -> Option<u64> {
+///         (email == "a@example.com").then_some(1)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let repo = Repo { cache: Cache::memory(), org: "acme".into() };
+/// assert_eq!(repo.find("b@example.com").await, None); // cached: `cache_none`
+/// assert_eq!(repo.find("b@example.com").await, None);
+/// let stats = repo.cache.stats();
+/// assert_eq!(stats.function(concat!(module_path!(), "::find")).unwrap().hits, 1);
+/// # }
+/// ```
+///
+/// # Expansion
+///
+/// The fn keeps its signature token for token (attributes, docs,
+/// visibility, generics, where-clause); only the body changes, roughly to:
+///
+/// ```text
+/// async fn get_user(db: &Db, id: u64) -> Result<User, String> {
+///     static SITE: Site = Site { name: "users.get", version: 0, ttl: Ttl::Secs(300), .. };
+///     let cache = global_cache();                 // or explicit_cache(&(<expr>))
+///     let key = hashed_key(|h| { hash_arg(h, &id)?; Ok(()) });
+///     let tags = tags([render(format_args!("users")), render(format_args!("user:{}", &id))]);
+///     cached::<ResultOf<Plain>, Result<User, String>, _>(cache, &SITE, key, tags, async move {
+///         db.load(id).await                       // the original body
+///     }).await
+/// }
+/// ```
+///
+/// (all paths are `::cacheable::__private::…` and `::core::…`). Key and
+/// tags are computed from borrowed arguments before the body takes them.
+/// The body stays an `async move` block: `?` and `return` keep their
+/// meaning, nothing is boxed and no `Send` bound is added, so the future is
+/// `Send` exactly when the original body's is.
+///
+/// # Compile errors
+///
+/// Spanned on the offending token; on error the fn is emitted unchanged
+/// beside the errors, so its callers still type-check:
+///
+/// - the fn is not `async` (on `fn`);
+/// - an unknown argument (lists the accepted ones), a duplicate argument,
+///   a value of the wrong kind;
+/// - `ttl = 0`, `stale = 0`, a duration without a valid unit;
+/// - `ttl` together with `policy`;
+/// - a template placeholder that names no parameter, `{self.x}` in a fn
+///   without receiver, unbalanced braces; `skip(x)` naming no parameter;
+/// - a key argument that is not `Serialize` (E0277 on its type, suggesting
+///   `skip(..)`);
+/// - an output that is not `Serialize + DeserializeOwned` (E0277 on the
+///   return type).
 #[proc_macro_attribute]
 pub fn cacheable(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cacheable(attr.into(), item.into()).into()
 }
 
-/// Invalidates tags after an async fn succeeds.
+/// Invalidates tags after an `async fn` returns: for a `Result` output only
+/// on `Ok`, for any other output always. The tags are invalidated in the
+/// current tenant (or in every tenant with `all_tenants`); entries of other
+/// tags and other tenants stay. When the call has returned, no later read
+/// returns a value computed before it started.
+///
+/// # Arguments
+///
+/// | argument | meaning | default |
+/// |---|---|---|
+/// | `tags = ["user:{id}"]` | the tags to invalidate (required, not empty); `{param}`, `{param.field}`, `{self.field}` render with `Display` | — |
+/// | `skip(..)` | accepted for symmetry with [`cacheable`]: checked against the parameters, otherwise without effect (nothing is hashed) | none |
+/// | `all_tenants` | invalidate the tags in every tenant | current tenant |
+/// | `cache = <expr>` | the `Cache` to use | `cacheable::global()` |
+///
+/// The tags are rendered before the body runs (from borrowed arguments),
+/// and invalidated after it returns. A cache failure is counted and logged,
+/// never returned.
+///
+/// # Examples
+///
+/// ```
+/// use cacheable::{Cache, cache_evict, cacheable};
+///
+/// struct Plans {
+///     cache: Cache,
+/// }
+///
+/// impl Plans {
+///     #[cacheable(ttl = 60, cache = self.cache, tags = ["plan:{org}"])]
+///     async fn plan(&self, org: &str) -> String {
+///         format!("{org}: free")
+///     }
+///
+///     #[cache_evict(cache = self.cache, tags = ["plan:{org}"])]
+///     async fn upgrade(&self, org: &str) -> Result<(), String> {
+///         if org.is_empty() { Err("no org".into()) } else { Ok(()) }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let plans = Plans { cache: Cache::memory() };
+/// plans.plan("acme").await;
+/// plans.plan("acme").await; // hit
+/// plans.upgrade("acme").await.unwrap(); // `plan:acme` invalidated
+/// plans.plan("acme").await; // miss
+/// let stats = plans.cache.stats();
+/// let f = stats.function(concat!(module_path!(), "::plan")).unwrap();
+/// assert_eq!((f.hits, f.misses), (1, 2));
+/// # }
+/// ```
+///
+/// # Expansion
+///
+/// ```text
+/// async fn upgrade(&self, org: &str) -> Result<(), String> {
+///     let cache = explicit_cache(&(self.cache));
+///     let tags = tags([render(format_args!("plan:{}", &org))]);
+///     evict::<OnOk, Result<(), String>, _>(cache, tags, false, async move {
+///         /* the original body */
+///     }).await
+/// }
+/// ```
+///
+/// # Compile errors
+///
+/// Not `async` (on `fn`); no `tags` or empty tags; unknown or duplicate
+/// arguments; placeholders that name no parameter, `{self.x}` without a
+/// receiver; `skip(x)` naming no parameter.
 #[proc_macro_attribute]
 pub fn cache_evict(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cache_evict(attr.into(), item.into()).into()
