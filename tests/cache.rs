@@ -74,6 +74,37 @@ async fn suite(cache: Cache) {
     stale_set_race_delete(&cache).await;
     stampede_in_process(&cache).await;
     policies(&cache).await;
+    early_refresh(&cache).await;
+}
+
+/// XFetch: a value that took long to compute is refreshed by one caller
+/// shortly before it expires, not after.
+async fn early_refresh(cache: &Cache) {
+    let calls = Calls::default();
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_millis(1500))
+        .tenant("xfetch");
+    let slow = |calls: Calls| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, ()>(calls.hit())
+    };
+    cache
+        .get_or_compute("x", &opts, || slow(calls.clone()))
+        .await
+        .unwrap();
+    let stored = Instant::now();
+    while stored.elapsed() < Duration::from_millis(1350) && calls.get() == 1 {
+        cache
+            .get_or_compute("x", &opts, || slow(calls.clone()))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(calls.get(), 2, "refreshed before expiry");
+    assert!(
+        stored.elapsed() < Duration::from_millis(1500),
+        "the refresh started before the entry expired"
+    );
 }
 
 async fn hit_and_miss(cache: &Cache) {

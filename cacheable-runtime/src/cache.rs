@@ -340,17 +340,35 @@ struct Spec {
     counters: Arc<Counters>,
 }
 
+/// A value served from the cache.
+struct Hit<V> {
+    value: V,
+    deps: Vec<Dep>,
+    stored_at_ms: u64,
+    fresh_until_ms: u64,
+}
+
+/// XFetch (probabilistic early refresh, Vattani et al.): a hit turns into a
+/// refresh with a probability that grows as expiry nears, scaled by how long
+/// the value took to compute, so hot keys are recomputed by one caller
+/// before they expire instead of by a stampede after.
+fn xfetch_due(now_ms: u64, fresh_until_ms: u64, compute_us: u32) -> bool {
+    if compute_us == 0 {
+        return false;
+    }
+    let stamp = envelope::new_stamp();
+    let bits = u64::from_le_bytes(stamp[..8].try_into().unwrap_or_default()) >> 11;
+    #[allow(clippy::cast_precision_loss)]
+    let uniform = (bits as f64 + 1.0) / (1u64 << 53) as f64;
+    let early_ms = f64::from(compute_us) / 1000.0 * -uniform.ln();
+    #[allow(clippy::cast_precision_loss)]
+    let remaining = fresh_until_ms.saturating_sub(now_ms) as f64;
+    early_ms >= remaining
+}
+
 enum Lookup<V> {
-    Hit {
-        value: V,
-        deps: Vec<Dep>,
-        stored_at_ms: u64,
-        fresh_until_ms: u64,
-    },
-    Stale {
-        value: V,
-        miss: Miss,
-    },
+    Hit(Hit<V>),
+    Stale { value: V, miss: Miss },
     Miss(Miss),
 }
 
@@ -567,7 +585,13 @@ impl Cache {
 
     // ----- the read path -----
 
-    async fn lookup<V: DeserializeOwned>(&self, spec: &Spec) -> Result<Lookup<V>, CacheError> {
+    /// Reads the entry and its versions. With `early_refresh`, a fresh value
+    /// may come back as `Stale` (XFetch) so that this caller refreshes it.
+    async fn lookup<V: DeserializeOwned>(
+        &self,
+        spec: &Spec,
+        early_refresh: bool,
+    ) -> Result<Lookup<V>, CacheError> {
         let store = &self.inner.store;
         let mut values = self.op(store.mget(&spec.keys)).await?.into_iter();
         let raw = values.next().flatten();
@@ -607,13 +631,15 @@ impl Cache {
                 return Ok(Lookup::Miss(miss(Some(&raw), versions)));
             }
         };
-        if now >= env.fresh_until_ms {
+        if now >= env.fresh_until_ms
+            || (early_refresh && xfetch_due(now, env.fresh_until_ms, env.compute_us))
+        {
             return Ok(Lookup::Stale {
                 value,
                 miss: miss(Some(&raw), versions),
             });
         }
-        Ok(Lookup::Hit {
+        Ok(Lookup::Hit(Hit {
             value,
             stored_at_ms: env.stored_at_ms,
             fresh_until_ms: env.fresh_until_ms,
@@ -622,7 +648,7 @@ impl Cache {
             } else {
                 Vec::new()
             },
-        })
+        }))
     }
 
     /// Whether every dependency of an entry is still at its recorded version.
@@ -698,27 +724,12 @@ impl Cache {
         F: Future<Output = O>,
     {
         let started = Instant::now();
-        match self.lookup::<A::Value>(spec).await {
-            Ok(Lookup::Hit {
-                value,
-                deps,
-                stored_at_ms,
-                fresh_until_ms,
-            }) => {
-                Counters::add(&self.inner.stats.total.hits);
-                Counters::add(&spec.counters.hits);
+        match self.lookup::<A::Value>(spec, true).await {
+            Ok(Lookup::Hit(hit)) => {
                 let elapsed = started.elapsed();
                 Counters::add_time(&self.inner.stats.total.hit_nanos, elapsed);
                 Counters::add_time(&spec.counters.hit_nanos, elapsed);
-                report_deps(&deps);
-                let now = now_ms();
-                note_cache(
-                    spec,
-                    true,
-                    fresh_until_ms.saturating_sub(now),
-                    now.saturating_sub(stored_at_ms),
-                );
-                A::rebuild(value)
+                self.serve_hit::<A, O>(spec, hit)
             }
             Ok(Lookup::Stale { value, miss }) => {
                 self.fill::<A, O, F>(spec, miss, Some(value), body).await
@@ -770,25 +781,8 @@ impl Cache {
                     return self.serve_stale::<A, O>(spec, value);
                 }
                 let _ = tokio::time::timeout(self.inner.lease_wait, rx.changed()).await;
-                match self.lookup::<A::Value>(spec).await {
-                    Ok(Lookup::Hit {
-                        value,
-                        deps,
-                        stored_at_ms,
-                        fresh_until_ms,
-                    }) => {
-                        Counters::add(&self.inner.stats.total.hits);
-                        Counters::add(&spec.counters.hits);
-                        report_deps(&deps);
-                        let now = now_ms();
-                        note_cache(
-                            spec,
-                            true,
-                            fresh_until_ms.saturating_sub(now),
-                            now.saturating_sub(stored_at_ms),
-                        );
-                        A::rebuild(value)
-                    }
+                match self.lookup::<A::Value>(spec, false).await {
+                    Ok(Lookup::Hit(hit)) => self.serve_hit::<A, O>(spec, hit),
                     Ok(Lookup::Stale { miss, .. } | Lookup::Miss(miss)) => {
                         self.compute::<A, O, F>(spec, miss, body).await
                     }
@@ -824,25 +818,10 @@ impl Cache {
                     while Instant::now() < deadline {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(50));
-                        match self.lookup::<A::Value>(spec).await {
-                            Ok(Lookup::Hit {
-                                value,
-                                deps,
-                                stored_at_ms,
-                                fresh_until_ms,
-                            }) => {
-                                Counters::add(&self.inner.stats.total.hits);
-                                Counters::add(&spec.counters.hits);
-                                report_deps(&deps);
-                                let now = now_ms();
-                                note_cache(
-                                    spec,
-                                    true,
-                                    fresh_until_ms.saturating_sub(now),
-                                    now.saturating_sub(stored_at_ms),
-                                );
+                        match self.lookup::<A::Value>(spec, false).await {
+                            Ok(Lookup::Hit(hit)) => {
                                 drop(guard);
-                                return A::rebuild(value);
+                                return self.serve_hit::<A, O>(spec, hit);
                             }
                             Ok(Lookup::Stale { miss: m, .. } | Lookup::Miss(m)) => miss = m,
                             Err(_) => break,
@@ -859,6 +838,20 @@ impl Cache {
                 out
             }
         }
+    }
+
+    fn serve_hit<A: Adapter<O>, O>(&self, spec: &Spec, hit: Hit<A::Value>) -> O {
+        Counters::add(&self.inner.stats.total.hits);
+        Counters::add(&spec.counters.hits);
+        report_deps(&hit.deps);
+        let now = now_ms();
+        note_cache(
+            spec,
+            true,
+            hit.fresh_until_ms.saturating_sub(now),
+            now.saturating_sub(hit.stored_at_ms),
+        );
+        A::rebuild(hit.value)
     }
 
     fn serve_stale<A: Adapter<O>, O>(&self, spec: &Spec, value: A::Value) -> O {
@@ -966,10 +959,10 @@ impl Cache {
         opts: &CacheOptions,
     ) -> Result<Option<T>, CacheError> {
         let spec = self.user_spec(key, opts, "cache.get");
-        let found = match self.lookup::<T>(&spec).await? {
-            Lookup::Hit { value, deps, .. } => {
-                report_deps(&deps);
-                Some(value)
+        let found = match self.lookup::<T>(&spec, false).await? {
+            Lookup::Hit(hit) => {
+                report_deps(&hit.deps);
+                Some(hit.value)
             }
             Lookup::Stale { .. } | Lookup::Miss(_) => None,
         };
