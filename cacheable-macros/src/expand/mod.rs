@@ -128,3 +128,180 @@ fn body_future(input: &AsyncFn) -> TokenStream {
     let body = &input.body;
     quote!(async move #body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_cacheable(attr: TokenStream, item: TokenStream) -> String {
+        cacheable(attr, item).to_string()
+    }
+
+    #[test]
+    fn keeps_the_signature_and_wraps_the_body() {
+        let out = expand_cacheable(
+            quote!(ttl = 60, tags = ["user:{id}"], skip(db)),
+            quote! {
+                /// Docs.
+                #[inline]
+                pub async fn get<T: Clone>(db: &Db, id: u64) -> Result<User, E> where T: Send { db.get(id).await }
+            },
+        );
+        let sig = quote! {
+            #[doc = r" Docs."]
+            #[inline]
+            pub async fn get<T: Clone>(db: &Db, id: u64) -> Result<User, E> where T: Send
+        }
+        .to_string();
+        assert!(out.starts_with(&sig), "{out}");
+        assert!(
+            out.contains("async move { db . get (id) . await }"),
+            "{out}"
+        );
+        assert!(out.contains("Ttl :: Secs (60)"), "{out}");
+        assert!(
+            out.contains("ResultOf < :: cacheable :: __private :: Plain >"),
+            "{out}"
+        );
+        // `db` is skipped, `id` is hashed.
+        assert!(out.contains("hash_arg (__cacheable_h , & id)"), "{out}");
+        assert!(!out.contains("& db)"), "{out}");
+    }
+
+    /// Every prelude or crate name in the generated code is reached through
+    /// a leading `::` (the user's fn below names none of them itself).
+    #[test]
+    fn names_only_absolute_paths() {
+        fn check(tokens: TokenStream, prev: &mut Vec<TokenTree>) {
+            const NAMES: &[&str] = &[
+                "Result",
+                "Option",
+                "Ok",
+                "Err",
+                "Some",
+                "None",
+                "String",
+                "Vec",
+                "Box",
+                "format",
+                "vec",
+                "core",
+                "std",
+                "alloc",
+                "cacheable",
+            ];
+            for t in tokens {
+                if let TokenTree::Ident(i) = &t
+                    && NAMES.iter().any(|n| i == n)
+                {
+                    let n = prev.len();
+                    let absolute = n >= 2
+                        && matches!((&prev[n - 2], &prev[n - 1]),
+                            (TokenTree::Punct(a), TokenTree::Punct(b))
+                                if a.as_char() == ':' && b.as_char() == ':');
+                    assert!(absolute, "`{i}` is not an absolute path");
+                }
+                if let TokenTree::Group(g) = &t {
+                    check(g.stream(), &mut Vec::new());
+                }
+                prev.push(t);
+            }
+        }
+        for (attr, item) in [
+            (
+                quote!(ttl = 1, tags = ["a:{x}"]),
+                quote!(
+                    async fn f(x: u8) -> u8 {
+                        x
+                    }
+                ),
+            ),
+            (
+                quote!(key = "{x}", cache = c),
+                quote!(
+                    async fn f(c: &C, x: u8) {}
+                ),
+            ),
+            (
+                quote!(),
+                quote!(
+                    async fn f() {}
+                ),
+            ),
+        ] {
+            check(cacheable(attr, item), &mut Vec::new());
+        }
+        check(
+            cache_evict(
+                quote!(tags = ["a:{x}"]),
+                quote!(
+                    async fn f(x: u8) {}
+                ),
+            ),
+            &mut Vec::new(),
+        );
+    }
+
+    #[test]
+    fn errors_keep_the_item_unchanged() {
+        let item = quote!(
+            fn f(x: u8) -> u8 {
+                x
+            }
+        );
+        let out = cacheable(quote!(ttl = 0), item.clone()).to_string();
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(out.ends_with(&item.to_string()), "{out}");
+        let out = cache_evict(quote!(tags = ["{nope}"]), item.clone()).to_string();
+        assert!(out.ends_with(&item.to_string()), "{out}");
+    }
+
+    #[test]
+    fn evict_on_ok_only_for_results() {
+        let ok = cache_evict(
+            quote!(tags = ["a"]),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(
+            ok.to_string()
+                .contains("evict :: < :: cacheable :: __private :: OnOk")
+        );
+        let always = cache_evict(
+            quote!(tags = ["a"], all_tenants),
+            quote!(
+                async fn f() {}
+            ),
+        );
+        let always = always.to_string();
+        assert!(
+            always.contains("evict :: < :: cacheable :: __private :: Always , ()"),
+            "{always}"
+        );
+        assert!(always.contains("true"), "{always}");
+    }
+
+    #[test]
+    fn default_name_is_module_path_and_fn_name() {
+        let out = expand_cacheable(
+            TokenStream::new(),
+            quote!(
+                async fn r#type() {}
+            ),
+        );
+        assert!(
+            out.contains(r#"concat ! (:: core :: module_path ! () , "::" , "type")"#),
+            "{out}"
+        );
+        let out = expand_cacheable(
+            quote!(name = "x.y", version = 3),
+            quote!(
+                async fn f() {}
+            ),
+        );
+        assert!(out.contains(r#"name : "x.y" , version : 3"#), "{out}");
+    }
+}
