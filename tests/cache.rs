@@ -75,6 +75,60 @@ async fn suite(cache: Cache) {
     stampede_in_process(&cache).await;
     policies(&cache).await;
     early_refresh(&cache).await;
+    tenant_quota(&cache).await;
+}
+
+/// The suite's caches allow each tenant 64 KiB per window.
+async fn tenant_quota(cache: &Cache) {
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tenant("quota");
+    let big = "x".repeat(10 * 1024);
+    let mut stored = 0;
+    for i in 0..8 {
+        match cache.set(&format!("k{i}"), &big, &opts).await {
+            Ok(()) => stored += 1,
+            Err(e) => assert!(
+                matches!(e, cacheable::CacheError::Quota { limit: 65536 }),
+                "{e:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        stored, 6,
+        "six 10 KiB values fit in 64 KiB, the seventh does not"
+    );
+    assert_eq!(
+        cache.get::<String>("k6", &opts).await.unwrap(),
+        None,
+        "nothing was written over quota"
+    );
+    // Cache-aside over quota: the value is returned, uncached, and the error counted.
+    let errors = cache.stats().errors;
+    let calls = Calls::default();
+    for _ in 0..2 {
+        let c = calls.clone();
+        let big = big.clone();
+        let v: String = cache
+            .get_or_compute("aside", &opts, || async move {
+                c.hit();
+                Ok::<_, ()>(big)
+            })
+            .await
+            .unwrap();
+        assert_eq!(v.len(), 10 * 1024);
+    }
+    assert_eq!(calls.get(), 2, "over quota the function runs every time");
+    assert!(cache.stats().errors >= errors + 2);
+    // Other tenants and the global space have their own budgets.
+    cache
+        .set("k0", &big, &CacheOptions::new().tenant("quota-other"))
+        .await
+        .unwrap();
+    cache
+        .set("k0", &big, &CacheOptions::new().global())
+        .await
+        .unwrap();
 }
 
 /// XFetch: a value that took long to compute is refreshed by one caller
@@ -478,6 +532,7 @@ fn with_policies(b: cacheable::CacheBuilder) -> cacheable::CacheBuilder {
         "short",
         TtlPolicy::new(Duration::from_millis(250)).jitter(0.1),
     )
+    .tenant_quota_bytes(64 * 1024)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,7 +38,7 @@ use crate::stats::{Counters, LogLimiter, Registry, Stats};
 use crate::store::cluster::ClusterStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
-use crate::store::{AnyStore, Expect, Put, Store};
+use crate::store::{AnyStore, Expect, Put, Quota, Store};
 use crate::tenant::{self, TenantId};
 
 tokio::task_local! {
@@ -100,6 +100,7 @@ pub(crate) struct Inner {
     lease_ttl: Duration,
     lease_wait: Duration,
     write_guard: Duration,
+    tenant_quota: Option<u64>,
     /// Rate-limiter state of this cache (see `rate_limit`).
     pub(crate) rate_state: crate::rate_limit::State,
 }
@@ -120,6 +121,7 @@ pub struct CacheBuilder {
     lease_ttl: Duration,
     lease_wait: Duration,
     write_guard: Duration,
+    tenant_quota: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -163,6 +165,7 @@ impl Default for CacheBuilder {
             lease_ttl: Duration::from_secs(5),
             lease_wait: Duration::from_secs(1),
             write_guard: Duration::from_secs(60),
+            tenant_quota: None,
         }
     }
 }
@@ -244,6 +247,17 @@ impl CacheBuilder {
         self
     }
 
+    /// Caps the bytes each tenant may write per `default_ttl` window (entries
+    /// of the global space are not counted). A write over the cap is refused:
+    /// the function's result is returned uncached and a `Quota` error is
+    /// counted. Two window counters live in the tenant's slot, so a tenant
+    /// holds at most about `bytes` written in the last window, and never more
+    /// than twice that when its entries live no longer than `default_ttl`.
+    pub fn tenant_quota_bytes(mut self, bytes: u64) -> Self {
+        self.tenant_quota = Some(bytes);
+        self
+    }
+
     /// Validates the configuration and builds the cache. No I/O happens here.
     ///
     /// # Errors
@@ -305,6 +319,7 @@ impl CacheBuilder {
                 lease_ttl: self.lease_ttl,
                 lease_wait: self.lease_wait,
                 write_guard: self.write_guard,
+                tenant_quota: self.tenant_quota,
                 rate_state: crate::rate_limit::State::default(),
             }),
         })
@@ -331,6 +346,10 @@ pub struct Health {
 
 /// Everything one cached call needs, resolved once.
 struct Spec {
+    /// The namespace (tenant or global) of the entry.
+    ns: String,
+    /// The entry belongs to a tenant (not the global space).
+    tenant_scoped: bool,
     /// `keys[0]` is the entry; `keys[1..]` the version keys it depends on.
     keys: Vec<String>,
     ttl: Duration,
@@ -503,6 +522,22 @@ impl Cache {
         }
     }
 
+    /// The tenant's byte budget for a write of this entry, if configured.
+    fn quota_for(&self, spec: &Spec) -> Option<Quota> {
+        let limit = self.inner.tenant_quota.filter(|_| spec.tenant_scoped)?;
+        let ns = &spec.ns;
+        let window = self.inner.default_ttl;
+        let n = now_ms() / u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        Some(Quota {
+            keys: [
+                key::quota_key(ns, n),
+                key::quota_key(ns, n.saturating_sub(1)),
+            ],
+            limit,
+            window,
+        })
+    }
+
     fn policy_ttl(&self, name: &str, seed: &str) -> Option<(Duration, Duration)> {
         let p = self.inner.policies.get(name)?;
         Some((
@@ -550,6 +585,8 @@ impl Cache {
             stale
         };
         Spec {
+            tenant_scoped: tenant.is_some(),
+            ns,
             keys,
             ttl,
             stale,
@@ -574,6 +611,8 @@ impl Cache {
             (None, None) => (self.inner.default_ttl, Duration::ZERO),
         };
         Spec {
+            tenant_scoped: tenant.is_some(),
+            ns,
             keys,
             ttl,
             stale: opts.stale.unwrap_or(stale),
@@ -940,6 +979,7 @@ impl Cache {
             ttl: spec.ttl + spec.stale,
             expect,
             deps: &dep_keys,
+            quota: self.quota_for(spec),
         };
         if let Err(e) = self.op(self.inner.store.put(&put)).await {
             self.report(Some(&spec.counters), "write", &e);
@@ -1009,6 +1049,7 @@ impl Cache {
             ttl: spec.ttl + spec.stale,
             expect: Expect::Any,
             deps: dep_keys,
+            quota: self.quota_for(&spec),
         };
         self.op(self.inner.store.put(&put)).await?;
         Ok(())

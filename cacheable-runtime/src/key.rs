@@ -94,6 +94,11 @@ pub(crate) fn generation_key(ns: &str) -> String {
     format!("{ns}:g")
 }
 
+/// `{ns}:q:<window number>`: a tenant's bytes written in one quota window.
+pub(crate) fn quota_key(ns: &str, window: u64) -> String {
+    format!("{ns}:q:{window}")
+}
+
 /// `{ns}:tag:<tag>`
 pub(crate) fn tag_key(ns: &str, tag: &str) -> String {
     let mut k = String::with_capacity(ns.len() + tag.len() + 5);

@@ -19,7 +19,9 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Script, Value};
 use tokio::sync::OnceCell;
 
-use super::redis::{BUMP, PUT, RELEASE, encode_expect, glob_escape, mask_url, ms};
+use super::redis::{
+    BUMP, PUT, RELEASE, encode_expect, glob_escape, mask_url, ms, put_outcome, quota_args,
+};
 use super::{Put, Store};
 use crate::error::CacheError;
 
@@ -245,6 +247,9 @@ impl Store for ClusterStore {
             }
         }
         let mut keys = vec![put.key];
+        if let Some(q) = &put.quota {
+            keys.extend(q.keys.iter().map(String::as_str));
+        }
         keys.extend(
             groups
                 .get(entry_tag)
@@ -253,11 +258,17 @@ impl Store for ClusterStore {
                 .map(|k| k.as_str()),
         );
         let expect = encode_expect(&put.expect);
-        let written: i64 = self
-            .put
-            .run(&mut conn, &keys, &[put.value, ttl.as_bytes(), &expect])
-            .await?;
-        Ok(written == 1)
+        let [limit, count, window] = quota_args(put);
+        let args: [&[u8]; 6] = [
+            put.value,
+            ttl.as_bytes(),
+            &expect,
+            limit.as_bytes(),
+            count.as_bytes(),
+            window.as_bytes(),
+        ];
+        let reply: i64 = self.put.run(&mut conn, &keys, &args).await?;
+        put_outcome(reply, put)
     }
 
     async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {

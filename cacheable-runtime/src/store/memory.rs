@@ -83,6 +83,19 @@ impl Store for MemoryStore {
         {
             return Ok(false);
         }
+        if let Some(q) = &put.quota {
+            let size = put.value.len() as u64;
+            let used = map.counter(&q.keys[0], now) + size;
+            if used + map.counter(&q.keys[1], now) > q.limit {
+                return Err(CacheError::Quota { limit: q.limit });
+            }
+            map.insert(
+                &q.keys[0],
+                used.to_string().into_bytes(),
+                Some(now + q.window * 2),
+                now,
+            );
+        }
         map.insert(put.key, put.value.to_vec(), Some(now + put.ttl), now);
         let min_expiry = now + put.ttl;
         for dep in put.deps {

@@ -60,6 +60,20 @@ pub(crate) struct Put<'a> {
     /// Version keys the entry depends on: created at 0 if absent, and kept
     /// alive at least `ttl` (so a version never disappears under a live entry).
     pub deps: &'a [String],
+    /// The tenant's write budget, when `tenant_quota_bytes` is configured.
+    pub quota: Option<Quota>,
+}
+
+/// A tenant's byte budget: two window counters (current and previous) in
+/// the tenant's slot. A write that would take the two over `limit` is
+/// refused, so a tenant holds at most about `limit` bytes of entries written
+/// in the last window, and never more than `2 × limit` live.
+#[derive(Debug, Clone)]
+pub(crate) struct Quota {
+    /// The current window's counter, then the previous one's.
+    pub keys: [String; 2],
+    pub limit: u64,
+    pub window: Duration,
 }
 
 /// The operations the cache needs from a store. Futures are `Send`.

@@ -24,9 +24,19 @@ if exp ~= '*' then
     return 0
   end
 end
+local q = tonumber(ARGV[5])
+if q > 0 then
+  local size = string.len(ARGV[1])
+  local used = redis.call('INCRBY', KEYS[2], size)
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]) * 2)
+  if used + tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[4]) then
+    redis.call('DECRBY', KEYS[2], size)
+    return -1
+  end
+end
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-for i = 2, #KEYS do
+for i = 2 + q, #KEYS do
   if not redis.call('SET', KEYS[i], '0', 'NX', 'PX', ttl) then
     local p = redis.call('PTTL', KEYS[i])
     if p >= 0 and p < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
@@ -34,6 +44,29 @@ for i = 2, #KEYS do
 end
 return 1
 ";
+
+/// Interprets the PUT script's reply.
+pub(super) fn put_outcome(reply: i64, put: &Put<'_>) -> Result<bool, CacheError> {
+    match reply {
+        1 => Ok(true),
+        -1 => Err(CacheError::Quota {
+            limit: put.quota.as_ref().map_or(0, |q| q.limit),
+        }),
+        _ => Ok(false),
+    }
+}
+
+/// ARGV[4..=6] of the PUT script: quota limit, number of quota keys, window ms.
+pub(super) fn quota_args(put: &Put<'_>) -> [String; 3] {
+    match &put.quota {
+        Some(q) => [
+            q.limit.to_string(),
+            "2".to_owned(),
+            ms(q.window).to_string(),
+        ],
+        None => ["0".to_owned(), "0".to_owned(), "0".to_owned()],
+    }
+}
 
 /// Increments version counters; a counter created here expires after ARGV[1]
 /// ms (no live entry refers to it; only in-flight computations may).
@@ -156,12 +189,16 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let expect = encode_expect(&put.expect);
         let mut inv = self.put.key(put.key);
+        if let Some(q) = &put.quota {
+            inv.key(&q.keys);
+        }
         inv.key(put.deps)
             .arg(put.value)
             .arg(ms(put.ttl))
-            .arg(expect);
-        let written: i64 = inv.invoke_async(&mut conn).await?;
-        Ok(written == 1)
+            .arg(expect)
+            .arg(quota_args(put).as_slice());
+        let reply: i64 = inv.invoke_async(&mut conn).await?;
+        put_outcome(reply, put)
     }
 
     async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {
