@@ -1035,3 +1035,62 @@ async fn redis_cluster_survives_a_master_failover() {
     load(&cache, &calls, &format!("after{round}"), &opts, "c").await;
     assert_eq!(calls.get(), before + 1);
 }
+
+// ------------------------------------------------------------ TLS
+
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_custom_root_and_client_certificates() {
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
+    // Server authentication only.
+    let (server, certs) = RedisServer::start_tls(false);
+    assert!(server.url().starts_with("rediss://"));
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .tls_root_certificate(certs.ca_cert.clone())
+        .op_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap();
+    let h = cache.health().await;
+    assert!(h.reachable, "{h:?}");
+    let calls = Calls::default();
+    load(&cache, &calls, "k", &opts, "a").await;
+    load(&cache, &calls, "k", &opts, "a").await;
+    assert_eq!(calls.get(), 1, "cached over TLS");
+    // A client that does not trust the CA cannot connect, and degrades.
+    let untrusting = Cache::builder()
+        .redis_url(server.url())
+        .build()
+        .await
+        .unwrap();
+    assert!(!untrusting.health().await.reachable);
+    assert_eq!(load(&untrusting, &calls, "k", &opts, "b").await.name, "b");
+
+    // Mutual TLS: the server requires a client certificate.
+    let (mtls, certs) = RedisServer::start_tls(true);
+    let without = Cache::builder()
+        .redis_url(mtls.url())
+        .tls_root_certificate(certs.ca_cert.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        !without.health().await.reachable,
+        "no client certificate: refused"
+    );
+    let with = Cache::builder()
+        .redis_url(mtls.url())
+        .tls_root_certificate(certs.ca_cert.clone())
+        .tls_client_certificate(certs.client_cert.clone(), certs.client_key.clone())
+        .op_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap();
+    let h = with.health().await;
+    assert!(h.reachable, "{h:?}");
+    let calls = Calls::default();
+    load(&with, &calls, "k", &opts, "a").await;
+    load(&with, &calls, "k", &opts, "a").await;
+    assert_eq!(calls.get(), 1, "cached over mutual TLS");
+}

@@ -37,7 +37,7 @@ use crate::private::{Adapter, Plain, ResultOf, Site, Ttl};
 use crate::stats::{Counters, LogLimiter, Registry, Stats};
 use crate::store::cluster::ClusterStore;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
+use crate::store::redis::{RedisStore, TlsSettings};
 use crate::store::{AnyStore, Expect, Put, Quota, Store};
 use crate::tenant::{self, TenantId};
 
@@ -122,6 +122,7 @@ pub struct CacheBuilder {
     lease_wait: Duration,
     write_guard: Duration,
     tenant_quota: Option<u64>,
+    tls: TlsSettings,
 }
 
 #[derive(Clone)]
@@ -166,6 +167,7 @@ impl Default for CacheBuilder {
             lease_wait: Duration::from_secs(1),
             write_guard: Duration::from_secs(60),
             tenant_quota: None,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -247,6 +249,25 @@ impl CacheBuilder {
         self
     }
 
+    /// Trust this PEM root certificate (instead of the system's) for
+    /// `rediss://` connections.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.root_cert = Some(pem.into());
+        self
+    }
+
+    /// Present this PEM client certificate and key (mutual TLS).
+    #[cfg(feature = "tls")]
+    pub fn tls_client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client_cert = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     /// Caps the bytes each tenant may write per `default_ttl` window (entries
     /// of the global space are not counted). A write over the cap is refused:
     /// the function's result is returned uncached and a `Quota` error is
@@ -296,9 +317,11 @@ impl CacheBuilder {
         let store = match self.backend {
             None => return config("no store: call .redis_url(..) or .memory()".into()),
             Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new()),
-            Some(Backend::Redis(url)) => AnyStore::Redis(RedisStore::new(&url, self.op_timeout)?),
+            Some(Backend::Redis(url)) => {
+                AnyStore::Redis(RedisStore::new(&url, self.op_timeout, &self.tls)?)
+            }
             Some(Backend::Cluster(urls)) => {
-                AnyStore::Cluster(ClusterStore::new(&urls, self.op_timeout)?)
+                AnyStore::Cluster(ClusterStore::new(&urls, self.op_timeout, &self.tls)?)
             }
         };
         Ok(Cache {

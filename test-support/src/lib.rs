@@ -73,6 +73,101 @@ pub struct RedisServer {
     port: u16,
     extra: Vec<String>,
     dir: ScratchDir,
+    tls: bool,
+}
+
+/// Certificates of a TLS test server, all PEM.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    /// The CA that signed the server and client certificates.
+    pub ca_cert: Vec<u8>,
+    /// A client certificate signed by the CA (for mutual TLS).
+    pub client_cert: Vec<u8>,
+    /// The client certificate's key.
+    pub client_key: Vec<u8>,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = match Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!(
+                "openssl not found: the TLS tests make their certificates with it; install it with `apt-get install -y openssl`"
+            )
+        }
+        Err(e) => panic!("could not run openssl: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client
+/// certificate, written into `dir` (EC P-256 keys, valid one day).
+fn make_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=cacheable-test-ca",
+    ]);
+    openssl(dir, &ca);
+    // Extensions make both certificates X.509 v3, which rustls requires.
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write server.ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+        .expect("write client.ext");
+    for name in ["server", "client"] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let crt = format!("{name}.crt");
+        let ext = format!("{name}.ext");
+        let subj = format!("/CN=cacheable-test-{name}");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        let mut sign = vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "1",
+        ];
+        sign.extend(["-extfile", &ext]);
+        openssl(dir, &sign);
+    }
 }
 
 impl RedisServer {
@@ -90,11 +185,44 @@ impl RedisServer {
     /// As [`RedisServer::start`].
     pub fn start_with(extra: &[&str]) -> Self {
         let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        Self::start_inner(extra, ScratchDir::new("redis"), false)
+    }
+
+    /// Starts a TLS-only server (no plain port) with fresh certificates.
+    /// With `client_auth`, clients must present a certificate signed by the CA.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`], or when `openssl` is missing (with a hint).
+    pub fn start_tls(client_auth: bool) -> (Self, TlsMaterial) {
+        let dir = ScratchDir::new("redis-tls");
+        make_certificates(dir.path());
+        let file = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let extra = vec![
+            "--tls-cert-file".to_owned(),
+            file("server.crt"),
+            "--tls-key-file".to_owned(),
+            file("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            file("ca.crt"),
+            "--tls-auth-clients".to_owned(),
+            (if client_auth { "yes" } else { "no" }).to_owned(),
+        ];
+        let read = |n: &str| std::fs::read(dir.path().join(n)).expect("read certificate");
+        let material = TlsMaterial {
+            ca_cert: read("ca.crt"),
+            client_cert: read("client.crt"),
+            client_key: read("client.key"),
+        };
+        (Self::start_inner(extra, dir, true), material)
+    }
+
+    fn start_inner(extra: Vec<String>, dir: ScratchDir, tls: bool) -> Self {
         let mut server = Self {
             child: None,
             port: 0,
             extra,
-            dir: ScratchDir::new("redis"),
+            dir,
+            tls,
         };
         // The port can be taken between `free_port` and the bind: try a few.
         for _ in 0..5 {
@@ -111,9 +239,14 @@ impl RedisServer {
 
     fn spawn(&mut self) -> bool {
         let log = self.dir.path().join(format!("redis-{}.log", self.port));
+        let _ = std::fs::remove_file(&log);
         let mut cmd = Command::new(server_binary());
-        cmd.arg("--port")
-            .arg(self.port.to_string())
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port"]);
+        } else {
+            cmd.arg("--port");
+        }
+        cmd.arg(self.port.to_string())
             .args([
                 "--bind",
                 "127.0.0.1",
@@ -149,7 +282,13 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
-            if ping(self.port) {
+            let ready = if self.tls {
+                std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("Ready to accept connections"))
+            } else {
+                ping(self.port)
+            };
+            if ready {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -163,9 +302,10 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>/`
+    /// `redis://127.0.0.1:<port>/`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// The process id, while the server runs.

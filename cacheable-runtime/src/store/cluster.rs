@@ -20,7 +20,8 @@ use redis::{Cmd, Script, Value};
 use tokio::sync::OnceCell;
 
 use super::redis::{
-    BUMP, PUT, RELEASE, encode_expect, glob_escape, mask_url, ms, put_outcome, quota_args,
+    BUMP, PUT, RELEASE, TlsSettings, encode_expect, glob_escape, mask_url, ms, put_outcome,
+    quota_args,
 };
 use super::{Put, Store};
 use crate::error::CacheError;
@@ -121,7 +122,11 @@ fn group_by_slot<'a>(
 }
 
 impl ClusterStore {
-    pub(crate) fn new(urls: &[String], op_timeout: Duration) -> Result<Self, CacheError> {
+    pub(crate) fn new(
+        urls: &[String],
+        op_timeout: Duration,
+        tls: &TlsSettings,
+    ) -> Result<Self, CacheError> {
         let display = urls
             .iter()
             .map(|u| mask_url(u))
@@ -132,10 +137,18 @@ impl ClusterStore {
                 "redis_cluster needs at least one node url".into(),
             ));
         }
-        let client = ClusterClientBuilder::new(urls.to_vec())
+        let builder = ClusterClientBuilder::new(urls.to_vec())
             .connection_timeout(op_timeout.max(Duration::from_millis(200)))
             .response_timeout(op_timeout)
-            .retries(2)
+            .retries(2);
+        #[cfg(feature = "tls")]
+        let builder = match tls.certificates() {
+            Some(certs) => builder.certs(certs),
+            None => builder,
+        };
+        #[cfg(not(feature = "tls"))]
+        let _ = tls;
+        let client = builder
             .build()
             .map_err(|e| CacheError::Config(format!("redis cluster `{display}`: {e}")))?;
         Ok(Self {

@@ -100,6 +100,42 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// TLS settings of the builder: a root certificate to trust instead of the
+/// system's, and a client certificate for mutual TLS (feature `tls`).
+#[derive(Clone, Default)]
+pub(crate) struct TlsSettings {
+    #[cfg(feature = "tls")]
+    pub root_cert: Option<Vec<u8>>,
+    #[cfg(feature = "tls")]
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsSettings {
+    #[cfg(feature = "tls")]
+    pub(crate) fn certificates(&self) -> Option<redis::TlsCertificates> {
+        if self.root_cert.is_none() && self.client_cert.is_none() {
+            return None;
+        }
+        Some(redis::TlsCertificates {
+            client_tls: self.client_cert.clone().map(|(client_cert, client_key)| {
+                redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }
+            }),
+            root_cert: self.root_cert.clone(),
+        })
+    }
+
+    fn client(&self, url: &str) -> redis::RedisResult<Client> {
+        #[cfg(feature = "tls")]
+        if let Some(certs) = self.certificates() {
+            return Client::build_with_tls(url, certs);
+        }
+        Client::open(url)
+    }
+}
+
 /// `redis://user:secret@host/` → `redis://user:***@host/`
 pub(crate) fn mask_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -124,9 +160,14 @@ pub(crate) fn mask_url(url: &str) -> String {
 
 impl RedisStore {
     /// Parses the URL and prepares a lazy connection; no I/O happens here.
-    pub(crate) fn new(url: &str, op_timeout: Duration) -> Result<Self, CacheError> {
+    pub(crate) fn new(
+        url: &str,
+        op_timeout: Duration,
+        tls: &TlsSettings,
+    ) -> Result<Self, CacheError> {
         let display_url = mask_url(url);
-        let client = Client::open(url)
+        let client = tls
+            .client(url)
             .map_err(|e| CacheError::Config(format!("redis url `{display_url}`: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(op_timeout.max(Duration::from_millis(200))))
