@@ -1094,3 +1094,14 @@ async fn tls_with_a_custom_root_and_client_certificates() {
     load(&with, &calls, "k", &opts, "a").await;
     assert_eq!(calls.get(), 1, "cached over mutual TLS");
 }
+
+#[test]
+fn cached_futures_stay_small() {
+    // A cached call holds the lookup state inline and the miss path boxed, so
+    // nesting cached functions does not multiply the future's size.
+    let cache = Cache::memory();
+    let opts = CacheOptions::new();
+    let fut = cache.get_or_compute("k", &opts, || async { Ok::<u64, ()>(1) });
+    let size = std::mem::size_of_val(&fut);
+    assert!(size < 1536, "get_or_compute future is {size} bytes");
+}

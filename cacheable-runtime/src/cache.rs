@@ -793,10 +793,13 @@ impl Cache {
                 Counters::add_time(&spec.counters.hit_nanos, elapsed);
                 self.serve_hit::<A, O>(spec, hit)
             }
+            // The miss path is boxed: it runs once per computation, and keeping
+            // its state out of line keeps every caller's future small (nested
+            // cached calls would otherwise grow it by the whole engine each).
             Ok(Lookup::Stale { value, miss }) => {
-                self.fill::<A, O, F>(spec, miss, Some(value), body).await
+                Box::pin(self.fill::<A, O, F>(spec, miss, Some(value), body)).await
             }
-            Ok(Lookup::Miss(miss)) => self.fill::<A, O, F>(spec, miss, None, body).await,
+            Ok(Lookup::Miss(miss)) => Box::pin(self.fill::<A, O, F>(spec, miss, None, body)).await,
             Err(e) => {
                 self.report(Some(&spec.counters), "read", &e);
                 Counters::add(&self.inner.stats.total.misses);

@@ -142,7 +142,8 @@ macro_rules! dispatch {
         match $self {
             AnyStore::Memory($s) => $e.await,
             AnyStore::Redis($s) => $e.await,
-            AnyStore::Cluster($s) => $e.await,
+            // Boxed: cluster futures are large and would size every caller's future.
+            AnyStore::Cluster($s) => Box::pin($e).await,
         }
     };
 }
