@@ -320,9 +320,11 @@ impl CacheBuilder {
             Some(Backend::Redis(url)) => {
                 AnyStore::Redis(RedisStore::new(&url, self.op_timeout, &self.tls)?)
             }
-            Some(Backend::Cluster(urls)) => {
-                AnyStore::Cluster(ClusterStore::new(&urls, self.op_timeout, &self.tls)?)
-            }
+            Some(Backend::Cluster(urls)) => AnyStore::Cluster(Box::new(ClusterStore::new(
+                &urls,
+                self.op_timeout,
+                &self.tls,
+            )?)),
         };
         Ok(Cache {
             inner: Arc::new(Inner {

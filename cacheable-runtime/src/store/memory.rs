@@ -41,7 +41,7 @@ impl Map {
 
     fn insert(&mut self, key: &str, value: Vec<u8>, expires: Option<Instant>, now: Instant) {
         self.writes += 1;
-        if self.writes % 4096 == 0 {
+        if self.writes.is_multiple_of(4096) {
             self.keys.retain(|_, s| s.live(now));
         }
         self.keys.insert(key.to_owned(), Slot { value, expires });

@@ -124,7 +124,7 @@ pub(crate) trait Store: Send + Sync + 'static {
 pub(crate) enum AnyStore {
     Memory(memory::MemoryStore),
     Redis(redis::RedisStore),
-    Cluster(cluster::ClusterStore),
+    Cluster(Box<cluster::ClusterStore>),
 }
 
 impl AnyStore {
