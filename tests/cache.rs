@@ -1105,3 +1105,60 @@ fn cached_futures_stay_small() {
     let size = std::mem::size_of_val(&fut);
     assert!(size < 1536, "get_or_compute future is {size} bytes");
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_facade_reports_hits_misses_and_compute_time() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let cache = Cache::memory();
+            let calls = Calls::default();
+            let opts = CacheOptions::new();
+            for _ in 0..3 {
+                load(&cache, &calls, "m", &opts, "x").await;
+            }
+            cache.delete_by_tags(&["t"], None).await.unwrap();
+        });
+    });
+    let mut seen = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let function = key
+            .key()
+            .labels()
+            .find(|l| l.key() == "function")
+            .map(|l| l.value().to_owned());
+        let v = match value {
+            DebugValue::Counter(n) => n as f64,
+            DebugValue::Histogram(h) => h.len() as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+        };
+        seen.insert((key.key().name().to_owned(), function), v);
+    }
+    let f = Some("cache.get_or_compute".to_owned());
+    assert_eq!(
+        seen.get(&("cacheable_hits_total".into(), f.clone())),
+        Some(&2.0),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get(&("cacheable_misses_total".into(), f.clone())),
+        Some(&1.0)
+    );
+    assert_eq!(
+        seen.get(&("cacheable_compute_seconds".into(), f.clone())),
+        Some(&1.0),
+        "one computation timed"
+    );
+    assert_eq!(seen.get(&("cacheable_hit_seconds".into(), f)), Some(&2.0));
+    assert_eq!(
+        seen.get(&("cacheable_invalidations_total".into(), None)),
+        Some(&1.0)
+    );
+}

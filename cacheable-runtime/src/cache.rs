@@ -371,6 +371,8 @@ pub struct Health {
 
 /// Everything one cached call needs, resolved once.
 struct Spec {
+    /// The function's name, for per-function statistics.
+    name: &'static str,
     /// The namespace (tenant or global) of the entry.
     ns: String,
     /// The entry belongs to a tenant (not the global space).
@@ -515,10 +517,7 @@ impl Cache {
 
     /// Counts and logs (rate-limited) an error that the caller will not see.
     fn report(&self, counters: Option<&Counters>, op: &'static str, e: &CacheError) {
-        Counters::add(&self.inner.stats.total.errors);
-        if let Some(c) = counters {
-            Counters::add(&c.errors);
-        }
+        self.inner.stats.error(counters, e.kind());
         if let Some(suppressed) = self.inner.log.admit(e.kind()) {
             tracing::warn!(op, error = %e, suppressed, "cache operation failed; the call runs uncached");
         }
@@ -617,6 +616,7 @@ impl Cache {
             stale,
             cache_none: site.cache_none,
             private: tenant.is_some(),
+            name: site.name,
             counters: self.inner.stats.function(site.name),
         }
     }
@@ -643,6 +643,7 @@ impl Cache {
             stale: opts.stale.unwrap_or(stale),
             cache_none: false,
             private: tenant.is_some(),
+            name,
             counters: self.inner.stats.function(name),
         }
     }
@@ -791,8 +792,9 @@ impl Cache {
         match self.lookup::<A::Value>(spec, true).await {
             Ok(Lookup::Hit(hit)) => {
                 let elapsed = started.elapsed();
-                Counters::add_time(&self.inner.stats.total.hit_nanos, elapsed);
-                Counters::add_time(&spec.counters.hit_nanos, elapsed);
+                self.inner
+                    .stats
+                    .hit_time(&spec.counters, spec.name, elapsed);
                 self.serve_hit::<A, O>(spec, hit)
             }
             // The miss path is boxed: it runs once per computation, and keeping
@@ -804,8 +806,7 @@ impl Cache {
             Ok(Lookup::Miss(miss)) => Box::pin(self.fill::<A, O, F>(spec, miss, None, body)).await,
             Err(e) => {
                 self.report(Some(&spec.counters), "read", &e);
-                Counters::add(&self.inner.stats.total.misses);
-                Counters::add(&spec.counters.misses);
+                self.inner.stats.miss(&spec.counters, spec.name);
                 body.await
             }
         }
@@ -908,8 +909,7 @@ impl Cache {
     }
 
     fn serve_hit<A: Adapter<O>, O>(&self, spec: &Spec, hit: Hit<A::Value>) -> O {
-        Counters::add(&self.inner.stats.total.hits);
-        Counters::add(&spec.counters.hits);
+        self.inner.stats.hit(&spec.counters, spec.name, false);
         report_deps(&hit.deps);
         let now = now_ms();
         note_cache(
@@ -922,10 +922,7 @@ impl Cache {
     }
 
     fn serve_stale<A: Adapter<O>, O>(&self, spec: &Spec, value: A::Value) -> O {
-        Counters::add(&self.inner.stats.total.stale_served);
-        Counters::add(&spec.counters.stale_served);
-        Counters::add(&self.inner.stats.total.hits);
-        Counters::add(&spec.counters.hits);
+        self.inner.stats.hit(&spec.counters, spec.name, true);
         note_cache(spec, true, 0, 0);
         A::rebuild(value)
     }
@@ -937,16 +934,14 @@ impl Cache {
         A: Adapter<O>,
         F: Future<Output = O>,
     {
-        Counters::add(&self.inner.stats.total.misses);
-        Counters::add(&spec.counters.misses);
+        self.inner.stats.miss(&spec.counters, spec.name);
         let collector = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
         let out = DEPS.scope(Arc::clone(&collector), body).await;
         let elapsed = started.elapsed();
-        Counters::add(&self.inner.stats.total.computes);
-        Counters::add(&spec.counters.computes);
-        Counters::add_time(&self.inner.stats.total.compute_nanos, elapsed);
-        Counters::add_time(&spec.counters.compute_nanos, elapsed);
+        self.inner
+            .stats
+            .computed(&spec.counters, spec.name, elapsed);
         let mut deps: Vec<Dep> = spec.keys[1..]
             .iter()
             .zip(&miss.versions)
@@ -1034,12 +1029,11 @@ impl Cache {
             }
             Lookup::Stale { .. } | Lookup::Miss(_) => None,
         };
-        let c = if found.is_some() {
-            &self.inner.stats.total.hits
+        if found.is_some() {
+            self.inner.stats.hit(&spec.counters, spec.name, false);
         } else {
-            &self.inner.stats.total.misses
-        };
-        Counters::add(c);
+            self.inner.stats.miss(&spec.counters, spec.name);
+        }
         Ok(found)
     }
 
@@ -1097,7 +1091,7 @@ impl Cache {
             .store
             .set_raw(&entry, &envelope::tombstone(), self.inner.write_guard))
             .await?;
-        Counters::add(&self.inner.stats.invalidations);
+        self.inner.stats.invalidation("delete");
         Ok(())
     }
 
@@ -1139,7 +1133,7 @@ impl Cache {
             .store
             .bump(&keys, self.inner.write_guard + Duration::from_secs(1)))
             .await?;
-        Counters::add(&self.inner.stats.invalidations);
+        self.inner.stats.invalidation("tags");
         Ok(())
     }
 
@@ -1155,7 +1149,7 @@ impl Cache {
             .store
             .bump(&keys, self.inner.write_guard + Duration::from_secs(1)))
             .await?;
-        Counters::add(&self.inner.stats.invalidations);
+        self.inner.stats.invalidation("tenant");
         Ok(())
     }
 
@@ -1170,7 +1164,7 @@ impl Cache {
         }
         // A scan is many round trips: no single-op timeout, each reply is awaited.
         self.inner.store.clear(&self.inner.prefix).await?;
-        Counters::add(&self.inner.stats.invalidations);
+        self.inner.stats.invalidation("clear");
         Ok(())
     }
 

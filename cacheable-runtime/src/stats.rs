@@ -64,6 +64,80 @@ impl Registry {
         Arc::clone(map.entry(name).or_default())
     }
 
+    /// A value served from the cache (fresh, or `stale` while refreshing).
+    pub(crate) fn hit(&self, f: &Counters, name: &'static str, stale: bool) {
+        Counters::add(&self.total.hits);
+        Counters::add(&f.hits);
+        if stale {
+            Counters::add(&self.total.stale_served);
+            Counters::add(&f.stale_served);
+        }
+        #[cfg(feature = "metrics")]
+        {
+            metrics::counter!("cacheable_hits_total", "function" => name).increment(1);
+            if stale {
+                metrics::counter!("cacheable_stale_served_total", "function" => name).increment(1);
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+    }
+
+    /// The time a hit took (lookup and decode).
+    pub(crate) fn hit_time(&self, f: &Counters, name: &'static str, elapsed: Duration) {
+        Counters::add_time(&self.total.hit_nanos, elapsed);
+        Counters::add_time(&f.hit_nanos, elapsed);
+        #[cfg(feature = "metrics")]
+        metrics::histogram!("cacheable_hit_seconds", "function" => name)
+            .record(elapsed.as_secs_f64());
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+    }
+
+    /// A read that found nothing usable.
+    pub(crate) fn miss(&self, f: &Counters, name: &'static str) {
+        Counters::add(&self.total.misses);
+        Counters::add(&f.misses);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cacheable_misses_total", "function" => name).increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+    }
+
+    /// A computation on a miss (the database query) and how long it took.
+    pub(crate) fn computed(&self, f: &Counters, name: &'static str, elapsed: Duration) {
+        Counters::add(&self.total.computes);
+        Counters::add(&f.computes);
+        Counters::add_time(&self.total.compute_nanos, elapsed);
+        Counters::add_time(&f.compute_nanos, elapsed);
+        #[cfg(feature = "metrics")]
+        metrics::histogram!("cacheable_compute_seconds", "function" => name)
+            .record(elapsed.as_secs_f64());
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+    }
+
+    /// An error the caller did not see.
+    pub(crate) fn error(&self, f: Option<&Counters>, kind: &'static str) {
+        Counters::add(&self.total.errors);
+        if let Some(f) = f {
+            Counters::add(&f.errors);
+        }
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cacheable_errors_total", "kind" => kind).increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = kind;
+    }
+
+    /// An invalidation (`delete`, tags, tenant, `clear`, evict).
+    pub(crate) fn invalidation(&self, what: &'static str) {
+        Counters::add(&self.invalidations);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cacheable_invalidations_total", "kind" => what).increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = what;
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         let t = self.total.snapshot();
         let functions = self
