@@ -16,12 +16,12 @@ use std::time::Duration;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, Script, Value};
+use redis::{Cmd, Value};
 use tokio::sync::OnceCell;
 
 use super::redis::{
-    BUMP, PUT, RELEASE, TlsSettings, encode_expect, glob_escape, mask_url, ms, put_outcome,
-    quota_args,
+    BUMP, Lua, PUT, RELEASE, TlsSettings, encode_expect, glob_escape, mask_url, ms, put_outcome,
+    quota_args, set_px, used_memory_of,
 };
 use super::{Put, Store};
 use crate::error::CacheError;
@@ -37,49 +37,6 @@ for i = 1, #KEYS do
 end
 return #KEYS
 ";
-
-/// A Lua script run by `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
-///
-/// redis-rs' `Script` answers `NOSCRIPT` with a `SCRIPT LOAD` that a cluster
-/// connection sends to every node, and fails while one node is down (right
-/// after a failover, when the promoted replica has no scripts yet). `EVAL`
-/// goes to the key's shard only and caches the script there.
-pub(crate) struct Lua {
-    src: &'static str,
-    sha: String,
-}
-
-impl Lua {
-    pub(crate) fn new(src: &'static str) -> Self {
-        Self {
-            src,
-            sha: Script::new(src).get_hash().to_owned(),
-        }
-    }
-
-    /// Runs the script with `keys` (all in one slot) and `args`.
-    pub(crate) async fn run<T: redis::FromRedisValue>(
-        &self,
-        conn: &mut impl redis::aio::ConnectionLike,
-        keys: &[&str],
-        args: &[&[u8]],
-    ) -> redis::RedisResult<T> {
-        let cmd = |verb: &str, body: &str| {
-            let mut c = redis::cmd(verb);
-            c.arg(body).arg(keys.len()).arg(keys);
-            for a in args {
-                c.arg(*a);
-            }
-            c
-        };
-        match cmd("EVALSHA", &self.sha).query_async(conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                cmd("EVAL", self.src).query_async(conn).await
-            }
-            other => other,
-        }
-    }
-}
 
 pub(crate) struct ClusterStore {
     client: ClusterClient,
@@ -295,15 +252,9 @@ impl Store for ClusterStore {
     }
 
     async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
-        let mut conn = self.connection().await?;
-        let () = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(ms(ttl))
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        set_px(&mut self.connection().await?, key, value, ttl, false)
+            .await
+            .map(drop)
     }
 
     async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {
@@ -341,16 +292,14 @@ impl Store for ClusterStore {
     }
 
     async fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
-        let mut conn = self.connection().await?;
-        let r: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ms(ttl))
-            .query_async(&mut conn)
-            .await?;
-        Ok(r.is_some())
+        set_px(
+            &mut self.connection().await?,
+            key,
+            token.as_bytes(),
+            ttl,
+            true,
+        )
+        .await
     }
 
     async fn release(&self, key: &str, token: &str) -> Result<(), CacheError> {
@@ -387,11 +336,7 @@ impl Store for ClusterStore {
                 conn.route_command(Cmd::new().arg("INFO").arg("memory").clone(), route)
                     .await?,
             )?;
-            total += info
-                .lines()
-                .find_map(|l| l.strip_prefix("used_memory:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
+            total += used_memory_of(&info).unwrap_or(0);
         }
         Ok(Some(total))
     }

@@ -1,6 +1,6 @@
 //! The Redis store: one multiplexed `ConnectionManager` (reconnects by itself),
 //! created lazily so that an unreachable server is not a build error.
-//! Scripts run by `EVALSHA`, reloaded on `NOSCRIPT` (redis-rs `Script`).
+//! Scripts run by `EVALSHA`, falling back to `EVAL` on `NOSCRIPT` ([`Lua`]).
 //! The cache wraps every call in its own timeout and circuit breaker.
 
 use std::fmt;
@@ -45,6 +45,73 @@ end
 return 1
 ";
 
+/// A Lua script run by `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
+///
+/// redis-rs' `Script` answers `NOSCRIPT` with a `SCRIPT LOAD` that a cluster
+/// connection sends to every node, and fails while one node is down (right
+/// after a failover, when the promoted replica has no scripts yet). `EVAL`
+/// goes to the key's shard only and caches the script there.
+pub(crate) struct Lua {
+    src: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    pub(crate) fn new(src: &'static str) -> Self {
+        Self {
+            src,
+            sha: Script::new(src).get_hash().to_owned(),
+        }
+    }
+
+    /// Runs the script with `keys` (all in one slot) and `args`.
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> redis::RedisResult<T> {
+        let cmd = |verb: &str, body: &str| {
+            let mut c = redis::cmd(verb);
+            c.arg(body).arg(keys.len()).arg(keys);
+            for a in args {
+                c.arg(*a);
+            }
+            c
+        };
+        match cmd("EVALSHA", &self.sha).query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                cmd("EVAL", self.src).query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// `SET key value PX ttl` (with `NX` when `only_new`): whether it was set.
+pub(super) async fn set_px(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+    value: &[u8],
+    ttl: Duration,
+    only_new: bool,
+) -> Result<bool, CacheError> {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value).arg("PX").arg(ms(ttl));
+    if only_new {
+        cmd.arg("NX");
+    }
+    let reply: Option<String> = cmd.query_async(conn).await?;
+    Ok(reply.is_some())
+}
+
+/// `used_memory` from an `INFO memory` reply.
+pub(super) fn used_memory_of(info: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Interprets the PUT script's reply.
 pub(super) fn put_outcome(reply: i64, put: &Put<'_>) -> Result<bool, CacheError> {
     match reply {
@@ -87,9 +154,9 @@ return 0
 pub(crate) struct RedisStore {
     conn: ConnectionManager,
     display_url: String,
-    put: Script,
-    bump: Script,
-    release: Script,
+    put: Lua,
+    bump: Lua,
+    release: Lua,
 }
 
 impl fmt::Debug for RedisStore {
@@ -179,9 +246,9 @@ impl RedisStore {
         Ok(Self {
             conn,
             display_url,
-            put: Script::new(PUT),
-            bump: Script::new(BUMP),
-            release: Script::new(RELEASE),
+            put: Lua::new(PUT),
+            bump: Lua::new(BUMP),
+            release: Lua::new(RELEASE),
         })
     }
 
@@ -227,18 +294,23 @@ impl Store for RedisStore {
     }
 
     async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
-        let mut conn = self.conn.clone();
-        let expect = encode_expect(&put.expect);
-        let mut inv = self.put.key(put.key);
+        let mut keys = vec![put.key];
         if let Some(q) = &put.quota {
-            inv.key(&q.keys);
+            keys.extend(q.keys.iter().map(String::as_str));
         }
-        inv.key(put.deps)
-            .arg(put.value)
-            .arg(ms(put.ttl))
-            .arg(expect)
-            .arg(quota_args(put).as_slice());
-        let reply: i64 = inv.invoke_async(&mut conn).await?;
+        keys.extend(put.deps.iter().map(String::as_str));
+        let ttl = ms(put.ttl).to_string();
+        let expect = encode_expect(&put.expect);
+        let [limit, count, window] = quota_args(put);
+        let args: [&[u8]; 6] = [
+            put.value,
+            ttl.as_bytes(),
+            &expect,
+            limit.as_bytes(),
+            count.as_bytes(),
+            window.as_bytes(),
+        ];
+        let reply: i64 = self.put.run(&mut self.conn.clone(), &keys, &args).await?;
         put_outcome(reply, put)
     }
 
@@ -246,23 +318,19 @@ impl Store for RedisStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
-        let mut inv = self.bump.key(keys);
-        inv.arg(ms(ttl));
-        let _: i64 = inv.invoke_async(&mut conn).await?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let ttl = ms(ttl).to_string();
+        let _: i64 = self
+            .bump
+            .run(&mut self.conn.clone(), &keys, &[ttl.as_bytes()])
+            .await?;
         Ok(())
     }
 
     async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
-        let mut conn = self.conn.clone();
-        let () = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(ms(ttl))
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        set_px(&mut self.conn.clone(), key, value, ttl, false)
+            .await
+            .map(drop)
     }
 
     async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {
@@ -294,23 +362,14 @@ impl Store for RedisStore {
     }
 
     async fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
-        let mut conn = self.conn.clone();
-        let r: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ms(ttl))
-            .query_async(&mut conn)
-            .await?;
-        Ok(r.is_some())
+        set_px(&mut self.conn.clone(), key, token.as_bytes(), ttl, true).await
     }
 
     async fn release(&self, key: &str, token: &str) -> Result<(), CacheError> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.release.key(key);
-        inv.arg(token);
-        let _: i64 = inv.invoke_async(&mut conn).await?;
+        let _: i64 = self
+            .release
+            .run(&mut self.conn.clone(), &[key], &[token.as_bytes()])
+            .await?;
         Ok(())
     }
 
@@ -330,10 +389,7 @@ impl Store for RedisStore {
             .arg("memory")
             .query_async(&mut conn)
             .await?;
-        Ok(info
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok()))
+        Ok(used_memory_of(&info))
     }
 }
 
