@@ -403,6 +403,30 @@ async fn nested_dependencies(cache: &Cache) {
     assert_eq!(calls.get(), 4);
 }
 
+/// Starts `get_or_compute(key)` whose computation yields "old" only when
+/// released, and returns once the computation has started.
+async fn slow_computation(
+    cache: &Cache,
+    key: &'static str,
+    opts: &CacheOptions,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<String>) {
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let (cache, opts) = (cache.clone(), opts.clone());
+    let slow = tokio::spawn(async move {
+        cache
+            .get_or_compute(key, &opts, || async move {
+                started_tx.send(()).unwrap();
+                go_rx.await.unwrap();
+                Ok::<_, ()>("old".to_owned())
+            })
+            .await
+            .unwrap()
+    });
+    started_rx.await.unwrap();
+    (go_tx, slow)
+}
+
 /// The stale-set race, driven deterministically: the computation starts, the
 /// invalidation runs and returns, then the computation finishes with its now
 /// stale value. No read after the invalidation may return that value.
@@ -411,25 +435,9 @@ async fn stale_set_race_tags(cache: &Cache) {
         .ttl(Duration::from_secs(60))
         .tags(["race"])
         .tenant("race");
-    let (started_tx, started_rx) = oneshot::channel::<()>();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let slow = {
-        let cache = cache.clone();
-        let opts = opts.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_compute("r", &opts, || async move {
-                    started_tx.send(()).unwrap();
-                    go_rx.await.unwrap();
-                    Ok::<_, ()>("old".to_owned())
-                })
-                .await
-                .unwrap()
-        })
-    };
-    started_rx.await.unwrap();
+    let (go, slow) = slow_computation(cache, "r", &opts).await;
     cache.delete_by_tags(&["race"], Some("race")).await.unwrap();
-    go_tx.send(()).unwrap();
+    go.send(()).unwrap();
     assert_eq!(
         slow.await.unwrap(),
         "old",
@@ -455,25 +463,9 @@ async fn stale_set_race_delete(cache: &Cache) {
         .tenant("race-del");
     cache.set("d", &"v0".to_owned(), &opts).await.unwrap();
     cache.delete("d", &opts).await.unwrap();
-    let (started_tx, started_rx) = oneshot::channel::<()>();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let slow = {
-        let cache = cache.clone();
-        let opts = opts.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_compute("d", &opts, || async move {
-                    started_tx.send(()).unwrap();
-                    go_rx.await.unwrap();
-                    Ok::<_, ()>("old".to_owned())
-                })
-                .await
-                .unwrap()
-        })
-    };
-    started_rx.await.unwrap();
+    let (go, slow) = slow_computation(cache, "d", &opts).await;
     cache.delete("d", &opts).await.unwrap();
-    go_tx.send(()).unwrap();
+    go.send(()).unwrap();
     slow.await.unwrap();
     assert_eq!(
         cache.get::<String>("d", &opts).await.unwrap(),
