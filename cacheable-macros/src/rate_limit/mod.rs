@@ -112,7 +112,11 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
     };
     // The kind is spanned on the return type: when the output cannot hold
     // `RateLimited`, E0277 points there.
-    let span = input.output.ty.as_ref().map_or(input.sig.ident.span(), |t| t.span());
+    let span = input
+        .output
+        .ty
+        .as_ref()
+        .map_or(input.sig.ident.span(), syn::spanned::Spanned::span);
     let kind = if input.output.kind.is_result() {
         quote_spanned!(span=> ::cacheable::__private::ErrOf)
     } else {
@@ -174,8 +178,17 @@ mod tests {
     #[test]
     fn expands_a_check_before_the_body() {
         let out = expand(
-            quote!(points = 10, duration = "1m", roles(admin = 1000), key = "{email}"),
-            quote!(async fn login(email: String) -> Result<u8, E> { body() }),
+            quote!(
+                points = 10,
+                duration = "1m",
+                roles(admin = 1000),
+                key = "{email}"
+            ),
+            quote!(
+                async fn login(email: String) -> Result<u8, E> {
+                    body()
+                }
+            ),
         )
         .to_string();
         assert!(out.contains("rate_limit_check"), "{out}");
@@ -189,15 +202,37 @@ mod tests {
     #[test]
     fn reports_every_error_at_once() {
         let errs = errors(
-            quote!(points = 0, algorithm = "leaky", roles(admin = 0, free = "x"), tll = 3, cost = 1, cost = 2),
-            quote!(async fn f() -> Result<(), E> {}),
+            quote!(
+                points = 0,
+                algorithm = "leaky",
+                roles(admin = 0, free = "x"),
+                tll = 3,
+                cost = 1,
+                cost = 2
+            ),
+            quote!(
+                async fn f() -> Result<(), E> {}
+            ),
         );
         assert_eq!(errs.len(), 6, "{errs:?}");
-        assert!(errs[2].starts_with("the points of role `admin` must be"), "{errs:?}");
-        assert!(errs[0].starts_with("`points` must be an integer from 1"), "{errs:?}");
+        assert!(
+            errs[2].starts_with("the points of role `admin` must be"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].starts_with("`points` must be an integer from 1"),
+            "{errs:?}"
+        );
         assert!(errs[1].starts_with("unknown algorithm"), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("duplicate `cost`")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("unknown `rate_limit` argument `tll`")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.contains("duplicate `cost`")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("unknown `rate_limit` argument `tll`")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -153,7 +153,11 @@ impl ContextLayer {
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
         let nets = proxies.into_iter().map(|addr| Net {
             addr: addr.to_canonical(),
-            prefix: if addr.to_canonical().is_ipv4() { 32 } else { 128 },
+            prefix: if addr.to_canonical().is_ipv4() {
+                32
+            } else {
+                128
+            },
         });
         self.config().trusted.extend(nets);
         self
@@ -273,7 +277,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
         return Some(ip.to_canonical());
     }
-    hop.parse::<SocketAddr>().ok().map(|s| s.ip().to_canonical())
+    hop.parse::<SocketAddr>()
+        .ok()
+        .map(|s| s.ip().to_canonical())
 }
 
 impl<S, B, ResBody> Service<Request<B>> for ContextService<S>
@@ -342,7 +348,10 @@ mod tests {
         );
         // Trusted peer: right-most untrusted hop, spoofed prefix ignored.
         assert_eq!(
-            c.client_ip(&parts("10.0.0.1:1", &["6.6.6.6, 198.51.100.7", "192.168.4.4"])),
+            c.client_ip(&parts(
+                "10.0.0.1:1",
+                &["6.6.6.6, 198.51.100.7", "192.168.4.4"]
+            )),
             Some(ip("198.51.100.7"))
         );
         // Only proxies: the left-most one.

@@ -1,11 +1,11 @@
 //! axum integration (feature `axum`).
 
 pub mod cache_headers;
+pub mod conditional;
 mod context_layer;
+pub mod fields;
 mod identity;
 mod rate_limited;
-pub mod conditional;
-pub mod fields;
 
 pub use cache_headers::CacheHeaderOptions;
 pub use conditional::ConditionalLayer;

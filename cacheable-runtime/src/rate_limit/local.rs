@@ -3,6 +3,7 @@
 //! fallback), and the cache of recent denials.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -85,8 +86,8 @@ impl Default for LocalLimiter {
 }
 
 impl LocalLimiter {
-    /// Microseconds since the limiter was created, offset by one window so
-    /// that window arithmetic never goes below zero.
+    /// Microseconds since the limiter was created (plus one, so that a fresh
+    /// GCRA slot is never "at zero").
     fn now_us(&self) -> u64 {
         us(self.epoch.elapsed()) + 1
     }
@@ -228,15 +229,21 @@ struct Denial {
 #[derive(Debug, Default)]
 pub(super) struct DenialCache {
     map: Mutex<HashMap<String, Denial>>,
+    /// The map's length, read without the lock (the common case: empty).
+    len: AtomicUsize,
 }
 
 impl DenialCache {
     pub(super) fn get(&self, key: &str, p: &Policy) -> Option<Verdict> {
+        if self.len.load(Relaxed) == 0 {
+            return None;
+        }
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let d = map.get(key)?;
         if d.until <= now {
             map.remove(key);
+            self.len.store(map.len(), Relaxed);
             return None;
         }
         if p.cost < d.cost || p.points != d.points {
@@ -259,6 +266,7 @@ impl DenialCache {
         if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
             map.retain(|_, d| d.until > now);
             if map.len() >= MAX_ENTRIES {
+                self.len.store(map.len(), Relaxed);
                 return;
             }
         }
@@ -272,13 +280,13 @@ impl DenialCache {
                 remaining: v.remaining,
             },
         );
+        self.len.store(map.len(), Relaxed);
     }
 
     /// Forgets every remembered denial (used by tests and `RateLimiter::reset_local`).
     pub(super) fn clear(&self) {
-        self.map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.clear();
+        self.len.store(0, Relaxed);
     }
 }

@@ -400,10 +400,20 @@ impl RateLimiter {
         } else {
             opts.tenant.clone().or_else(tenant::current)
         };
-        let ns = key::namespace(self.cache.prefix(), tenant.as_ref());
-        let mut k = String::with_capacity(ns.len() + escaped.len() + 5);
-        k.push_str(&ns);
-        k.push(':');
+        // The namespace of `key::namespace`, built in place (one allocation).
+        let prefix = self.cache.prefix();
+        let mut k = String::with_capacity(
+            prefix.len() + tenant.as_ref().map_or(0, |t| t.as_str().len()) + escaped.len() + 16,
+        );
+        k.push_str(prefix);
+        match &tenant {
+            Some(t) => {
+                k.push_str(":{t:");
+                key::escape_into(&mut k, t.as_str());
+                k.push_str("}:");
+            }
+            None => k.push_str(":{g}:"),
+        }
         k.push_str(opts.algorithm.tag());
         k.push(':');
         k.push_str(escaped);
@@ -629,7 +639,9 @@ mod tests {
         }
         let d = rl.check("k", &opts).await.unwrap();
         assert!(!d.allowed);
-        assert!(d.retry_after > Duration::from_secs(19) && d.retry_after <= Duration::from_secs(20));
+        assert!(
+            d.retry_after > Duration::from_secs(19) && d.retry_after <= Duration::from_secs(20)
+        );
         assert_eq!(d.source, Source::Local);
     }
 

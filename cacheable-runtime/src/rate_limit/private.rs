@@ -8,8 +8,8 @@ use std::num::NonZeroU32;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-pub use super::{Algorithm, OnError, RateLimited};
 use super::RateLimitOptions;
+pub use super::{Algorithm, OnError, RateLimited};
 use crate::cache::Cache;
 use crate::context::{self, RateLimitNote};
 
@@ -96,11 +96,7 @@ fn push_ip(out: &mut String, ip: IpAddr) {
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            let _ = write!(
-                out,
-                "ip6:{:04x}{:04x}{:04x}{:04x}",
-                s[0], s[1], s[2], s[3]
-            );
+            let _ = write!(out, "ip6:{:04x}{:04x}{:04x}{:04x}", s[0], s[1], s[2], s[3]);
         }
     }
 }
@@ -170,10 +166,9 @@ pub async fn rate_limit_check(
     };
     let limiter = cache.rate_limiter();
     let full = limiter.redis_key_raw(&id, &opts);
-    let decision = match limiter.check_full(&full, &opts).await {
-        Ok(d) => d,
-        // Only invalid options fail, and the macro validated them.
-        Err(_) => return None,
+    // Only invalid options fail, and the macro validated them.
+    let Ok(decision) = limiter.check_full(&full, &opts).await else {
+        return None;
     };
     if let Some(notes) = ctx.and_then(context::Context::notes) {
         notes.record_rate_limit(RateLimitNote {

@@ -54,10 +54,13 @@ return {1, math.floor((now + burst - new_tat) / period), new_tat - now, 0}
 
 /// Exact sliding window: a sorted set with one member per admitted point,
 /// scored (and named) by its Redis time in microseconds. Members are unique:
-/// a member never reuses the newest score (it takes `newest + 1` instead).
-/// A request is admitted iff the points already in `(now - window, +inf)`
-/// plus its cost fit in `points`, so no window of that length ever holds more
-/// than `points`. A denial only reads.
+/// `ZADD NX` takes the next free microsecond when two calls share one.
+/// A call is admitted iff the points in `(now - window, +inf)` plus its cost
+/// fit in `points`, so no window of that length ever holds more than
+/// `points`. A denial only reads; an admission trims what left the window,
+/// so the set never holds more than `points` members.
+///
+/// Admission costs `TIME`, `ZCOUNT`, `ZREMRANGEBYSCORE`, `ZADD`, `PEXPIRE`.
 pub(super) static SLIDING_WINDOW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -66,13 +69,13 @@ local window = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local low = '(' .. string.format('%d', now - window)
-local count = redis.call('ZCOUNT', KEYS[1], low, '+inf')
+local edge = string.format('%d', now - window)
+local count = redis.call('ZCOUNT', KEYS[1], '(' .. edge, '+inf')
 if count + cost > points then
   local need = count + cost - points
   local retry = window
   if need <= count then
-    local e = redis.call('ZRANGEBYSCORE', KEYS[1], low, '+inf', 'WITHSCORES', 'LIMIT', need - 1, 1)
+    local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. edge, '+inf', 'WITHSCORES', 'LIMIT', need - 1, 1)
     retry = tonumber(e[2]) + window - now
   end
   local reset = 0
@@ -82,15 +85,17 @@ if count + cost > points then
   if left < 0 then left = 0 end
   return {0, left, reset, retry}
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - window))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', edge)
 local seq = now
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if last[2] and tonumber(last[2]) >= seq then seq = tonumber(last[2]) + 1 end
-for i = 0, cost - 1 do
-  local m = string.format('%d', seq + i)
-  redis.call('ZADD', KEYS[1], m, m)
+for i = 1, cost do
+  local m = string.format('%d', seq)
+  while redis.call('ZADD', KEYS[1], 'NX', m, m) == 0 do
+    seq = seq + 1
+    m = string.format('%d', seq)
+  end
+  seq = seq + 1
 end
-local reset = seq + cost - 1 + window - now
+local reset = seq - 1 + window - now
 redis.call('PEXPIRE', KEYS[1], math.ceil(reset / 1000))
 return {1, points - count - cost, reset, 0}
 ",

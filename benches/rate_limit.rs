@@ -1,0 +1,177 @@
+//! Rate-limit decisions per second at 64 concurrent: `RateLimiter::check`
+//! with GCRA and with the exact sliding window, against the original
+//! sliding-log script (quoted in issue 3) run through raw redis-rs `Script`,
+//! in one run on one `redis-server` started for the bench (never the one on
+//! port 6379). Then prints `MEMORY USAGE` of one GCRA key.
+//!
+//! Run: `cargo bench --bench rate_limit`
+//! Every call is admitted (a budget far above the load, spread over 4096
+//! identities), so each one is a full Redis decision, never a cached denial.
+//! The ratio is the original's time / ours (above 1.0 = faster than it).
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cacheable::{Algorithm, Cache, RateLimitOptions, RateLimiter};
+use cacheable_test_support::RedisServer;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use tokio::task::JoinSet;
+
+const CONCURRENCY: u64 = 64;
+const IDENTITIES: u64 = 4096;
+const POINTS: u32 = 1_000_000;
+const WINDOW_SECS: u64 = 60;
+
+/// The original design's script, verbatim (it never denies, see issue 3).
+const ORIGINAL: &str = r"
+local key = KEYS[1]
+local points = tonumber(ARGV[1])
+local duration = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, 0, now - duration * 1000)
+local count = redis.call('ZCARD', key)
+local allowed = count < points
+if allowed then
+  redis.call('ZADD', key, now, now)
+end
+redis.call('EXPIRE', key, duration)
+return {tostring(points - count - (allowed and 1 or 0)), tostring(now + duration * 1000)}
+";
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn identity() -> String {
+    format!(
+        "bench:u:{}",
+        NEXT.fetch_add(1, Ordering::Relaxed) % IDENTITIES
+    )
+}
+
+async fn ours(rl: RateLimiter, opts: RateLimitOptions) {
+    let mut set = JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (rl, opts) = (rl.clone(), opts.clone());
+        set.spawn(async move {
+            let d = rl.check(&identity(), &opts).await.expect("check");
+            assert!(d.allowed);
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("task");
+    }
+}
+
+async fn original(conn: ConnectionManager, script: Script) {
+    let mut set = JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (mut conn, script) = (conn.clone(), script.clone());
+        set.spawn(async move {
+            let now = u64::try_from(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap();
+            let key = format!("orig:{}", identity());
+            let r: (String, String) = script
+                .key(key)
+                .arg(POINTS)
+                .arg(WINDOW_SECS)
+                .arg(now)
+                .invoke_async(&mut conn)
+                .await
+                .expect("original script");
+            black_box(r);
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("task");
+    }
+}
+
+fn memory_usage(rt: &tokio::runtime::Runtime, conn: &ConnectionManager, key: &str) -> i64 {
+    let mut conn = conn.clone();
+    rt.block_on(async {
+        redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("MEMORY USAGE")
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rl, conn) = rt.block_on(async {
+        let cache = Cache::builder()
+            .redis_url(server.url())
+            .op_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let conn = ConnectionManager::new(client).await.unwrap();
+        (cache.rate_limiter(), conn)
+    });
+    let window = Duration::from_secs(WINDOW_SECS);
+    let points = NonZeroU32::new(POINTS).unwrap();
+    let gcra = RateLimitOptions::new(points, window);
+    let sliding = RateLimitOptions::new(points, window).algorithm(Algorithm::SlidingWindow);
+    let script = Script::new(ORIGINAL);
+
+    let mut g = c.benchmark_group("rate_limit_64_concurrent");
+    g.throughput(Throughput::Elements(CONCURRENCY));
+    g.bench_function("gcra", |b| {
+        b.to_async(&rt).iter(|| ours(rl.clone(), gcra.clone()));
+    });
+    g.bench_function("sliding_window", |b| {
+        b.to_async(&rt).iter(|| ours(rl.clone(), sliding.clone()));
+    });
+    g.bench_function("original_sliding_log", |b| {
+        b.to_async(&rt)
+            .iter(|| original(conn.clone(), script.clone()));
+    });
+    g.finish();
+
+    // Memory of one GCRA key, as `#[rate_limit]` names it (tenant, default
+    // name from the module path, user id) and as a short hand-made key.
+    let cases = [
+        ("acme", "my_app.handlers.login:u:user-1234567"),
+        ("acme", "login:u:42"),
+    ];
+    for (tenant, key) in cases {
+        let opts = RateLimitOptions::new(NonZeroU32::new(10).unwrap(), window).tenant(tenant);
+        rt.block_on(rl.check(key, &opts)).unwrap();
+        let full = rl.redis_key(key, &opts);
+        let bytes = memory_usage(&rt, &conn, &full);
+        println!(
+            "MEMORY USAGE {full} ({} byte key) = {bytes} bytes",
+            full.len()
+        );
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench
+}
+criterion_main!(benches);
