@@ -257,7 +257,7 @@ pub fn cache_evict(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cache_evict(attr.into(), item.into()).into()
 }
 
-/// Rate-limits an async fn (placeholder until the expansion lands).
+#[doc = include_str!("rate_limit/doc.md")]
 #[proc_macro_attribute]
 pub fn rate_limit(attr: TokenStream, item: TokenStream) -> TokenStream {
     rate_limit::expand(attr.into(), item.into()).into()
