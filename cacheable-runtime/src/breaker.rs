@@ -75,7 +75,11 @@ impl Breaker {
     }
 
     pub(crate) fn success(&self) {
-        self.failures.store(0, Ordering::Relaxed);
+        // Read before writing: on the hot path nothing changes, and a store
+        // would bounce the cache line between cores on every call.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
         if self.state.load(Ordering::Acquire) != CLOSED {
             self.cooldown_ms
                 .store(Self::ms(self.min_cooldown), Ordering::Relaxed);

@@ -584,7 +584,7 @@ impl Cache {
         let tenant = if site.global { None } else { tenant::current() };
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         let hash = match key {
-            KeySource::Hash(h) => format!("h{h:032x}"),
+            KeySource::Hash(h) => key::hash_part(*h),
             KeySource::Template(t) => {
                 let mut s = String::with_capacity(t.len() + 1);
                 s.push('t');
@@ -1154,7 +1154,8 @@ impl Cache {
     }
 
     /// Deletes every key under this cache's prefix (`SCAN` + `UNLINK`, never
-    /// `FLUSHDB`); other keys in the database are untouched.
+    /// `FLUSHDB`); other keys in the database are untouched. Bounded by 40
+    /// operation timeouts (at least 10 s) as a whole.
     ///
     /// # Errors
     /// Store or breaker errors.
@@ -1162,8 +1163,11 @@ impl Cache {
         if !self.inner.breaker.allow() {
             return Err(CacheError::CircuitOpen);
         }
-        // A scan is many round trips: no single-op timeout, each reply is awaited.
-        self.inner.store.clear(&self.inner.prefix).await?;
+        // A scan is many round trips: bounded as a whole, generously.
+        let limit = (self.inner.op_timeout * 40).max(Duration::from_secs(10));
+        tokio::time::timeout(limit, self.inner.store.clear(&self.inner.prefix))
+            .await
+            .map_err(|_| CacheError::Timeout(limit))??;
         self.inner.stats.invalidation("clear");
         Ok(())
     }

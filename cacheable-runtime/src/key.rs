@@ -89,6 +89,17 @@ pub(crate) fn user_entry_key(ns: &str, key: &str) -> String {
     k
 }
 
+/// `h` and the 32 lowercase hex digits of an argument hash.
+pub(crate) fn hash_part(hash: u128) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(33);
+    out.push('h');
+    for i in (0..32).rev() {
+        out.push(char::from(HEX[((hash >> (i * 4)) & 0xF) as usize]));
+    }
+    out
+}
+
 /// `{ns}:g`
 pub(crate) fn generation_key(ns: &str) -> String {
     format!("{ns}:g")
@@ -514,6 +525,13 @@ mod tests {
             namespace("p", Some(&TenantId::from(big.as_str()))).len(),
             10 * 1024 + 6
         );
+    }
+
+    #[test]
+    fn hash_part_is_fixed_width_hex() {
+        assert_eq!(hash_part(0), format!("h{}", "0".repeat(32)));
+        assert_eq!(hash_part(0xAB), format!("h{:032x}", 0xABu128));
+        assert_eq!(hash_part(u128::MAX), format!("h{}", "f".repeat(32)));
     }
 
     #[test]

@@ -238,7 +238,9 @@ impl RedisStore {
             .map_err(|e| CacheError::Config(format!("redis url `{display_url}`: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(op_timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(op_timeout))
+            // No response timeout here: the cache wraps every call in its own
+            // (one timer per call, not two).
+            .set_response_timeout(None)
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
