@@ -585,3 +585,38 @@ async fn the_attribute_without_any_cache_limits_in_process() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn exact_on_a_real_redis_cluster_with_tenants_on_several_slots() {
+    let cluster = cacheable_test_support::RedisCluster::start(3, 0);
+    let cache = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let rl = cache.rate_limiter();
+    for alg in [
+        Algorithm::Gcra,
+        Algorithm::SlidingWindow,
+        Algorithm::FixedWindow,
+    ] {
+        // Tenants hash to different slots (and so, masters).
+        for tenant in ["acme", "globex", "initech", "umbrella"] {
+            let opts = RateLimitOptions::new(nz(3), Duration::from_secs(3600))
+                .algorithm(alg)
+                .tenant(tenant);
+            let mut passed = 0;
+            for _ in 0..5 {
+                let d = rl.check("login:u:1", &opts).await.unwrap();
+                assert!(
+                    matches!(d.source, Source::Redis | Source::DenialCache),
+                    "{alg:?} {tenant}: {d:?}"
+                );
+                passed += usize::from(d.allowed);
+            }
+            assert_eq!(passed, 3, "{alg:?} {tenant}");
+        }
+    }
+    assert_eq!(rl.stats().errors, 0);
+}
