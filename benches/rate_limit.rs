@@ -224,7 +224,7 @@ fn bench(c: &mut Criterion) {
         });
     };
     let g_us = per_call("gcra", &|| {
-        batches(&|| Box::pin(ours(rl.clone(), gcra.clone())))
+        batches(&|| Box::pin(ours(rl.clone(), gcra.clone())));
     });
     let s_us = per_call("sliding_window", &|| {
         batches(&|| Box::pin(ours(rl.clone(), sliding.clone())));
