@@ -35,7 +35,11 @@ async fn get_user(db: &Db, id: u64) -> Result<User, DbError> {
     db.queries.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(20)).await; // the query
     let tenant = tenant::current().map_or_else(|| "-".to_owned(), |t| t.to_string());
-    Ok(User { id, name: format!("user {id}"), tenant })
+    Ok(User {
+        id,
+        name: format!("user {id}"),
+        tenant,
+    })
 }
 
 #[cache_evict(tags = ["user:{id}"], skip(db))]
@@ -49,12 +53,16 @@ fn find_redis() -> Option<String> {
     if let Ok(url) = std::env::var("REDIS_URL") {
         return Some(url);
     }
-    let mut s = TcpStream::connect_timeout(&"127.0.0.1:6379".parse().ok()?, Duration::from_millis(200)).ok()?;
+    let mut s =
+        TcpStream::connect_timeout(&"127.0.0.1:6379".parse().ok()?, Duration::from_millis(200))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
     s.write_all(b"PING\r\n").ok()?;
     let mut buf = [0u8; 16];
     let n = s.read(&mut buf).ok()?;
-    buf[..n].starts_with(b"+PONG").then(|| "redis://127.0.0.1:6379/".to_owned())
+    buf[..n]
+        .starts_with(b"+PONG")
+        .then(|| "redis://127.0.0.1:6379/".to_owned())
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -62,48 +70,70 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let builder = Cache::builder().prefix("cacheable-quickstart");
     let cache = match find_redis() {
         Some(url) => {
-            println!("store: redis at {}", url.split('@').next_back().unwrap_or(&url));
+            println!(
+                "store: redis at {}",
+                url.split('@').next_back().unwrap_or(&url)
+            );
             builder.redis_url(url).build().await?
         }
         None => {
-            println!("store: embedded memory (set REDIS_URL or start a Redis on 127.0.0.1:6379 to use Redis)");
+            println!(
+                "store: embedded memory (set REDIS_URL or start a Redis on 127.0.0.1:6379 to use Redis)"
+            );
             builder.memory().build().await?
         }
     };
     let health = cache.health().await;
-    println!("health: reachable={} latency={:?}", health.reachable, health.latency);
+    println!(
+        "health: reachable={} latency={:?}",
+        health.reachable, health.latency
+    );
+    if let Some(e) = &health.error {
+        println!("        {e}: every call runs uncached (and still answers)");
+    }
     cacheable::set_global(cache.clone());
-    let db = Db { queries: AtomicU32::new(0) };
-    let queries = || db.queries.load(Ordering::Relaxed);
+    let db = Db {
+        queries: AtomicU32::new(0),
+    };
 
-    tenant::scope("acme", async {
-        let u = get_user(&db, 1).await.map_err(|_| "db")?;
-        println!("acme  get_user(1) -> {u:?}  (miss: queries={})", queries());
-        get_user(&db, 1).await.map_err(|_| "db")?;
-        println!("acme  get_user(1) again           (hit:  queries={})", queries());
-        rename_user(&db, 1, "Ann".into()).await.map_err(|_| "db")?;
-        get_user(&db, 1).await.map_err(|_| "db")?;
-        println!("acme  after rename_user (evicts user:1) (miss: queries={})", queries());
-        Ok::<_, &str>(())
-    })
-    .await?;
+    // Runs one call and says whether it reached the database.
+    let step = |label: &'static str, tenant: &'static str| {
+        let db = &db;
+        async move {
+            let before = db.queries.load(Ordering::Relaxed);
+            let user = tenant::scope(tenant, get_user(db, 1))
+                .await
+                .map_err(|_| "db")?;
+            let queries = db.queries.load(Ordering::Relaxed);
+            let outcome = if queries > before { "miss" } else { "hit " };
+            println!(
+                "{tenant:<6} {outcome}  {label:<45} -> {} (queries so far: {queries})",
+                user.name
+            );
+            Ok::<_, &str>(())
+        }
+    };
+    let report = |what: &str, r: Result<(), cacheable::CacheError>| {
+        if let Err(e) = r {
+            println!("       {what} failed: {e} (the calls still answer, uncached)");
+        }
+    };
 
-    tenant::scope("globex", async {
-        get_user(&db, 1).await.map_err(|_| "db")?;
-        println!("globex get_user(1): another tenant, another entry (miss: queries={})", queries());
-        Ok::<_, &str>(())
-    })
-    .await?;
-
-    cache.delete_by_tags(&["users"], Some("acme")).await?;
-    tenant::scope("acme", get_user(&db, 1)).await.map_err(|_| "db")?;
-    println!("acme  after delete_by_tags([users]) (miss: queries={})", queries());
-    tenant::scope("globex", get_user(&db, 1)).await.map_err(|_| "db")?;
-    println!("globex untouched by acme's invalidation (hit: queries={})", queries());
-
-    cache.delete_by_tenant("globex").await?;
-    tenant::scope("globex", get_user(&db, 1)).await.map_err(|_| "db")?;
-    println!("globex after delete_by_tenant (miss: queries={})", queries());
+    step("get_user(1)", "acme").await?;
+    step("get_user(1) again", "acme").await?;
+    tenant::scope("acme", rename_user(&db, 1, "Ann".into()))
+        .await
+        .map_err(|_| "db")?;
+    step("after rename_user (evicts tag user:1)", "acme").await?;
+    step("get_user(1): another tenant, another entry", "globex").await?;
+    report(
+        "delete_by_tags",
+        cache.delete_by_tags(&["users"], Some("acme")).await,
+    );
+    step("after delete_by_tags([users]) in acme", "acme").await?;
+    step("untouched by acme's invalidation", "globex").await?;
+    report("delete_by_tenant", cache.delete_by_tenant("globex").await);
+    step("after delete_by_tenant(globex)", "globex").await?;
 
     let stats = cache.stats();
     println!(
@@ -114,6 +144,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.hit_ratio(),
         stats.compute_time
     );
-    cache.clear().await?;
+    report("clear", cache.clear().await);
     Ok(())
 }

@@ -631,6 +631,10 @@ async fn redis_killed_and_restarted() {
         );
     }
     let stats = cache.stats();
+    assert!(
+        stats.computes >= 11,
+        "time in queries is counted while Redis is down: {stats:?}"
+    );
     assert!(stats.errors >= 3, "errors are counted: {stats:?}");
     assert_eq!(
         cache.health().await.breaker,

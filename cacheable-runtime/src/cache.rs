@@ -807,9 +807,20 @@ impl Cache {
             Err(e) => {
                 self.report(Some(&spec.counters), "read", &e);
                 self.inner.stats.miss(&spec.counters, spec.name);
-                body.await
+                self.uncached(spec, body).await
             }
         }
+    }
+
+    /// Runs the body without the cache (the store failed), still timing it:
+    /// the time spent in queries is reported whether or not Redis answers.
+    async fn uncached<O, F: Future<Output = O>>(&self, spec: &Spec, body: F) -> O {
+        let started = Instant::now();
+        let out = body.await;
+        self.inner
+            .stats
+            .computed(&spec.counters, spec.name, started.elapsed());
+        out
     }
 
     fn join_flight(&self, key: &str) -> Flight {
@@ -856,7 +867,7 @@ impl Cache {
                     }
                     Err(e) => {
                         self.report(Some(&spec.counters), "read", &e);
-                        body.await
+                        self.uncached(spec, body).await
                     }
                 }
             }
