@@ -620,3 +620,29 @@ async fn exact_on_a_real_redis_cluster_with_tenants_on_several_slots() {
     }
     assert_eq!(rl.stats().errors, 0);
 }
+
+#[tokio::test]
+async fn sliding_window_keeps_its_history_when_points_change() {
+    let server = RedisServer::start();
+    let rl = cache_on(&server).await.rate_limiter();
+    let window = Duration::from_secs(60);
+    let five = RateLimitOptions::new(nz(5), window).algorithm(Algorithm::SlidingWindow);
+    let three = RateLimitOptions::new(nz(3), window).algorithm(Algorithm::SlidingWindow);
+    let ten = RateLimitOptions::new(nz(10), window).algorithm(Algorithm::SlidingWindow);
+    for _ in 0..5 {
+        assert!(rl.check("role-change", &five).await.unwrap().allowed);
+    }
+    rl.clear_denial_cache();
+    // Down to 3 points (a role change): the 5 recent admissions still count.
+    let d = rl.check("role-change", &three).await.unwrap();
+    assert!(!d.allowed && d.remaining == 0, "{d:?}");
+    // Up to 10 points: the 5 recent admissions are carried over, 5 remain.
+    rl.clear_denial_cache();
+    let mut admitted = 0;
+    for _ in 0..8 {
+        if rl.check("role-change", &ten).await.unwrap().allowed {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+}

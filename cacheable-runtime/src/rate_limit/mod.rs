@@ -537,9 +537,18 @@ impl RateLimiter {
         };
         let call = async {
             let mut conn = conn.await?;
-            let mut inv = script.key(full);
-            inv.arg(p.points).arg(p.script_time_us()).arg(p.cost);
-            let reply: Vec<i64> = inv.invoke_async(&mut conn).await?;
+            let (points, time, cost) = (
+                p.points.to_string(),
+                p.script_time_us().to_string(),
+                p.cost.to_string(),
+            );
+            let reply: Vec<i64> = script
+                .run(
+                    &mut conn,
+                    &[full],
+                    &[points.as_bytes(), time.as_bytes(), cost.as_bytes()],
+                )
+                .await?;
             parse_reply(&reply)
         };
         let result = match tokio::time::timeout(inner.op_timeout, call).await {

@@ -1,5 +1,7 @@
-//! The Lua scripts: one script per decision, run by `EVALSHA` (redis-rs
-//! [`Script`] reloads it on `NOSCRIPT`).
+//! The Lua scripts: one script per decision, run by `EVALSHA`, falling back
+//! to `EVAL` on `NOSCRIPT` (the stores' `Lua` runner, which also works on a
+//! cluster right after a failover, when redis-rs' `SCRIPT LOAD` to every
+//! node would fail).
 //!
 //! Every script
 //! - reads the time from Redis `TIME` (no application-server clock),
@@ -14,7 +16,7 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use crate::store::redis::Lua;
 
 /// GCRA (generic cell rate algorithm, the virtual-scheduling form).
 ///
@@ -24,8 +26,8 @@ use redis::Script;
 /// interval `period` is an integer number of microseconds (`ceil(window /
 /// points)`), so every sum is exact in Lua's doubles: a full burst of exactly
 /// `points` passes at one instant and the next one is refused.
-pub(super) static GCRA: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static GCRA: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local points = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
@@ -61,8 +63,8 @@ return {1, math.floor((now + burst - new_tat) / period), new_tat - now, 0}
 /// so the set never holds more than `points` members.
 ///
 /// Admission costs `TIME`, `ZCOUNT`, `ZREMRANGEBYSCORE`, `ZADD`, `PEXPIRE`.
-pub(super) static SLIDING_WINDOW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static SLIDING_WINDOW: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local points = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -104,8 +106,8 @@ return {1, points - count - cost, reset, 0}
 
 /// Fixed windows aligned on the Unix epoch (a one-day window resets at 00:00
 /// UTC). The key holds `<window index>:<count>` and expires with its window.
-pub(super) static FIXED_WINDOW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static FIXED_WINDOW: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local points = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
