@@ -389,6 +389,8 @@ struct Spec {
 /// A value served from the cache.
 struct Hit<V> {
     value: V,
+    /// The time of the lookup (unix ms), read once per hit.
+    now_ms: u64,
     deps: Vec<Dep>,
     stored_at_ms: u64,
     fresh_until_ms: u64,
@@ -402,14 +404,19 @@ fn xfetch_due(now_ms: u64, fresh_until_ms: u64, compute_us: u32) -> bool {
     if compute_us == 0 {
         return false;
     }
+    #[allow(clippy::cast_precision_loss)]
+    let remaining = fresh_until_ms.saturating_sub(now_ms) as f64;
+    let compute_ms = f64::from(compute_us) / 1000.0;
+    // P(refresh) = exp(-remaining / compute): below e^-40 it is never worth
+    // drawing a random number (the common case on a hot path).
+    if remaining > 40.0 * compute_ms {
+        return false;
+    }
     let stamp = envelope::new_stamp();
     let bits = u64::from_le_bytes(stamp[..8].try_into().unwrap_or_default()) >> 11;
     #[allow(clippy::cast_precision_loss)]
     let uniform = (bits as f64 + 1.0) / (1u64 << 53) as f64;
-    let early_ms = f64::from(compute_us) / 1000.0 * -uniform.ln();
-    #[allow(clippy::cast_precision_loss)]
-    let remaining = fresh_until_ms.saturating_sub(now_ms) as f64;
-    early_ms >= remaining
+    compute_ms * -uniform.ln() >= remaining
 }
 
 enum Lookup<V> {
@@ -706,6 +713,7 @@ impl Cache {
         }
         Ok(Lookup::Hit(Hit {
             value,
+            now_ms: now,
             stored_at_ms: env.stored_at_ms,
             fresh_until_ms: env.fresh_until_ms,
             deps: if collecting() {
@@ -788,13 +796,17 @@ impl Cache {
         A: Adapter<O>,
         F: Future<Output = O>,
     {
-        let started = Instant::now();
+        // Hit latency is timed on one hit in HIT_SAMPLE: two clock reads on
+        // every hit would cost more than the rest of the bookkeeping.
+        let started = sample_hit().then(Instant::now);
         match self.lookup::<A::Value>(spec, true).await {
             Ok(Lookup::Hit(hit)) => {
-                let elapsed = started.elapsed();
-                self.inner
-                    .stats
-                    .hit_time(&spec.counters, spec.name, elapsed);
+                if let Some(started) = started {
+                    let elapsed = started.elapsed() * HIT_SAMPLE;
+                    self.inner
+                        .stats
+                        .hit_time(&spec.counters, spec.name, elapsed);
+                }
                 self.serve_hit::<A, O>(spec, hit)
             }
             // The miss path is boxed: it runs once per computation, and keeping
@@ -922,12 +934,11 @@ impl Cache {
     fn serve_hit<A: Adapter<O>, O>(&self, spec: &Spec, hit: Hit<A::Value>) -> O {
         self.inner.stats.hit(&spec.counters, spec.name, false);
         report_deps(&hit.deps);
-        let now = now_ms();
         note_cache(
             spec,
             true,
-            hit.fresh_until_ms.saturating_sub(now),
-            now.saturating_sub(hit.stored_at_ms),
+            hit.fresh_until_ms.saturating_sub(hit.now_ms),
+            hit.now_ms.saturating_sub(hit.stored_at_ms),
         );
         A::rebuild(hit.value)
     }
@@ -1280,6 +1291,20 @@ fn report_deps(deps: &[Dep]) {
             }
         }
     });
+}
+
+/// One hit in this many is timed (its time, scaled, goes into `hit_time`).
+const HIT_SAMPLE: u32 = 16;
+
+fn sample_hit() -> bool {
+    thread_local! {
+        static HITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    HITS.with(|h| {
+        let n = h.get().wrapping_add(1);
+        h.set(n);
+        n % HIT_SAMPLE == 0
+    })
 }
 
 fn note_cache(spec: &Spec, hit: bool, max_age_ms: u64, age_ms: u64) {

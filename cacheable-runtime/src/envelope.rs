@@ -68,7 +68,8 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) fn new_stamp() -> [u8; 16] {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut seed = [0u8; 28];
-    seed[..4].copy_from_slice(&std::process::id().to_le_bytes());
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    seed[..4].copy_from_slice(&PID.get_or_init(std::process::id).to_le_bytes());
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

@@ -75,7 +75,9 @@ pub(crate) fn entry_key(ns: &str, function: &str, version: u32, hash: &str) -> S
     k.push_str(ns);
     k.push_str(":e:");
     escape_into(&mut k, function);
-    let _ = write!(k, ":{version}:");
+    k.push(':');
+    push_u32(&mut k, version);
+    k.push(':');
     k.push_str(hash);
     k
 }
@@ -102,7 +104,28 @@ pub(crate) fn hash_part(hash: u128) -> String {
 
 /// `{ns}:g`
 pub(crate) fn generation_key(ns: &str) -> String {
-    format!("{ns}:g")
+    let mut k = String::with_capacity(ns.len() + 2);
+    k.push_str(ns);
+    k.push_str(":g");
+    k
+}
+
+/// Appends `n` in decimal without going through `fmt` (keys are built on
+/// every call; `format!` cost more than the rest of the key).
+fn push_u32(out: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        out.push(char::from(*d));
+    }
 }
 
 /// `{ns}:q:<window number>`: a tenant's bytes written in one quota window.
