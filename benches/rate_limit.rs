@@ -157,28 +157,38 @@ fn bench(c: &mut Criterion) {
     // load change on a shared machine hits all three alike. Prints the ratios.
     let (mut t_gcra, mut t_sw, mut t_orig) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let batches = 100u32;
-    for _ in 0..INTERLEAVED_ROUNDS {
-        let t = std::time::Instant::now();
-        rt.block_on(async {
-            for _ in 0..batches {
-                ours(rl.clone(), gcra.clone()).await;
+    for round in 0..INTERLEAVED_ROUNDS {
+        // Rotate the order every round: whichever runs first after a pause
+        // pays for waking the runtime, and must not always be the same one.
+        for k in 0..3 {
+            let t = std::time::Instant::now();
+            match (round as usize + k) % 3 {
+                0 => {
+                    rt.block_on(async {
+                        for _ in 0..batches {
+                            ours(rl.clone(), gcra.clone()).await;
+                        }
+                    });
+                    t_gcra += t.elapsed();
+                }
+                1 => {
+                    rt.block_on(async {
+                        for _ in 0..batches {
+                            ours(rl.clone(), sliding.clone()).await;
+                        }
+                    });
+                    t_sw += t.elapsed();
+                }
+                _ => {
+                    rt.block_on(async {
+                        for _ in 0..batches {
+                            original(conn.clone(), script.clone()).await;
+                        }
+                    });
+                    t_orig += t.elapsed();
+                }
             }
-        });
-        t_gcra += t.elapsed();
-        let t = std::time::Instant::now();
-        rt.block_on(async {
-            for _ in 0..batches {
-                ours(rl.clone(), sliding.clone()).await;
-            }
-        });
-        t_sw += t.elapsed();
-        let t = std::time::Instant::now();
-        rt.block_on(async {
-            for _ in 0..batches {
-                original(conn.clone(), script.clone()).await;
-            }
-        });
-        t_orig += t.elapsed();
+        }
     }
     let n = f64::from(INTERLEAVED_ROUNDS * batches) * CONCURRENCY as f64;
     let rate = |t: Duration| n / t.as_secs_f64();

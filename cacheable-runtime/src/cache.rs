@@ -540,8 +540,20 @@ impl Cache {
         }
     }
 
-    fn dep_keys_into(&self, keys: &mut Vec<String>, ns: &str, tags: &[String]) {
-        keys.push(key::generation_key(ns));
+    /// The version keys an entry depends on: its tenant's generation (the
+    /// global space has none: nothing invalidates it by tenant) and its tags
+    /// in the tenant and across tenants. A global, untagged entry depends on
+    /// nothing and is read with a single `GET`.
+    fn dep_keys_into(
+        &self,
+        keys: &mut Vec<String>,
+        ns: &str,
+        tags: &[String],
+        tenant_scoped: bool,
+    ) {
+        if tenant_scoped {
+            keys.push(key::generation_key(ns));
+        }
         if !tags.is_empty() {
             let all = key::all_tenants_namespace(&self.inner.prefix);
             for t in tags {
@@ -601,7 +613,7 @@ impl Cache {
         };
         let mut keys = Vec::with_capacity(2 + 2 * tags.len());
         keys.push(key::entry_key(&ns, site.name, site.version, &hash));
-        self.dep_keys_into(&mut keys, &ns, tags);
+        self.dep_keys_into(&mut keys, &ns, tags, tenant.is_some());
         let (ttl, stale) = match site.ttl {
             Ttl::Default => (self.inner.default_ttl, Duration::ZERO),
             Ttl::Secs(s) => (Duration::from_secs(s), Duration::ZERO),
@@ -633,7 +645,7 @@ impl Cache {
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         let mut keys = Vec::with_capacity(2 + 2 * opts.tags.len());
         keys.push(key::user_entry_key(&ns, key));
-        self.dep_keys_into(&mut keys, &ns, &opts.tags);
+        self.dep_keys_into(&mut keys, &ns, &opts.tags, tenant.is_some());
         let (ttl, stale) = match (&opts.ttl, &opts.policy) {
             (Some(ttl), _) => (*ttl, Duration::ZERO),
             (None, Some(p)) => self.policy_ttl(p, &keys[0]).unwrap_or_else(|| {

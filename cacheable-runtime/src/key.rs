@@ -8,6 +8,8 @@
 //! {prefix}:{t:<tenant>}:tag:<tag>                      a tag's version in the tenant
 //! {prefix}:{g}:…                                       the same for `global` entries
 //!                                                      and calls outside any tenant
+//!                                                      (no generation: an untagged
+//!                                                      global entry is one `GET`)
 //! {prefix}:{a}:tag:<tag>                               a tag's version across all tenants
 //! ```
 //!
