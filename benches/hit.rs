@@ -97,11 +97,11 @@ fn bench(c: &mut Criterion) {
     seq.throughput(Throughput::Elements(1));
     seq.bench_function("cacheable", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(profile(42).await) })
+            .iter(|| async { black_box(profile(42).await) });
     });
     seq.bench_function("cacheable_tenant_tagged", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(tenant_hit().await) })
+            .iter(|| async { black_box(tenant_hit().await) });
     });
     seq.bench_function("raw_redis", |b| {
         b.to_async(&rt).iter(|| {

@@ -267,7 +267,7 @@ async fn tenant_isolation(cache: &Cache) {
         .tags(["shared"]);
     for id in ["{x}", "{"] {
         tenant::scope(id, async {
-            cache.set("tagged", &id.to_owned(), &tagged).await.unwrap()
+            cache.set("tagged", &id.to_owned(), &tagged).await.unwrap();
         })
         .await;
     }
