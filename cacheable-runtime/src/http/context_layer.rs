@@ -136,7 +136,18 @@ impl ContextLayer {
     pub fn tenant_header(mut self, name: &str) -> Self {
         let name = HeaderName::from_bytes(name.as_bytes())
             .unwrap_or_else(|_| panic!("`{name}` is not a valid header name"));
-        self.config().tenant = TenantSource::Header(name);
+        let config = self.config();
+        // Responses vary by the tenant: by this header now, not the default one.
+        let default = HeaderName::from_static("x-tenant-id");
+        if let Some(v) = config
+            .cache_headers
+            .vary
+            .iter_mut()
+            .find(|v| **v == default)
+        {
+            *v = name.clone();
+        }
+        config.tenant = TenantSource::Header(name);
         self
     }
 
@@ -333,6 +344,15 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_custom_tenant_header_is_what_responses_vary_by() {
+        let layer = ContextLayer::new().tenant_header("x-org");
+        assert_eq!(
+            layer.config.cache_headers.vary,
+            vec![HeaderName::from_static("x-org")]
+        );
     }
 
     #[test]
