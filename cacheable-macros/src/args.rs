@@ -129,7 +129,8 @@ fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
     })
 }
 
-fn unknown(meta: &ParseNestedMeta<'_>, attr: &str, accepted: &[&str]) -> syn::Error {
+/// The error for an argument `attr` does not take, listing the ones it does.
+pub(crate) fn unknown(meta: &ParseNestedMeta<'_>, attr: &str, accepted: &[&str]) -> syn::Error {
     let key = meta
         .path
         .segments

@@ -391,20 +391,5 @@ impl RateLimitArgs {
 }
 
 fn unknown(meta: &ParseNestedMeta<'_>) -> syn::Error {
-    let key = meta
-        .path
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect::<Vec<_>>()
-        .join("::");
-    let list = ACCEPTED
-        .iter()
-        .map(|a| format!("`{a}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    syn::Error::new_spanned(
-        &meta.path,
-        format_args!("unknown `rate_limit` argument `{key}`; expected one of {list}"),
-    )
+    crate::args::unknown(meta, "rate_limit", ACCEPTED)
 }
