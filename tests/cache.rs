@@ -1163,3 +1163,92 @@ fn metrics_facade_reports_hits_misses_and_compute_time() {
         Some(&1.0)
     );
 }
+
+// A `#[cacheable]` call in one process is a hit for the same call in another:
+// the child fills the entry on a shared redis-server, the parent reads it.
+
+const XPROC_ENV: &str = "CACHEABLE_XPROC_REDIS";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Filter {
+    tags: std::collections::BTreeMap<String, u32>,
+    query: Option<String>,
+}
+
+#[cacheable::cacheable(name = "tests.xproc", ttl = 60, tags = ["xproc:{id}"], skip(answer))]
+async fn xproc(id: u64, filter: Filter, answer: String) -> String {
+    answer
+}
+
+fn filter() -> Filter {
+    Filter {
+        tags: [("b".to_owned(), 2), ("a".to_owned(), 1)]
+            .into_iter()
+            .collect(),
+        query: Some("ü".into()),
+    }
+}
+
+#[test]
+fn xproc_child_fills_the_entry() {
+    if let Ok(url) = std::env::var(XPROC_ENV) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            cacheable::set_global(
+                Cache::builder()
+                    .redis_url(url)
+                    .prefix("xproc")
+                    .build()
+                    .await
+                    .unwrap(),
+            );
+            let got = tenant::scope("acme", xproc(7, filter(), "from the child".into())).await;
+            assert_eq!(got, "from the child");
+        });
+    }
+}
+
+#[test]
+fn a_cached_call_in_one_process_hits_in_another() {
+    let server = RedisServer::start();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "xproc_child_fills_the_entry", "--test-threads=1"])
+        .env(XPROC_ENV, server.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cache = Cache::builder()
+            .redis_url(server.url())
+            .prefix("xproc")
+            .build()
+            .await
+            .unwrap();
+        cacheable::set_global(cache.clone());
+        let got = tenant::scope("acme", xproc(7, filter(), "from the parent".into())).await;
+        assert_eq!(
+            got, "from the child",
+            "same arguments, same key, in another process"
+        );
+        let other = tenant::scope("globex", xproc(7, filter(), "from the parent".into())).await;
+        assert_eq!(other, "from the parent", "another tenant, another entry");
+        assert_eq!(
+            cache
+                .stats()
+                .function("tests.xproc")
+                .map(|f| (f.hits, f.misses)),
+            Some((1, 1))
+        );
+    });
+}
