@@ -64,13 +64,40 @@ impl Breaker {
         match self.state.load(Ordering::Acquire) {
             CLOSED => true,
             OPEN => {
-                self.now_ms() >= self.open_until_ms.load(Ordering::Acquire)
+                let now = self.now_ms();
+                if now < self.open_until_ms.load(Ordering::Acquire) {
+                    return false;
+                }
+                let won = self
+                    .state
+                    .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if won {
+                    // The probe's deadline: see the HALF_OPEN arm.
+                    self.open_until_ms.store(
+                        now + self.cooldown_ms.load(Ordering::Relaxed),
+                        Ordering::Release,
+                    );
+                }
+                won
+            }
+            _ => {
+                // A probe whose future was dropped (a cancelled request) never
+                // reports back; after a cool-down another call may probe, so
+                // the breaker cannot stay half-open for ever.
+                let deadline = self.open_until_ms.load(Ordering::Acquire);
+                let now = self.now_ms();
+                now >= deadline
                     && self
-                        .state
-                        .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
+                        .open_until_ms
+                        .compare_exchange(
+                            deadline,
+                            now + self.cooldown_ms.load(Ordering::Relaxed),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
                         .is_ok()
             }
-            _ => false,
         }
     }
 
@@ -139,5 +166,21 @@ mod tests {
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.allow());
+    }
+
+    #[test]
+    fn a_lost_probe_does_not_keep_it_half_open() {
+        let b = Breaker::new(1, Duration::from_millis(30), Duration::from_secs(1));
+        b.failure();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow(), "the probe");
+        // The probe's future is dropped: neither success nor failure comes.
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(!b.allow(), "still waiting for the probe");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow(), "after a cool-down, another call probes");
+        assert!(!b.allow(), "one at a time");
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 }
