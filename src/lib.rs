@@ -1,6 +1,4 @@
-//! Attribute macros for tenant-aware caching and rate limiting on Redis.
-//!
-//! See the README for an overview.
+#![doc = include_str!("../README.md")]
 
 #[doc(inline)]
 pub use cacheable_macros::{cache_evict, cacheable, rate_limit};
