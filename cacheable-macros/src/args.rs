@@ -116,7 +116,7 @@ fn flag(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
 }
 
 /// Skips the value of an argument that was rejected, up to the next `,`.
-fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
+pub(crate) fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
     input.step(|cursor| {
         let mut rest = *cursor;
         while let Some((tt, next)) = rest.token_tree() {

@@ -2,11 +2,12 @@
 //! and validated at expansion (values spanned on their literal). Every
 //! problem is recorded in the [`Ctxt`] and parsing goes on.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
-use syn::parse::{ParseStream, Parser as _};
+use syn::parse::Parser as _;
 use syn::{Expr, Lit, LitInt, LitStr, Token};
 
+use crate::args::skip_value;
 use crate::ctxt::Ctxt;
 use crate::input::AsyncFn;
 use crate::template::Template;
@@ -93,20 +94,6 @@ fn set_once<T>(slot: &mut Option<Arg<T>>, meta: &ParseNestedMeta<'_>, value: T) 
         value,
     });
     Ok(())
-}
-
-/// Skips the rest of a rejected argument, up to the next `,`.
-fn skip_value(input: ParseStream<'_>) -> syn::Result<()> {
-    input.step(|cursor| {
-        let mut rest = *cursor;
-        while let Some((tt, next)) = rest.token_tree() {
-            if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
-                break;
-            }
-            rest = next;
-        }
-        Ok(((), rest))
-    })
 }
 
 /// A positive integer that fits `u32`, spanned on the literal.
