@@ -3,20 +3,47 @@
 //! # Consistency (guarantee 2)
 //!
 //! Invalidation is O(1) and never scans: every tag has a version counter per
-//! tenant (and one across all tenants), every tenant a generation counter.
-//! An entry stores the versions it was computed under; a read fetches the
-//! entry and the current versions in one `MGET` and treats any mismatch as a
-//! miss. A miss takes its snapshot of the versions *before* the function runs,
-//! so a value whose computation overlapped an invalidation carries the old
-//! version and is never served after the invalidation returned (the stale-set
-//! race). `delete` writes a short-lived tombstone and writes are
-//! compare-and-set on what the miss observed, so a computation that started
-//! before a `delete` cannot store its value after it. A computation that takes
-//! longer than the write guard (the tombstone lifetime) is not stored.
+//! tenant (and one across all tenants), every tenant a generation counter,
+//! every service-API key one of its own. The protocol, step by step, with the
+//! test that breaks when a step is removed (`tests/cache.rs` unless named):
 //!
-//! Counters never grow without bound: a version key lives as long as the
-//! longest-lived entry that refers to it (writes extend it), and a counter
-//! created by an invalidation expires after the write guard.
+//! 1. **Read.** A read fetches the entry and the current versions it depends
+//!    on in one `MGET` and serves the entry only if every recorded version
+//!    equals the current one. A missing or unreadable counter (expired,
+//!    evicted, lost in a restart, garbage) is no version: it matches nothing.
+//!    Tests: `evicted_counters_never_match` (allkeys-lru), `garbage_in_a_counter_is_repaired`.
+//! 2. **Snapshot before computing.** A miss records the versions it read
+//!    *before* the function runs; counters it found missing are created at a
+//!    fresh version first (`ENSURE`), so the snapshot is always of real
+//!    versions. A value whose computation overlapped an invalidation carries
+//!    the old version and is never served after it (the stale-set race).
+//!    Tests: `stale_set_race_*` in the suite.
+//! 3. **Counters never repeat.** A counter is created at a fresh version
+//!    (`envelope::fresh_version`: time in µs × 1000 plus a random part), never
+//!    at 0, and invalidations only increment existing counters. One that
+//!    expires and comes back cannot return to a value a computation
+//!    snapshotted (no ABA). Tests: `counter_expiry_during_a_computation`,
+//!    `counters_lost_in_a_restart_never_match`.
+//! 4. **Writes check their snapshot.** The write script refuses an entry when
+//!    a version key in its slot no longer holds the snapshotted version; the
+//!    others are checked on every read (step 1). Writes are also
+//!    compare-and-set on the entry bytes the miss observed.
+//! 5. **Failed invalidations are kept** (see the `invalidation` module): retried
+//!    until they land, and until then this process serves nothing from the
+//!    store. Test: `failed_invalidation_is_retried_and_blocks_reads`.
+//!
+//! None of this depends on clocks or TTLs: the write guard (the longest
+//! computation whose value is stored, measured from the snapshot) is a
+//! policy, not a safety margin. Counters never grow without bound: a version
+//! key lives as long as the longest-lived entry that refers to it (writes
+//! extend it), and invalidations never create one.
+//!
+//! What is not covered: a Redis restarted from a snapshot (RDB/AOF) taken
+//! before an invalidation brings back the old counters with the old entries,
+//! and a failover to a replica that had not yet received an invalidation
+//! (replication is asynchronous) loses it. Run the cache's Redis without
+//! persistence (`save ""`, `appendonly no`); a restart of such a Redis
+//! loses every counter with every entry and is safe (step 3).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,7 +56,7 @@ use tokio::sync::watch;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::context;
-use crate::envelope::{self, Dep, DepRef, KIND_TOMBSTONE, KIND_VALUE, now_ms};
+use crate::envelope::{self, Dep, DepRef, KIND_VALUE, now_ms};
 use crate::error::CacheError;
 use crate::key::{self, KeyHasher};
 use crate::options::{CacheOptions, TtlPolicy};
@@ -38,12 +65,21 @@ use crate::stats::{Counters, LogLimiter, Registry, Stats};
 use crate::store::cluster::ClusterStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, TlsSettings};
-use crate::store::{AnyStore, Expect, Put, Quota, Store};
+use crate::store::{AnyStore, Expect, Put, Quota, Store, parse_version};
 use crate::tenant::{self, TenantId};
 
 tokio::task_local! {
     /// Dependencies reported by cached calls made while a value is computed.
-    static DEPS: Arc<Mutex<Vec<Dep>>>;
+    static DEPS: Arc<Mutex<Collected>>;
+}
+
+/// What the cached calls made during one computation reported.
+#[derive(Default)]
+struct Collected {
+    deps: Vec<Dep>,
+    /// A nested cached call ran uncached: its dependencies are unknown, so
+    /// the enclosing value must not be stored (guarantee 8).
+    incomplete: bool,
 }
 
 static GLOBAL: RwLock<Option<Cache>> = RwLock::new(None);
@@ -103,6 +139,8 @@ pub(crate) struct Inner {
     tenant_quota: Option<u64>,
     /// Rate-limiter state of this cache (see `rate_limit`).
     pub(crate) rate_state: crate::rate_limit::State,
+    /// Invalidations that failed and are retried.
+    pending: crate::invalidation::Pending,
 }
 
 /// Builds a [`Cache`]. `build()` fails only on invalid configuration: an
@@ -346,6 +384,7 @@ impl CacheBuilder {
                 write_guard: self.write_guard,
                 tenant_quota: self.tenant_quota,
                 rate_state: crate::rate_limit::State::default(),
+                pending: crate::invalidation::Pending::default(),
             }),
         })
     }
@@ -425,10 +464,13 @@ enum Lookup<V> {
     Miss(Miss),
 }
 
-/// What a miss observed: the compare-and-set expectation and the versions.
+/// What a miss observed: the compare-and-set expectation, the versions
+/// (`None`: missing or unreadable, to be created before computing) and when.
 struct Miss {
     expect: Expect,
-    versions: Vec<u64>,
+    versions: Vec<Option<u64>>,
+    /// When the versions were read: the write guard runs from here.
+    at: Instant,
 }
 
 enum Flight {
@@ -449,11 +491,6 @@ impl Drop for FlightGuard {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.key);
     }
-}
-
-fn parse_version(raw: Option<Vec<u8>>) -> u64 {
-    raw.and_then(|r| std::str::from_utf8(&r).ok()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Logs, at most once a minute, that a cached function ran without a cache.
@@ -526,7 +563,12 @@ impl Cache {
     fn report(&self, counters: Option<&Counters>, op: &'static str, e: &CacheError) {
         self.inner.stats.error(counters, e.kind());
         if let Some(suppressed) = self.inner.log.admit(e.kind()) {
-            tracing::warn!(op, error = %e, suppressed, "cache operation failed; the call runs uncached");
+            if op == "evict" {
+                tracing::warn!(op, error = %e, suppressed,
+                    "invalidation failed; it is retried until it lands, and this process serves no cached value until then");
+            } else {
+                tracing::warn!(op, error = %e, suppressed, "cache operation failed; the call runs uncached");
+            }
         }
     }
 
@@ -643,8 +685,10 @@ impl Cache {
     fn user_spec(&self, key: &str, opts: &CacheOptions, name: &'static str) -> Spec {
         let tenant = self.tenant_for(opts.tenant.as_ref(), opts.global);
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
-        let mut keys = Vec::with_capacity(2 + 2 * opts.tags.len());
+        let mut keys = Vec::with_capacity(3 + 2 * opts.tags.len());
         keys.push(key::user_entry_key(&ns, key));
+        // The key's own version: `delete` bumps it.
+        keys.push(key::user_key_version(&ns, key));
         self.dep_keys_into(&mut keys, &ns, &opts.tags, tenant.is_some());
         let (ttl, stale) = match (&opts.ttl, &opts.policy) {
             (Some(ttl), _) => (*ttl, Duration::ZERO),
@@ -676,13 +720,26 @@ impl Cache {
         spec: &Spec,
         early_refresh: bool,
     ) -> Result<Lookup<V>, CacheError> {
+        if self.inner.pending.active() {
+            return Err(CacheError::InvalidationPending);
+        }
         let store = &self.inner.store;
-        let mut values = self.op(store.mget(&spec.keys)).await?.into_iter();
+        let at = Instant::now();
+        let values = self.op(store.mget(&spec.keys)).await?;
+        if values.len() != spec.keys.len() {
+            return Err(CacheError::Store(format!(
+                "MGET of {} keys answered {} values",
+                spec.keys.len(),
+                values.len()
+            )));
+        }
+        let mut values = values.into_iter();
         let raw = values.next().flatten();
-        let versions: Vec<u64> = values.map(parse_version).collect();
-        let miss = |raw: Option<&[u8]>, versions: Vec<u64>| Miss {
+        let versions: Vec<Option<u64>> = values.map(|v| parse_version(v.as_deref())).collect();
+        let miss = |raw: Option<&[u8]>, versions: Vec<Option<u64>>| Miss {
             expect: Expect::from_read(raw),
             versions,
+            at,
         };
         let Some(raw) = raw else {
             return Ok(Lookup::Miss(miss(None, versions)));
@@ -694,7 +751,7 @@ impl Cache {
                 return Ok(Lookup::Miss(miss(Some(&raw), versions)));
             }
         };
-        if env.kind == KIND_TOMBSTONE || !self.deps_current(spec, &env.deps, &versions).await? {
+        if !self.deps_current(spec, &env.deps, &versions).await? {
             return Ok(Lookup::Miss(miss(Some(&raw), versions)));
         }
         let now = now_ms();
@@ -743,7 +800,7 @@ impl Cache {
         &self,
         spec: &Spec,
         deps: &[DepRef<'_>],
-        versions: &[u64],
+        versions: &[Option<u64>],
     ) -> Result<bool, CacheError> {
         let known = &spec.keys[1..];
         let mut extra: Vec<(String, u64)> = Vec::new();
@@ -757,7 +814,8 @@ impl Cache {
                     .map(|p| versions[p])
             };
             match current {
-                Some(v) if v != dep.version => return Ok(false),
+                // A missing or unreadable counter matches no version.
+                Some(v) if v != Some(dep.version) => return Ok(false),
                 Some(_) => {}
                 None => extra.push((dep.key.to_owned(), dep.version)),
             }
@@ -772,10 +830,11 @@ impl Cache {
         }
         let keys: Vec<String> = extra.iter().map(|(k, _)| k.clone()).collect();
         let current = self.op(self.inner.store.mget(&keys)).await?;
-        Ok(current
-            .into_iter()
-            .zip(&extra)
-            .all(|(raw, (_, v))| parse_version(raw) == *v))
+        Ok(current.len() == extra.len()
+            && current
+                .iter()
+                .zip(&extra)
+                .all(|(raw, (_, v))| parse_version(raw.as_deref()) == Some(*v)))
     }
 
     // ----- the cache-aside engine -----
@@ -796,6 +855,7 @@ impl Cache {
             Err(e) => {
                 let counters = self.inner.stats.function(site.name);
                 self.report(Some(&counters), "key", &CacheError::Codec(e.to_string()));
+                mark_incomplete();
                 return body.await;
             }
         };
@@ -839,6 +899,7 @@ impl Cache {
     /// Runs the body without the cache (the store failed), still timing it:
     /// the time spent in queries is reported whether or not Redis answers.
     async fn uncached<O, F: Future<Output = O>>(&self, spec: &Spec, body: F) -> O {
+        mark_incomplete();
         let started = Instant::now();
         let out = body.await;
         self.inner
@@ -969,35 +1030,52 @@ impl Cache {
         F: Future<Output = O>,
     {
         self.inner.stats.miss(&spec.counters, spec.name);
-        let collector = Arc::new(Mutex::new(Vec::new()));
+        let versions = match self.snapshot(spec, &miss).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.report(Some(&spec.counters), "snapshot", &e);
+                None
+            }
+        };
+        let collector = Arc::new(Mutex::new(Collected::default()));
         let started = Instant::now();
         let out = DEPS.scope(Arc::clone(&collector), body).await;
         let elapsed = started.elapsed();
         self.inner
             .stats
             .computed(&spec.counters, spec.name, elapsed);
-        let mut deps: Vec<Dep> = spec.keys[1..]
-            .iter()
-            .zip(&miss.versions)
-            .map(|(k, v)| Dep {
-                key: k.clone(),
-                version: *v,
-            })
-            .collect();
-        for d in std::mem::take(&mut *collector.lock().unwrap_or_else(PoisonError::into_inner)) {
-            if !deps.iter().any(|x| x.key == d.key) {
-                deps.push(d);
-            }
-        }
-        report_deps(&deps);
+        let collected =
+            std::mem::take(&mut *collector.lock().unwrap_or_else(PoisonError::into_inner));
         note_cache(
             spec,
             false,
             u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX),
             0,
         );
-        if elapsed >= self.inner.write_guard {
-            tracing::debug!(key = %spec.keys[0], ?elapsed, "computation outlived the write guard; not stored");
+        let Some(versions) = versions.filter(|_| !collected.incomplete) else {
+            // Without a snapshot, or with a nested call whose dependencies
+            // are unknown (it ran uncached), the value cannot be checked
+            // later: it is not stored, and neither is an enclosing one.
+            mark_incomplete();
+            return out;
+        };
+        let mut deps: Vec<Dep> = spec.keys[1..]
+            .iter()
+            .zip(versions)
+            .map(|(k, version)| Dep {
+                key: k.clone(),
+                version,
+            })
+            .collect();
+        for d in collected.deps {
+            if !deps.iter().any(|x| x.key == d.key) {
+                deps.push(d);
+            }
+        }
+        report_deps(&deps);
+        let since_snapshot = miss.at.elapsed();
+        if since_snapshot >= self.inner.write_guard {
+            tracing::debug!(key = %spec.keys[0], ?since_snapshot, "computation outlived the write guard; not stored");
             return out;
         }
         if let Some(view) = A::view(&out, spec.cache_none) {
@@ -1005,6 +1083,36 @@ impl Cache {
                 .await;
         }
         out
+    }
+
+    /// The versions a computation runs under: those the miss read, with
+    /// every missing or unreadable counter created at a fresh version first
+    /// (one `ENSURE` round trip, only when one was missing).
+    async fn snapshot(&self, spec: &Spec, miss: &Miss) -> Result<Vec<u64>, CacheError> {
+        let missing: Vec<String> = spec.keys[1..]
+            .iter()
+            .zip(&miss.versions)
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(miss.versions.iter().flatten().copied().collect());
+        }
+        let ttl = spec.ttl.saturating_add(spec.stale);
+        let mut created = self
+            .op(self
+                .inner
+                .store
+                .ensure(&missing, envelope::fresh_version(), ttl))
+            .await?
+            .into_iter();
+        miss.versions
+            .iter()
+            .map(|v| {
+                v.or_else(|| created.next())
+                    .ok_or_else(|| CacheError::Store("version snapshot incomplete".into()))
+            })
+            .collect()
     }
 
     async fn store_value<T: Serialize + ?Sized>(
@@ -1029,13 +1137,18 @@ impl Cache {
             Ok(r) => r,
             Err(e) => return self.report(Some(&spec.counters), "encode", &e),
         };
+        if self.inner.pending.active() {
+            return;
+        }
         let dep_keys: Vec<String> = deps.iter().map(|d| d.key.clone()).collect();
+        let versions: Vec<u64> = deps.iter().map(|d| d.version).collect();
         let put = Put {
             key: &spec.keys[0],
             value: &raw,
-            ttl: spec.ttl + spec.stale,
+            ttl: spec.ttl.saturating_add(spec.stale),
             expect,
             deps: &dep_keys,
+            versions: &versions,
             quota: self.quota_for(spec),
         };
         if let Err(e) = self.op(self.inner.store.put(&put)).await {
@@ -1082,18 +1195,22 @@ impl Cache {
         opts: &CacheOptions,
     ) -> Result<(), CacheError> {
         let spec = self.user_spec(key, opts, "cache.set");
+        if self.inner.pending.active() {
+            return Err(CacheError::InvalidationPending);
+        }
+        let ttl = spec.ttl.saturating_add(spec.stale);
         let versions: Vec<u64> = self
-            .op(self.inner.store.mget(&spec.keys[1..]))
-            .await?
-            .into_iter()
-            .map(parse_version)
-            .collect();
+            .op(self
+                .inner
+                .store
+                .ensure(&spec.keys[1..], envelope::fresh_version(), ttl))
+            .await?;
         let deps: Vec<Dep> = spec.keys[1..]
             .iter()
-            .zip(versions)
+            .zip(&versions)
             .map(|(k, v)| Dep {
                 key: k.clone(),
-                version: v,
+                version: *v,
             })
             .collect();
         let payload = serde_json::to_vec(value).map_err(|e| CacheError::Codec(e.to_string()))?;
@@ -1102,38 +1219,36 @@ impl Cache {
         let put = Put {
             key: &spec.keys[0],
             value: &raw,
-            ttl: spec.ttl + spec.stale,
+            ttl,
             expect: Expect::Any,
             deps: dep_keys,
+            versions: &versions,
             quota: self.quota_for(&spec),
         };
         self.op(self.inner.store.put(&put)).await?;
         Ok(())
     }
 
-    /// Deletes `key`. A computation of this key that was in flight cannot store
-    /// its value afterwards.
+    /// Deletes `key`: bumps the key's own version, so the entry, and any value
+    /// of this key whose computation was in flight, is never served again.
     ///
     /// # Errors
-    /// Store, timeout or breaker errors.
+    /// Store, timeout or breaker errors. A failed delete is retried in the
+    /// background until it lands, and until then this process serves nothing
+    /// from the store (see the module docs of `invalidation`).
     pub async fn delete(&self, key: &str, opts: &CacheOptions) -> Result<(), CacheError> {
         let tenant = self.tenant_for(opts.tenant.as_ref(), opts.global);
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
-        let entry = key::user_entry_key(&ns, key);
-        self.op(self
-            .inner
-            .store
-            .set_raw(&entry, &envelope::tombstone(), self.inner.write_guard))
-            .await?;
-        self.inner.stats.invalidation("delete");
-        Ok(())
+        self.invalidate(vec![key::user_key_version(&ns, key)], "delete")
+            .await
     }
 
     /// Invalidates every entry carrying one of `tags` in `tenant` (`None`: the
     /// current tenant, or the global space outside any tenant). O(1) per tag.
     ///
     /// # Errors
-    /// Store, timeout or breaker errors.
+    /// Store, timeout or breaker errors; the invalidation is then retried as
+    /// for [`Cache::delete`].
     pub async fn delete_by_tags(
         &self,
         tags: &[&str],
@@ -1144,47 +1259,107 @@ impl Cache {
             None => tenant::current(),
         };
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
-        self.bump_tags(&ns, tags.iter().copied()).await
+        let keys = tags.iter().map(|t| key::tag_key(&ns, t)).collect();
+        self.invalidate(keys, "tags").await
     }
 
     /// Invalidates every entry carrying one of `tags`, in every tenant. O(1) per tag.
     ///
     /// # Errors
-    /// Store, timeout or breaker errors.
+    /// Store, timeout or breaker errors; the invalidation is then retried as
+    /// for [`Cache::delete`].
     pub async fn delete_by_tags_all_tenants(&self, tags: &[&str]) -> Result<(), CacheError> {
         let ns = key::all_tenants_namespace(&self.inner.prefix);
-        self.bump_tags(&ns, tags.iter().copied()).await
-    }
-
-    async fn bump_tags<'t>(
-        &self,
-        ns: &str,
-        tags: impl Iterator<Item = &'t str>,
-    ) -> Result<(), CacheError> {
-        let keys: Vec<String> = tags.map(|t| key::tag_key(ns, t)).collect();
-        self.op(self
-            .inner
-            .store
-            .bump(&keys, self.inner.write_guard + Duration::from_secs(1)))
-            .await?;
-        self.inner.stats.invalidation("tags");
-        Ok(())
+        let keys = tags.iter().map(|t| key::tag_key(&ns, t)).collect();
+        self.invalidate(keys, "tags").await
     }
 
     /// Invalidates every entry of `tenant`. O(1).
     ///
     /// # Errors
-    /// Store, timeout or breaker errors.
+    /// Store, timeout or breaker errors; the invalidation is then retried as
+    /// for [`Cache::delete`].
     pub async fn delete_by_tenant(&self, tenant: &str) -> Result<(), CacheError> {
         let ns = key::namespace(&self.inner.prefix, Some(&TenantId::from(tenant)));
-        let keys = [key::generation_key(&ns)];
-        self.op(self
-            .inner
-            .store
-            .bump(&keys, self.inner.write_guard + Duration::from_secs(1)))
-            .await?;
-        self.inner.stats.invalidation("tenant");
-        Ok(())
+        self.invalidate(vec![key::generation_key(&ns)], "tenant")
+            .await
+    }
+
+    /// Bumps version keys; on failure keeps them for the retry task before
+    /// returning the error (see the `invalidation` module).
+    async fn invalidate(&self, keys: Vec<String>, what: &'static str) -> Result<(), CacheError> {
+        match self.op(self.inner.store.bump(&keys)).await {
+            Ok(()) => {
+                self.inner.stats.invalidation(what);
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.pending.add(&keys);
+                self.retry_pending();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the task that retries pending invalidations, unless it runs.
+    fn retry_pending(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.pending.retrying.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to retry on: the next invalidation on one starts it.
+            self.inner.pending.retrying.store(false, Ordering::Release);
+            return;
+        };
+        let cache = self.clone();
+        runtime.spawn(async move { cache.retry_until_done().await });
+    }
+
+    async fn retry_until_done(self) {
+        const FIRST: Duration = Duration::from_millis(10);
+        let inner = &self.inner;
+        let mut pause = FIRST;
+        loop {
+            let work = inner.pending.work();
+            if work.is_empty() {
+                if inner.pending.stop_retrying() {
+                    return;
+                }
+                continue;
+            }
+            let landed = if work.clear {
+                let limit = (inner.op_timeout * 40).max(Duration::from_secs(10));
+                tokio::time::timeout(limit, inner.store.clear(&inner.prefix))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            } else {
+                tokio::time::timeout(inner.op_timeout, inner.store.bump(&work.keys))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            };
+            if landed {
+                inner.pending.done(&work);
+                inner.breaker.success();
+                inner.stats.invalidation("retried");
+                tracing::info!(
+                    keys = work.keys.len(),
+                    clear = work.clear,
+                    "a failed invalidation landed on retry; cached reads resume"
+                );
+                pause = FIRST;
+            } else {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Invalidations that failed and wait for their retry (version keys; a
+    /// pending `clear` counts one). While it is above zero this process
+    /// serves nothing from the store.
+    pub fn pending_invalidations(&self) -> usize {
+        self.inner.pending.len()
     }
 
     /// Deletes every key under this cache's prefix (`SCAN` + `UNLINK`, never
@@ -1194,16 +1369,28 @@ impl Cache {
     /// # Errors
     /// Store or breaker errors.
     pub async fn clear(&self) -> Result<(), CacheError> {
-        if !self.inner.breaker.allow() {
-            return Err(CacheError::CircuitOpen);
+        let result = if self.inner.breaker.allow() {
+            // A scan is many round trips: bounded as a whole, generously.
+            let limit = (self.inner.op_timeout * 40).max(Duration::from_secs(10));
+            tokio::time::timeout(limit, self.inner.store.clear(&self.inner.prefix))
+                .await
+                .map_err(|_| CacheError::Timeout(limit))
+                .and_then(|r| r)
+        } else {
+            Err(CacheError::CircuitOpen)
+        };
+        match result {
+            Ok(_) => {
+                self.inner.stats.invalidation("clear");
+                Ok(())
+            }
+            Err(e) => {
+                // Retried until it lands, like every invalidation.
+                self.inner.pending.add_clear();
+                self.retry_pending();
+                Err(e)
+            }
         }
-        // A scan is many round trips: bounded as a whole, generously.
-        let limit = (self.inner.op_timeout * 40).max(Duration::from_secs(10));
-        tokio::time::timeout(limit, self.inner.store.clear(&self.inner.prefix))
-            .await
-            .map_err(|_| CacheError::Timeout(limit))??;
-        self.inner.stats.invalidation("clear");
-        Ok(())
     }
 
     /// Cache-aside for query results: returns the cached value of `key`, or
@@ -1298,11 +1485,17 @@ fn report_deps(deps: &[Dep]) {
     let _ = DEPS.try_with(|c| {
         let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
         for d in deps {
-            if !c.iter().any(|x| x.key == d.key) {
-                c.push(d.clone());
+            if !c.deps.iter().any(|x| x.key == d.key) {
+                c.deps.push(d.clone());
             }
         }
     });
+}
+
+/// Tells the enclosing computation, if any, that a nested cached call ran
+/// without the cache: the enclosing value must not be stored.
+fn mark_incomplete() {
+    let _ = DEPS.try_with(|c| c.lock().unwrap_or_else(PoisonError::into_inner).incomplete = true);
 }
 
 /// One hit in this many is timed (its time, scaled, goes into `hit_time`).

@@ -3,7 +3,7 @@
 //! ```text
 //! byte  0      schema (1)
 //! bytes 1..17  stamp: unique per write; compare-and-set compares it
-//! byte  17     kind: 0 value, 1 tombstone
+//! byte  17     kind: 0 value (schema 1 also had 1, a tombstone)
 //! bytes 18..26 stored at, unix ms (little endian)
 //! bytes 26..34 fresh until, unix ms: after it the value is stale
 //! bytes 34..38 compute time of the value, µs
@@ -21,7 +21,6 @@ use crate::error::CacheError;
 use crate::key::SCHEMA;
 
 pub(crate) const KIND_VALUE: u8 = 0;
-pub(crate) const KIND_TOMBSTONE: u8 = 1;
 const HEADER: usize = 40;
 
 /// A dependency: a version key and the version the value was computed under.
@@ -50,7 +49,6 @@ impl DepRef<'_> {
 /// A decoded header; the payload stays borrowed.
 #[derive(Debug)]
 pub(crate) struct Envelope<'a> {
-    pub kind: u8,
     pub stored_at_ms: u64,
     pub fresh_until_ms: u64,
     pub compute_us: u32,
@@ -116,10 +114,26 @@ pub(crate) fn encode(
     Ok(out)
 }
 
-/// A tombstone: written by `delete` so that a computation that started before
-/// the delete cannot write its value after it (its compare-and-set fails).
-pub(crate) fn tombstone() -> Vec<u8> {
-    encode(KIND_TOMBSTONE, Duration::ZERO, Duration::ZERO, &[], &[]).unwrap_or_default()
+/// A fresh version for a counter that is missing or unreadable: the current
+/// time in microseconds × 1000, plus three digits from a unique stamp.
+///
+/// Version counters never repeat a value: a counter that expired, was
+/// evicted or lost in a restart comes back at a fresh version, above every
+/// value an earlier incarnation could have reached (that would take more
+/// than 1000 invalidations per microsecond of its life), so no recorded
+/// version can match it again. Clocks of different instances may differ:
+/// an instance whose clock is behind creates lower fresh versions, and a
+/// repeat would still take a billion invalidations per second of skew.
+/// Decimal with 19 digits until the year 2262, so Redis can `INCR` it.
+pub(crate) fn fresh_version() -> u64 {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    let spread = u64::from_le_bytes(new_stamp()[..8].try_into().unwrap_or([0; 8])) % 1000;
+    micros
+        .saturating_mul(1000)
+        .saturating_add(spread)
+        .clamp(1_000_000_000_000_000_000, i64::MAX as u64 / 2)
 }
 
 fn take<const N: usize>(raw: &[u8], at: usize) -> Option<[u8; N]> {
@@ -133,7 +147,7 @@ pub(crate) fn decode(raw: &[u8]) -> Result<Envelope<'_>, CacheError> {
         return Err(bad());
     }
     let kind = raw[17];
-    if kind > KIND_TOMBSTONE {
+    if kind != KIND_VALUE {
         return Err(bad());
     }
     let stored_at_ms = u64::from_le_bytes(take(raw, 18).ok_or_else(bad)?);
@@ -151,7 +165,6 @@ pub(crate) fn decode(raw: &[u8]) -> Result<Envelope<'_>, CacheError> {
         at += 10 + len;
     }
     Ok(Envelope {
-        kind,
         stored_at_ms,
         fresh_until_ms,
         compute_us,
@@ -185,7 +198,6 @@ mod tests {
         )
         .unwrap();
         let env = decode(&raw).unwrap();
-        assert_eq!(env.kind, KIND_VALUE);
         assert_eq!(env.deps.iter().map(|d| d.owned()).collect::<Vec<_>>(), deps);
         assert_eq!(env.payload, b"{\"a\":1}");
         assert_eq!(env.compute_us, 1500);
@@ -205,7 +217,7 @@ mod tests {
             b"1",
         )
         .unwrap();
-        assert_eq!(raw[0], 1, "schema byte");
+        assert_eq!(raw[0], 2, "schema byte");
         assert_eq!(raw[17], 0, "kind byte");
         assert_eq!(
             u64::from_le_bytes(raw[26..34].try_into().unwrap())

@@ -39,6 +39,12 @@ pub enum CacheError {
     /// The store answered with an error or an unexpected reply.
     #[error("cache store error: {0}")]
     Store(String),
+    /// An invalidation of this process has not reached the store yet (it
+    /// failed and is retried in the background): until it lands, this
+    /// process serves no cached value, so that it never serves one the
+    /// invalidation should have removed.
+    #[error("an invalidation is pending; no cached value is served until it reaches the store")]
+    InvalidationPending,
     /// The operation needs a capability this store does not have.
     #[error("not supported by this store: {0}")]
     Unsupported(&'static str),
@@ -55,6 +61,7 @@ impl CacheError {
             Self::Quota { .. } => "quota",
             Self::Config(_) => "config",
             Self::Store(_) => "store",
+            Self::InvalidationPending => "invalidation_pending",
             Self::Unsupported(_) => "unsupported",
         }
     }

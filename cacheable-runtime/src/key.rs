@@ -1,17 +1,23 @@
 //! Key layout and argument hashing.
 //!
-//! # Layout (schema 1, pinned by golden tests)
+//! # Layout (schema 2, pinned by golden tests)
 //!
 //! ```text
-//! {prefix}:{t:<tenant>}:e:<function>:<version>:<hash>   an entry
-//! {prefix}:{t:<tenant>}:g                              the tenant's generation
-//! {prefix}:{t:<tenant>}:tag:<tag>                      a tag's version in the tenant
+//! {prefix}:{t:<tenant>}:e:<function>:<version>:<hash>   an entry of a cached function
+//! {prefix}:{t:<tenant>}:k:<key>                        an entry of the service API (`cache.set`)
+//! {prefix}:{t:<tenant>}:v:g                            the tenant's generation
+//! {prefix}:{t:<tenant>}:v:t:<tag>                      a tag's version in the tenant
+//! {prefix}:{t:<tenant>}:v:k:<key>                      a service-API key's version (`cache.delete`)
 //! {prefix}:{g}:…                                       the same for `global` entries
 //!                                                      and calls outside any tenant
 //!                                                      (no generation: an untagged
 //!                                                      global entry is one `GET`)
-//! {prefix}:{a}:tag:<tag>                               a tag's version across all tenants
+//! {prefix}:{a}:v:t:<tag>                               a tag's version across all tenants
 //! ```
+//!
+//! Schema 1 named version keys `:g` and `:tag:<tag>` and counted from 0;
+//! schema 2 renamed them, so a process of each schema never shares a counter
+//! in a rolling deploy (and an envelope of the other schema reads as a miss).
 //!
 //! The tenant sits in a Redis hash tag, so an entry, its tenant generation and
 //! its tag versions share one cluster slot and are read with one `MGET`, and
@@ -38,7 +44,7 @@ use crate::tenant::TenantId;
 
 /// The key schema version, written in every envelope. Changing the layout
 /// bumps it.
-pub const SCHEMA: u8 = 1;
+pub const SCHEMA: u8 = 2;
 
 /// Appends the escaped form of a tenant id (or any user-supplied key part).
 pub fn escape_into(out: &mut String, raw: &str) {
@@ -104,11 +110,20 @@ pub(crate) fn hash_part(hash: u128) -> String {
     out
 }
 
-/// `{ns}:g`
+/// `{ns}:v:g`
 pub(crate) fn generation_key(ns: &str) -> String {
-    let mut k = String::with_capacity(ns.len() + 2);
+    let mut k = String::with_capacity(ns.len() + 4);
     k.push_str(ns);
-    k.push_str(":g");
+    k.push_str(":v:g");
+    k
+}
+
+/// `{ns}:v:k:<user key>`: the version of a service-API key, bumped by `delete`.
+pub(crate) fn user_key_version(ns: &str, key: &str) -> String {
+    let mut k = String::with_capacity(ns.len() + key.len() + 5);
+    k.push_str(ns);
+    k.push_str(":v:k:");
+    escape_into(&mut k, key);
     k
 }
 
@@ -135,11 +150,11 @@ pub(crate) fn quota_key(ns: &str, window: u64) -> String {
     format!("{ns}:q:{window}")
 }
 
-/// `{ns}:tag:<tag>`
+/// `{ns}:v:t:<tag>`
 pub(crate) fn tag_key(ns: &str, tag: &str) -> String {
     let mut k = String::with_capacity(ns.len() + tag.len() + 5);
     k.push_str(ns);
-    k.push_str(":tag:");
+    k.push_str(":v:t:");
     escape_into(&mut k, tag);
     k
 }
@@ -568,8 +583,9 @@ mod tests {
             "app:{t:acme}:e:users%3A%3Aget:2:00ff"
         );
         assert_eq!(user_entry_key(&ns, "a b"), "app:{t:acme}:k:a%20b");
-        assert_eq!(generation_key(&ns), "app:{t:acme}:g");
-        assert_eq!(tag_key(&ns, "user:1"), "app:{t:acme}:tag:user%3A1");
+        assert_eq!(generation_key(&ns), "app:{t:acme}:v:g");
+        assert_eq!(tag_key(&ns, "user:1"), "app:{t:acme}:v:t:user%3A1");
+        assert_eq!(user_key_version(&ns, "a:b"), "app:{t:acme}:v:k:a%3Ab");
         assert_eq!(all_tenants_namespace("app"), "app:{a}");
     }
 

@@ -321,6 +321,32 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP by pid): connections stay open, nothing
+    /// is answered until [`RedisServer::resume`].
+    ///
+    /// # Panics
+    /// If the server does not run or the signal cannot be sent.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT by pid).
+    ///
+    /// # Panics
+    /// If the server does not run or the signal cannot be sent.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("the server runs").to_string();
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill(1)");
+        assert!(status.success(), "kill {sig} {pid} failed");
+    }
+
     /// Starts the server again on the same port after [`RedisServer::kill`].
     ///
     /// # Panics

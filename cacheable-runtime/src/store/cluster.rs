@@ -20,20 +20,19 @@ use redis::{Cmd, Value};
 use tokio::sync::OnceCell;
 
 use super::redis::{
-    BUMP, Lua, PUT, RELEASE, TlsSettings, encode_expect, glob_escape, mask_url, ms, put_outcome,
-    quota_args, set_px, used_memory_of,
+    BUMP, ENSURE, Lua, PUT, PutArgs, RELEASE, TlsSettings, ensured_versions, glob_escape,
+    mask_url, ms, put_outcome, set_px, used_memory_of,
 };
 use super::{Put, Store};
 use crate::error::CacheError;
 
-/// Creates missing version keys at 0 and extends them to at least ARGV[1] ms.
+/// Extends existing version keys to at least ARGV[1] ms (never creates one:
+/// a missing version matches nothing).
 const TOUCH: &str = r"
 local ttl = tonumber(ARGV[1])
 for i = 1, #KEYS do
-  if not redis.call('SET', KEYS[i], '0', 'NX', 'PX', ttl) then
-    local p = redis.call('PTTL', KEYS[i])
-    if p >= 0 and p < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
-  end
+  local p = redis.call('PTTL', KEYS[i])
+  if p >= 0 and p < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 return #KEYS
 ";
@@ -45,6 +44,7 @@ pub(crate) struct ClusterStore {
     put: Lua,
     touch: Lua,
     bump: Lua,
+    ensure: Lua,
     release: Lua,
 }
 
@@ -115,6 +115,7 @@ impl ClusterStore {
             put: Lua::new(PUT),
             touch: Lua::new(TOUCH),
             bump: Lua::new(BUMP),
+            ensure: Lua::new(ENSURE),
             release: Lua::new(RELEASE),
         })
     }
@@ -209,52 +210,65 @@ impl Store for ClusterStore {
         let mut conn = self.connection().await?;
         let ttl = ms(put.ttl).to_string();
         let entry_tag = hash_tag(put.key);
-        let groups = group_by_slot(put.deps);
-        for (tag, keys) in &groups {
-            if *tag != entry_tag {
-                let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
-                let _: i64 = self.touch.run(&mut conn, &keys, &[ttl.as_bytes()]).await?;
-            }
+        // Versions in the entry's slot are checked by the write itself; the
+        // others (all-tenant tags, nested calls of another tenant) are only
+        // kept alive here and checked on every read.
+        let (mine, others): (Vec<usize>, Vec<usize>) =
+            (0..put.deps.len()).partition(|&i| hash_tag(&put.deps[i]) == entry_tag);
+        for group in group_by_slot(others.iter().map(|&i| &put.deps[i])).values() {
+            let keys: Vec<&str> = group.iter().map(|k| k.as_str()).collect();
+            let _: i64 = self.touch.run(&mut conn, &keys, &[ttl.as_bytes()]).await?;
         }
         let mut keys = vec![put.key];
         if let Some(q) = &put.quota {
             keys.extend(q.keys.iter().map(String::as_str));
         }
-        keys.extend(
-            groups
-                .get(entry_tag)
-                .into_iter()
-                .flatten()
-                .map(|k| k.as_str()),
-        );
-        let expect = encode_expect(&put.expect);
-        let [limit, count, window] = quota_args(put);
-        let args: [&[u8]; 6] = [
-            put.value,
-            ttl.as_bytes(),
-            &expect,
-            limit.as_bytes(),
-            count.as_bytes(),
-            window.as_bytes(),
-        ];
-        let reply: i64 = self.put.run(&mut conn, &keys, &args).await?;
+        keys.extend(mine.iter().map(|&i| put.deps[i].as_str()));
+        let versions: Vec<u64> = mine.iter().map(|&i| put.versions[i]).collect();
+        let args = PutArgs::new(put, &versions);
+        let reply: i64 = self
+            .put
+            .run(&mut conn, &keys, &args.with_value(put.value))
+            .await?;
         put_outcome(reply, put)
     }
 
-    async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {
+    async fn bump(&self, keys: &[String]) -> Result<(), CacheError> {
         let mut conn = self.connection().await?;
-        let ttl = ms(ttl).to_string();
         for group in group_by_slot(keys).values() {
             let keys: Vec<&str> = group.iter().map(|k| k.as_str()).collect();
-            let _: i64 = self.bump.run(&mut conn, &keys, &[ttl.as_bytes()]).await?;
+            let _: i64 = self.bump.run(&mut conn, &keys, &[]).await?;
         }
         Ok(())
     }
 
-    async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
-        set_px(&mut self.connection().await?, key, value, ttl, false)
-            .await
-            .map(drop)
+    async fn ensure(
+        &self,
+        keys: &[String],
+        fresh: u64,
+        ttl: Duration,
+    ) -> Result<Vec<u64>, CacheError> {
+        let mut conn = self.connection().await?;
+        let (fresh, ttl) = (fresh.to_string(), ms(ttl).to_string());
+        let mut found = std::collections::HashMap::new();
+        for group in group_by_slot(keys).values() {
+            let ks: Vec<&str> = group.iter().map(|k| k.as_str()).collect();
+            let reply: Vec<Vec<u8>> = self
+                .ensure
+                .run(&mut conn, &ks, &[fresh.as_bytes(), ttl.as_bytes()])
+                .await?;
+            for (k, v) in ks.into_iter().zip(ensured_versions(&reply, group.len())?) {
+                found.insert(k, v);
+            }
+        }
+        keys.iter()
+            .map(|k| {
+                found
+                    .get(k.as_str())
+                    .copied()
+                    .ok_or_else(|| CacheError::Store("version snapshot incomplete".into()))
+            })
+            .collect()
     }
 
     async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {

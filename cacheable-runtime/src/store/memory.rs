@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{Put, Store};
+use super::{Put, Store, parse_version};
 use crate::error::CacheError;
 
 #[derive(Debug, Default)]
@@ -52,6 +52,12 @@ impl Map {
             .and_then(|s| std::str::from_utf8(&s.value).ok()?.parse().ok())
             .unwrap_or(0)
     }
+
+    /// The version stored at `key`, if it is a valid one (as Redis' scripts
+    /// judge it: see [`parse_version`]).
+    fn version(&self, key: &str, now: Instant) -> Option<u64> {
+        parse_version(self.get(key, now).map(|s| s.value.as_slice()))
+    }
 }
 
 impl MemoryStore {
@@ -77,6 +83,16 @@ impl Store for MemoryStore {
     async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
         let now = Instant::now();
         let mut map = self.lock();
+        // A version that moved, expired or went bad since the snapshot: the
+        // entry could never be read, so it is not written.
+        if put
+            .deps
+            .iter()
+            .zip(put.versions)
+            .any(|(k, v)| map.version(k, now) != Some(*v))
+        {
+            return Ok(false);
+        }
         if !put
             .expect
             .matches(map.get(put.key, now).map(|s| s.value.as_slice()))
@@ -99,39 +115,52 @@ impl Store for MemoryStore {
         map.insert(put.key, put.value.to_vec(), Some(now + put.ttl), now);
         let min_expiry = now + put.ttl;
         for dep in put.deps {
-            match map.keys.get_mut(dep.as_str()).filter(|s| s.live(now)) {
-                Some(slot) => {
-                    if let Some(e) = slot.expires
-                        && e < min_expiry
-                    {
-                        slot.expires = Some(min_expiry);
-                    }
-                }
-                None => map.insert(dep, b"0".to_vec(), Some(min_expiry), now),
+            if let Some(slot) = map.keys.get_mut(dep.as_str())
+                && let Some(e) = slot.expires
+                && e < min_expiry
+            {
+                slot.expires = Some(min_expiry);
             }
         }
         Ok(true)
     }
 
-    async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {
+    async fn bump(&self, keys: &[String]) -> Result<(), CacheError> {
         let now = Instant::now();
         let mut map = self.lock();
         for key in keys {
-            let next = map.counter(key, now) + 1;
-            let expires = match map.get(key, now) {
-                Some(slot) => slot.expires,
-                None => Some(now + ttl),
+            let Some(slot) = map.get(key, now) else {
+                continue;
             };
-            map.insert(key, next.to_string().into_bytes(), expires, now);
+            let expires = slot.expires;
+            // Redis' INCR stops at i64::MAX; so does this.
+            match map.version(key, now).filter(|v| *v < i64::MAX as u64) {
+                Some(v) => map.insert(key, (v + 1).to_string().into_bytes(), expires, now),
+                None => {
+                    map.keys.remove(key.as_str());
+                }
+            }
         }
         Ok(())
     }
 
-    async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+    async fn ensure(
+        &self,
+        keys: &[String],
+        fresh: u64,
+        ttl: Duration,
+    ) -> Result<Vec<u64>, CacheError> {
         let now = Instant::now();
-        self.lock()
-            .insert(key, value.to_vec(), Some(now + ttl), now);
-        Ok(())
+        let mut map = self.lock();
+        Ok(keys
+            .iter()
+            .map(|key| {
+                map.version(key, now).unwrap_or_else(|| {
+                    map.insert(key, fresh.to_string().into_bytes(), Some(now + ttl), now);
+                    fresh
+                })
+            })
+            .collect())
     }
 
     async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {

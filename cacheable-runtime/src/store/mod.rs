@@ -57,9 +57,13 @@ pub(crate) struct Put<'a> {
     pub value: &'a [u8],
     pub ttl: Duration,
     pub expect: Expect,
-    /// Version keys the entry depends on: created at 0 if absent, and kept
-    /// alive at least `ttl` (so a version never disappears under a live entry).
+    /// Version keys the entry depends on, and the versions it was computed
+    /// under (same order). A version key in the entry's slot that no longer
+    /// holds its version (bumped, expired, evicted, garbage) refuses the write;
+    /// the others are checked on every read. Existing version keys are kept
+    /// alive at least `ttl`; missing ones are never created here.
     pub deps: &'a [String],
+    pub versions: &'a [u64],
     /// The tenant's write budget, when `tenant_quota_bytes` is configured.
     pub quota: Option<Quota>,
 }
@@ -85,19 +89,19 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, CacheError>> + Send;
     /// Compare-and-set write; `Ok(false)` when the expectation failed.
     fn put(&self, put: &Put<'_>) -> impl Future<Output = Result<bool, CacheError>> + Send;
-    /// Increments version counters; a counter created here lives `ttl`.
-    fn bump(
+    /// Invalidates: increments every existing version counter. A missing
+    /// counter is left missing (nothing can match it); an unreadable one is
+    /// deleted. Runs even when Redis is out of memory (`allow-oom`).
+    fn bump(&self, keys: &[String]) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Snapshots version counters before a computation: returns the current
+    /// version of every key, first setting a missing or unreadable counter to
+    /// `fresh` (which lives `ttl`).
+    fn ensure(
         &self,
         keys: &[String],
+        fresh: u64,
         ttl: Duration,
-    ) -> impl Future<Output = Result<(), CacheError>> + Send;
-    /// Plain `SET key value PX ttl`.
-    fn set_raw(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+    ) -> impl Future<Output = Result<Vec<u64>, CacheError>> + Send;
     /// Deletes every key that starts with `{prefix}:{`; returns how many.
     fn clear(&self, prefix: &str) -> impl Future<Output = Result<u64, CacheError>> + Send;
     /// `SET key token NX PX ttl`: whether the lease was taken.
@@ -117,6 +121,18 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Bytes used by the store, when it can tell.
     fn used_memory(&self) -> impl Future<Output = Result<Option<u64>, CacheError>> + Send;
+}
+
+/// A version counter as stored: 1 to 19 decimal digits without a leading
+/// zero (what `INCR` can still increment, and what the `ENSURE` script
+/// accepts). Anything else, or a missing key, is no version at all: it never
+/// matches a recorded version.
+pub(crate) fn parse_version(raw: Option<&[u8]>) -> Option<u64> {
+    let raw = raw?;
+    if raw.is_empty() || raw.len() > 19 || raw[0] == b'0' || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?.parse().ok()
 }
 
 /// The configured store. An enum rather than `dyn Store`: no boxing on the hot path.
@@ -155,11 +171,16 @@ impl Store for AnyStore {
     async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
         dispatch!(self, s => s.put(put))
     }
-    async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {
-        dispatch!(self, s => s.bump(keys, ttl))
+    async fn bump(&self, keys: &[String]) -> Result<(), CacheError> {
+        dispatch!(self, s => s.bump(keys))
     }
-    async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
-        dispatch!(self, s => s.set_raw(key, value, ttl))
+    async fn ensure(
+        &self,
+        keys: &[String],
+        fresh: u64,
+        ttl: Duration,
+    ) -> Result<Vec<u64>, CacheError> {
+        dispatch!(self, s => s.ensure(keys, fresh, ttl))
     }
     async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {
         dispatch!(self, s => s.clear(prefix))

@@ -12,9 +12,20 @@ use redis::{Client, Script};
 use super::{Expect, Put, Store};
 use crate::error::CacheError;
 
-/// Compare-and-set write of an entry; creates missing dependency versions at
-/// 0 and keeps every dependency alive at least as long as the entry.
+/// Compare-and-set write of an entry.
+///
+/// `KEYS[1]` the entry, then `ARGV[5]` quota keys, then the version keys the
+/// entry depends on (those in its slot); `ARGV[7..]` the versions the value
+/// was computed under, in the same order. A version key that no longer holds
+/// its version refuses the write (an invalidation ran during the computation,
+/// or the counter expired or was evicted: the entry could never be read
+/// anyway). Version keys are never created here, only kept alive as long as
+/// the entry.
 pub(super) const PUT: &str = r"
+local q = tonumber(ARGV[5])
+for i = 2 + q, #KEYS do
+  if redis.pcall('GET', KEYS[i]) ~= ARGV[5 + i - q] then return 0 end
+end
 local cur = redis.call('GET', KEYS[1])
 local exp = ARGV[3]
 if exp ~= '*' then
@@ -24,7 +35,6 @@ if exp ~= '*' then
     return 0
   end
 end
-local q = tonumber(ARGV[5])
 if q > 0 then
   local size = string.len(ARGV[1])
   local used = redis.call('INCRBY', KEYS[2], size)
@@ -37,12 +47,26 @@ end
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 for i = 2 + q, #KEYS do
-  if not redis.call('SET', KEYS[i], '0', 'NX', 'PX', ttl) then
-    local p = redis.call('PTTL', KEYS[i])
-    if p >= 0 and p < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
-  end
+  local p = redis.call('PTTL', KEYS[i])
+  if p >= 0 and p < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 return 1
+";
+
+/// Snapshots version counters: the value of every key, after setting a
+/// missing or unreadable one to `ARGV[1]` (a fresh version, see
+/// `envelope::fresh_version`) with a life of `ARGV[2]` ms.
+pub(super) const ENSURE: &str = r"
+local out = {}
+for i = 1, #KEYS do
+  local v = redis.pcall('GET', KEYS[i])
+  if type(v) ~= 'string' or string.len(v) > 19 or not string.match(v, '^[1-9]%d*$') then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    v = ARGV[1]
+  end
+  out[i] = v
+end
+return out
 ";
 
 /// A Lua script run by `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
@@ -123,6 +147,57 @@ pub(super) fn put_outcome(reply: i64, put: &Put<'_>) -> Result<bool, CacheError>
     }
 }
 
+/// The ARGV of the PUT script, owned: ttl, expectation, quota (limit, key
+/// count, window), then the dependency versions as decimal.
+pub(super) struct PutArgs {
+    head: [Vec<u8>; 5],
+    versions: Vec<String>,
+}
+
+impl PutArgs {
+    /// The arguments of `put`, with `versions` for its version keys.
+    pub(super) fn new(put: &Put<'_>, versions: &[u64]) -> Self {
+        let [limit, count, window] = quota_args(put);
+        Self {
+            head: [
+                ms(put.ttl).to_string().into_bytes(),
+                encode_expect(&put.expect),
+                limit.into_bytes(),
+                count.into_bytes(),
+                window.into_bytes(),
+            ],
+            versions: versions.iter().map(u64::to_string).collect(),
+        }
+    }
+
+    /// `ARGV`: the value, then the rest.
+    pub(super) fn with_value<'a>(&'a self, value: &'a [u8]) -> Vec<&'a [u8]> {
+        let mut args = Vec::with_capacity(6 + self.versions.len());
+        args.push(value);
+        args.extend(self.head.iter().map(Vec::as_slice));
+        args.extend(self.versions.iter().map(String::as_bytes));
+        args
+    }
+}
+
+/// The versions an ENSURE script returned: one valid version per key, or a
+/// store error for a reply of another shape (never a panic).
+pub(super) fn ensured_versions(reply: &[Vec<u8>], expected: usize) -> Result<Vec<u64>, CacheError> {
+    if reply.len() != expected {
+        return Err(CacheError::Store(format!(
+            "version snapshot: {} values for {expected} keys",
+            reply.len()
+        )));
+    }
+    reply
+        .iter()
+        .map(|raw| {
+            super::parse_version(Some(raw))
+                .ok_or_else(|| CacheError::Store("version snapshot: not a version".into()))
+        })
+        .collect()
+}
+
 /// ARGV[4..=6] of the PUT script: quota limit, number of quota keys, window ms.
 pub(super) fn quota_args(put: &Put<'_>) -> [String; 3] {
     match &put.quota {
@@ -135,13 +210,17 @@ pub(super) fn quota_args(put: &Put<'_>) -> [String; 3] {
     }
 }
 
-/// Increments version counters; a counter created here expires after ARGV[1]
-/// ms (no live entry refers to it; only in-flight computations may).
-pub(super) const BUMP: &str = r"
-local ttl = tonumber(ARGV[1])
+/// Invalidates: increments every version counter that exists; deletes one
+/// that cannot be incremented (garbage, a wrong type). A missing counter
+/// stays missing: no entry can match it, and creating it here would only
+/// grow the keyspace. `allow-oom`: an invalidation must land even when Redis
+/// is out of memory under `noeviction` (it never grows memory).
+pub(super) const BUMP: &str = r"#!lua flags=allow-oom
 for i = 1, #KEYS do
-  redis.call('INCR', KEYS[i])
-  if redis.call('PTTL', KEYS[i]) == -1 then redis.call('PEXPIRE', KEYS[i], ttl) end
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local r = redis.pcall('INCR', KEYS[i])
+    if type(r) ~= 'number' then redis.call('DEL', KEYS[i]) end
+  end
 end
 return #KEYS
 ";
@@ -156,6 +235,7 @@ pub(crate) struct RedisStore {
     display_url: String,
     put: Lua,
     bump: Lua,
+    ensure: Lua,
     release: Lua,
 }
 
@@ -250,6 +330,7 @@ impl RedisStore {
             display_url,
             put: Lua::new(PUT),
             bump: Lua::new(BUMP),
+            ensure: Lua::new(ENSURE),
             release: Lua::new(RELEASE),
         })
     }
@@ -311,38 +392,43 @@ impl Store for RedisStore {
             keys.extend(q.keys.iter().map(String::as_str));
         }
         keys.extend(put.deps.iter().map(String::as_str));
-        let ttl = ms(put.ttl).to_string();
-        let expect = encode_expect(&put.expect);
-        let [limit, count, window] = quota_args(put);
-        let args: [&[u8]; 6] = [
-            put.value,
-            ttl.as_bytes(),
-            &expect,
-            limit.as_bytes(),
-            count.as_bytes(),
-            window.as_bytes(),
-        ];
-        let reply: i64 = self.put.run(&mut self.conn.clone(), &keys, &args).await?;
+        let args = PutArgs::new(put, put.versions);
+        let reply: i64 = self
+            .put
+            .run(&mut self.conn.clone(), &keys, &args.with_value(put.value))
+            .await?;
         put_outcome(reply, put)
     }
 
-    async fn bump(&self, keys: &[String], ttl: Duration) -> Result<(), CacheError> {
+    async fn bump(&self, keys: &[String]) -> Result<(), CacheError> {
         if keys.is_empty() {
             return Ok(());
         }
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let ttl = ms(ttl).to_string();
-        let _: i64 = self
-            .bump
-            .run(&mut self.conn.clone(), &keys, &[ttl.as_bytes()])
-            .await?;
+        let _: i64 = self.bump.run(&mut self.conn.clone(), &keys, &[]).await?;
         Ok(())
     }
 
-    async fn set_raw(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
-        set_px(&mut self.conn.clone(), key, value, ttl, false)
-            .await
-            .map(drop)
+    async fn ensure(
+        &self,
+        keys: &[String],
+        fresh: u64,
+        ttl: Duration,
+    ) -> Result<Vec<u64>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let (fresh, ttl) = (fresh.to_string(), ms(ttl).to_string());
+        let reply: Vec<Vec<u8>> = self
+            .ensure
+            .run(
+                &mut self.conn.clone(),
+                &keys,
+                &[fresh.as_bytes(), ttl.as_bytes()],
+            )
+            .await?;
+        ensured_versions(&reply, keys.len())
     }
 
     async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {

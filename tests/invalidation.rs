@@ -1,0 +1,413 @@
+//! Invalidations stay in force (guarantee 2): each test drives one way a
+//! value computed before an invalidation could come back, against a real
+//! `redis-server` and, where it applies, the memory store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cacheable::{Cache, CacheError, CacheOptions};
+use cacheable_test_support::RedisServer;
+use tokio::sync::oneshot;
+
+async fn redis_cache(server: &RedisServer, prefix: &str) -> Cache {
+    Cache::builder()
+        .redis_url(server.url())
+        .prefix(prefix)
+        .op_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .expect("valid configuration")
+}
+
+/// `get_or_compute` returning `value`.
+async fn read(cache: &Cache, key: &str, opts: &CacheOptions, value: &str) -> String {
+    let value = value.to_owned();
+    cache
+        .get_or_compute(key, opts, || async move { Ok::<_, ()>(value) })
+        .await
+        .unwrap()
+}
+
+/// Starts `get_or_compute(key)` whose computation returns "old" once
+/// released; returns when the computation has started (its snapshot is taken).
+async fn slow(
+    cache: &Cache,
+    key: &'static str,
+    opts: &CacheOptions,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<String>) {
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let (cache, opts) = (cache.clone(), opts.clone());
+    let task = tokio::spawn(async move {
+        cache
+            .get_or_compute(key, &opts, || async move {
+                started_tx.send(()).unwrap();
+                go_rx.await.unwrap();
+                Ok::<_, ()>("old".to_owned())
+            })
+            .await
+            .unwrap()
+    });
+    started_rx.await.unwrap();
+    (go_tx, task)
+}
+
+fn int_reply(reply: &[u8]) -> i64 {
+    String::from_utf8_lossy(&reply[1..]).trim().parse().unwrap()
+}
+
+fn info_field(server: &RedisServer, section: &str, field: &str) -> u64 {
+    let info = server.command(&[b"INFO", section.as_bytes()]);
+    let text = String::from_utf8_lossy(&info);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+// ------------------------------------------------------- counter expiry
+
+/// A short-lived entry creates the tag's counter with its short life; a slow
+/// computation of another key with that tag snapshots it; the tag is
+/// invalidated; the counter expires; the slow write must not bring the
+/// old value back (schema 1 recreated the counter at 0, matching the snapshot).
+async fn counter_expiry_during_a_computation(cache: &Cache, expire: impl AsyncFnOnce()) {
+    let short = CacheOptions::new()
+        .ttl(Duration::from_millis(300))
+        .tags(["item:5"])
+        .tenant("exp");
+    let long = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["item:5"])
+        .tenant("exp");
+    read(cache, "short", &short, "s").await;
+    let (go, task) = slow(cache, "long", &long).await;
+    cache.delete_by_tags(&["item:5"], Some("exp")).await.unwrap();
+    expire().await;
+    go.send(()).unwrap();
+    assert_eq!(task.await.unwrap(), "old", "the slow caller gets its value");
+    assert_eq!(
+        read(cache, "long", &long, "new").await,
+        "new",
+        "a value computed before the invalidation is never served after it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_expiry_during_a_computation_memory() {
+    let cache = Cache::memory();
+    counter_expiry_during_a_computation(&cache, async || {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_expiry_during_a_computation_redis() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "exp").await;
+    counter_expiry_during_a_computation(&cache, async || {
+        let key = b"exp:{t:exp}:v:t:item%3A5";
+        assert_eq!(int_reply(&server.command(&[b"EXISTS", key])), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            int_reply(&server.command(&[b"EXISTS", key])),
+            0,
+            "the counter expired with the short entry"
+        );
+    })
+    .await;
+}
+
+// ------------------------------------------------ ABA after a restart
+
+/// A computation snapshots a counter; Redis is killed and restarted empty;
+/// the counter comes back and is bumped as many times as before. It must not
+/// come back to the snapshotted version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_lost_in_a_restart_never_match() {
+    let mut server = RedisServer::start();
+    let cache = redis_cache(&server, "aba").await;
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["t"])
+        .tenant("aba");
+    read(&cache, "warm", &opts, "w").await;
+    cache.delete_by_tags(&["t"], Some("aba")).await.unwrap();
+    let (go, task) = slow(&cache, "k", &opts).await;
+    server.restart();
+    // Wait until the cache reaches the new server and bump the counter once,
+    // as the first incarnation was (schema 1 recreated it at 0 + 1: the
+    // snapshotted version).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.delete_by_tags(&["t"], Some("aba")).await.is_err() {
+        assert!(Instant::now() < deadline, "redis did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while cache.pending_invalidations() > 0 {
+        assert!(Instant::now() < deadline, "the retry did not land");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    go.send(()).unwrap();
+    assert_eq!(task.await.unwrap(), "old");
+    assert_eq!(
+        read(&cache, "k", &opts, "new").await,
+        "new",
+        "a counter recreated after a restart never matches an old snapshot"
+    );
+}
+
+// --------------------------------------------------- evicted counters
+
+/// `allkeys-lru` evicts counters as readily as entries. A missing counter
+/// must not match the versions recorded in an entry. Deterministic part:
+/// evict the counter by hand; then a stress part under a real, tight
+/// `maxmemory` that checks every read against the database version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_counters_never_match() {
+    let server = RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
+    let cache = redis_cache(&server, "ev").await;
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["user:1"])
+        .tenant("ev");
+    assert_eq!(read(&cache, "k", &opts, "old").await, "old");
+    cache.delete_by_tags(&["user:1"], Some("ev")).await.unwrap();
+    server.command(&[b"DEL", b"ev:{t:ev}:v:t:user%3A1"]);
+    assert_eq!(
+        read(&cache, "k", &opts, "new").await,
+        "new",
+        "an evicted counter never validates an invalidated entry"
+    );
+
+    // Stress: 40 records of ~16 KiB each (about 640 KiB live), rewritten and
+    // invalidated, with filler that pushes Redis into eviction.
+    let db: Arc<Vec<AtomicU64>> = Arc::new((0..40).map(|_| AtomicU64::new(0)).collect());
+    let mut stale = 0u32;
+    let filler = "x".repeat(16 * 1024);
+    for i in 0u64..1500 {
+        let r = usize::try_from(i.wrapping_mul(7919) % 40).unwrap();
+        let tag = format!("rec:{r}");
+        let opts = CacheOptions::new()
+            .ttl(Duration::from_secs(60))
+            .tags([tag.clone()])
+            .tenant("ev");
+        if i % 5 == 0 {
+            db[r].fetch_add(1, Ordering::SeqCst);
+            cache.delete_by_tags(&[&tag], Some("ev")).await.unwrap();
+        } else {
+            let floor = db[r].load(Ordering::SeqCst);
+            let (db, filler) = (db.clone(), filler.clone());
+            let got: (u64, String) = cache
+                .get_or_compute(&format!("rec{r}"), &opts, || async move {
+                    Ok::<_, ()>((db[r].load(Ordering::SeqCst), filler))
+                })
+                .await
+                .unwrap();
+            if got.0 < floor {
+                stale += 1;
+            }
+        }
+        if i % 100 == 0 {
+            // Unrelated filler keys, as another user of the same Redis would write.
+            for j in 0..20 {
+                let _ = server.command(&[b"SET", format!("filler:{i}:{j}").as_bytes(), filler.as_bytes()]);
+            }
+        }
+    }
+    let evicted = info_field(&server, "stats", "evicted_keys");
+    assert!(evicted > 0, "the stress run must evict keys to mean anything");
+    assert_eq!(stale, 0, "stale reads under allkeys-lru ({evicted} keys evicted)");
+}
+
+// ---------------------------------------------------------- garbage
+
+/// A counter holding garbage is no version: it never matches, it does not
+/// switch invalidation off (schema 1's INCR failed on it for ever), and it is
+/// repaired so that caching resumes.
+async fn garbage_in_a_counter(cache: &Cache, poke: impl Fn(&[u8])) {
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["g"])
+        .tenant("gar");
+    assert_eq!(read(cache, "k", &opts, "old").await, "old");
+    poke(b"not a number");
+    assert_eq!(
+        read(cache, "k", &opts, "v1").await,
+        "v1",
+        "garbage never validates an entry"
+    );
+    assert_eq!(read(cache, "k", &opts, "v2").await, "v1", "repaired: cached again");
+    poke(b"12abc");
+    cache
+        .delete_by_tags(&["g"], Some("gar"))
+        .await
+        .expect("an invalidation succeeds over garbage");
+    assert_eq!(read(cache, "k", &opts, "v3").await, "v3");
+    assert_eq!(read(cache, "k", &opts, "v4").await, "v3");
+    cache.delete_by_tags(&["g"], Some("gar")).await.unwrap();
+    assert_eq!(
+        read(cache, "k", &opts, "v5").await,
+        "v5",
+        "invalidation works again after the repair"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_a_counter_is_repaired_redis() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "gar").await;
+    garbage_in_a_counter(&cache, |v| {
+        server.command(&[b"SET", b"gar:{t:gar}:v:t:g", v]);
+    })
+    .await;
+    // A counter of the wrong type is garbage too.
+    server.command(&[b"DEL", b"gar:{t:gar}:v:t:g"]);
+    server.command(&[b"LPUSH", b"gar:{t:gar}:v:t:g", b"x"]);
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["g"])
+        .tenant("gar");
+    cache.delete_by_tags(&["g"], Some("gar")).await.unwrap();
+    assert_eq!(read(&cache, "k", &opts, "w1").await, "w1");
+    assert_eq!(read(&cache, "k", &opts, "w2").await, "w1");
+}
+
+// ------------------------------------------------- failed invalidations
+
+/// With Redis frozen, an invalidation fails; it is retried until it lands,
+/// and until then this process serves no cached value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_invalidation_is_retried_and_blocks_reads() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "pend").await;
+    let other = redis_cache(&server, "pend").await;
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["t"])
+        .tenant("p");
+    assert_eq!(read(&cache, "k", &opts, "old").await, "old");
+    assert_eq!(read(&other, "k", &opts, "x").await, "old");
+
+    server.pause();
+    let err = cache.delete_by_tags(&["t"], Some("p")).await.unwrap_err();
+    assert!(
+        matches!(err, CacheError::Timeout(_) | CacheError::Connection(_)),
+        "{err:?}"
+    );
+    assert!(cache.pending_invalidations() > 0, "the failure is kept");
+    // Reads of this process run the function while the invalidation waits.
+    let started = Instant::now();
+    assert_eq!(read(&cache, "k", &opts, "fresh").await, "fresh");
+    assert!(started.elapsed() < Duration::from_millis(100), "no store round trip");
+    server.resume();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.pending_invalidations() > 0 {
+        assert!(Instant::now() < deadline, "the retry never landed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(read(&cache, "k", &opts, "new").await, "new");
+    assert_eq!(
+        read(&other, "k", &opts, "y").await,
+        "new",
+        "the other instance sees the invalidation too"
+    );
+}
+
+/// `CLIENT PAUSE WRITE` blocks the invalidation while reads go on: the
+/// pausing process must not serve the entry it failed to invalidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_during_client_pause_write() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "cp").await;
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["t"])
+        .tenant("p");
+    assert_eq!(read(&cache, "k", &opts, "old").await, "old");
+    server.command(&[b"CLIENT", b"PAUSE", b"1000", b"WRITE"]);
+    assert!(cache.delete_by_tags(&["t"], Some("p")).await.is_err());
+    assert_eq!(
+        read(&cache, "k", &opts, "fresh").await,
+        "fresh",
+        "reads of this process bypass Redis while the invalidation is pending"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.pending_invalidations() > 0 {
+        assert!(Instant::now() < deadline, "the retry never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(read(&cache, "k", &opts, "new").await, "new");
+}
+
+/// Out of memory under `noeviction`, writes fail but an invalidation must
+/// still land (`allow-oom`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_lands_when_redis_is_out_of_memory() {
+    let server =
+        RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    let cache = redis_cache(&server, "oom").await;
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["t"])
+        .tenant("p");
+    assert_eq!(read(&cache, "k", &opts, "old").await, "old");
+    let big = vec![b'x'; 64 * 1024];
+    for i in 0.. {
+        let reply = server.command(&[b"SET", format!("fill{i}").as_bytes(), &big]);
+        if reply.starts_with(b"-OOM") {
+            break;
+        }
+        assert!(i < 10_000, "never out of memory");
+    }
+    cache
+        .delete_by_tags(&["t"], Some("p"))
+        .await
+        .expect("an invalidation runs under OOM");
+    cache
+        .delete("k", &opts)
+        .await
+        .expect("a delete runs under OOM");
+    assert_eq!(read(&cache, "k", &opts, "new").await, "new");
+    assert_eq!(cache.pending_invalidations(), 0);
+}
+
+// ------------------------------------- invalidations during a computation
+
+/// `delete_by_tenant` while a value of the tenant is computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_invalidation_during_a_computation() {
+    let server = RedisServer::start();
+    for cache in [Cache::memory(), redis_cache(&server, "tn").await] {
+        let opts = CacheOptions::new()
+            .ttl(Duration::from_secs(60))
+            .tenant("acme");
+        let (go, task) = slow(&cache, "k", &opts).await;
+        cache.delete_by_tenant("acme").await.unwrap();
+        go.send(()).unwrap();
+        assert_eq!(task.await.unwrap(), "old");
+        assert_eq!(read(&cache, "k", &opts, "new").await, "new");
+    }
+}
+
+/// `delete` while the key is computed, with no entry before (schema 1's
+/// tombstone expired, after which the late write went through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_during_a_computation_of_an_absent_key() {
+    let server = RedisServer::start();
+    for cache in [Cache::memory(), redis_cache(&server, "dl").await] {
+        let opts = CacheOptions::new()
+            .ttl(Duration::from_secs(60))
+            .tenant("acme");
+        let (go, task) = slow(&cache, "k", &opts).await;
+        cache.delete("k", &opts).await.unwrap();
+        go.send(()).unwrap();
+        assert_eq!(task.await.unwrap(), "old");
+        assert_eq!(cache.get::<String>("k", &opts).await.unwrap(), None);
+        assert_eq!(read(&cache, "k", &opts, "new").await, "new");
+    }
+}
