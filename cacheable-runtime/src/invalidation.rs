@@ -83,8 +83,10 @@ impl Pending {
     }
 
     fn publish(&self, state: &State) {
-        self.count
-            .store(state.keys.len() + usize::from(state.clear), Ordering::Release);
+        self.count.store(
+            state.keys.len() + usize::from(state.clear),
+            Ordering::Release,
+        );
     }
 
     /// Adds failed bumps.

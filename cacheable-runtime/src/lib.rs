@@ -9,9 +9,9 @@ mod cache;
 pub mod context;
 mod envelope;
 mod error;
-mod invalidation;
 #[cfg(feature = "axum")]
 pub mod http;
+mod invalidation;
 mod key;
 mod options;
 #[doc(hidden)]

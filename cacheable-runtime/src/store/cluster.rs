@@ -20,8 +20,8 @@ use redis::{Cmd, Value};
 use tokio::sync::OnceCell;
 
 use super::redis::{
-    BUMP, ENSURE, Lua, PUT, PutArgs, RELEASE, TlsSettings, ensured_versions, glob_escape,
-    mask_url, ms, put_outcome, set_px, used_memory_of,
+    BUMP, ENSURE, Lua, PUT, PutArgs, RELEASE, TlsSettings, ensured_versions, glob_escape, mask_url,
+    ms, put_outcome, set_px, used_memory_of,
 };
 use super::{Put, Store};
 use crate::error::CacheError;
