@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cacheable::{Cache, CacheError, CacheOptions};
+use cacheable::{Cache, CacheError, CacheOptions, cache_evict};
 use cacheable_test_support::RedisServer;
 use tokio::sync::oneshot;
 
@@ -436,4 +436,81 @@ async fn delete_during_a_computation_of_an_absent_key() {
         assert_eq!(cache.get::<String>("k", &opts).await.unwrap(), None);
         assert_eq!(read(&cache, "k", &opts, "new").await, "new");
     }
+}
+
+// ------------------------------------------------- restored snapshots
+
+/// Redis restarts from a snapshot taken before an invalidation: the old
+/// counter and the old entry come back together. Every instance checks the
+/// server's identity after the connection broke and clears its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_snapshot_never_serves_invalidated_entries() {
+    let mut server = RedisServer::start();
+    let a = redis_cache(&server, "snap").await;
+    let b = redis_cache(&server, "snap").await;
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["t"])
+        .tenant("p");
+    assert_eq!(read(&a, "k", &opts, "old").await, "old");
+    assert_eq!(read(&b, "k", &opts, "x").await, "old");
+    assert!(server.command(&[b"SAVE"]).starts_with(b"+OK"));
+    a.delete_by_tags(&["t"], Some("p")).await.unwrap();
+    server.restart();
+    assert!(
+        int_reply(&server.command(&[b"DBSIZE"])) > 0,
+        "the server came back with the snapshot's keys"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for cache in [&a, &b] {
+            assert_eq!(
+                read(cache, "k", &opts, "new").await,
+                "new",
+                "an entry invalidated after the snapshot is never served"
+            );
+        }
+        if a.stats().hits > 0 && b.stats().hits > 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "caching never resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ------------------------------------------------- #[cache_evict] waits
+
+#[cache_evict(tags = ["t"], cache = cache, skip(cache))]
+async fn rename(cache: &Cache) {}
+
+/// A `#[cache_evict]` call whose invalidation fails waits for its retry to
+/// land before it returns (up to `evict_wait`): once it has returned, no
+/// instance serves the removed entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evict_waits_for_the_invalidation_to_land() {
+    let server = RedisServer::start();
+    let a = redis_cache(&server, "ew").await;
+    let b = redis_cache(&server, "ew").await;
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["t"])
+        .tenant("p");
+    assert_eq!(read(&b, "k", &opts, "old").await, "old");
+    server.pause();
+    let evicting = tokio::spawn({
+        let a = a.clone();
+        async move { cacheable::tenant::scope("p", rename(&a)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !evicting.is_finished(),
+        "the call has not returned while its invalidation cannot land"
+    );
+    server.resume();
+    evicting.await.unwrap();
+    assert_eq!(
+        read(&b, "k", &opts, "new").await,
+        "new",
+        "once the call returned, the other instance serves no removed entry"
+    );
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cacheable::{Cache, cacheable};
+use cacheable::{Cache, cache_evict, cacheable};
 use cacheable_test_support::RedisServer;
 
 const RECORDS: usize = 8;
@@ -53,6 +53,11 @@ async fn load(cache: &Cache, world: &World, r: usize) -> u64 {
     v
 }
 
+/// `#[cache_evict]` without `strict`: waits for a failed invalidation's
+/// retry up to `evict_wait`.
+#[cache_evict(tags = ["rec:{r}"], cache = cache, skip(cache))]
+async fn invalidate_record(cache: &Cache, r: usize) {}
+
 /// How a writer invalidates.
 #[derive(Clone, Copy, PartialEq)]
 enum Evict {
@@ -75,7 +80,7 @@ async fn writer(cache: Cache, world: Arc<World>, evict: Evict, seed: u64) {
         let returned = match evict {
             Evict::Skip => true,
             Evict::Default => {
-                let _ = cache.delete_by_tags(&[&tag], None).await;
+                invalidate_record(&cache, r).await;
                 true
             }
             Evict::Strict => cache.delete_by_tags(&[&tag], None).await.is_ok(),
@@ -98,7 +103,7 @@ async fn reader(cache: Cache, world: Arc<World>, seed: u64) {
         if got < floor {
             world.violations.fetch_add(1, Ordering::SeqCst);
         }
-        if i % 16 == 0 {
+        if i.is_multiple_of(16) {
             tokio::task::yield_now().await;
         }
     }
@@ -200,8 +205,11 @@ async fn no_stale_reads_memory_store() {
     assert_eq!(violations, 0, "stale reads on the memory store");
 }
 
-/// Redis is frozen (SIGSTOP) for a second, then killed (-9) and restarted,
-/// while three instances read and write: one evicting by default, two in
+/// Redis is frozen (SIGSTOP) for a second, then paused for writes
+/// (`CLIENT PAUSE WRITE`) for a second, then killed (-9) and restarted, while
+/// version counters are deleted and overwritten with garbage behind the
+/// cache's back (as `allkeys-lru` eviction and a stray writer would), and
+/// three instances read and write: one evicting with `#[cache_evict]`, two in
 /// strict mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_stale_reads_while_redis_is_paused_and_killed() {
@@ -213,17 +221,28 @@ async fn no_stale_reads_while_redis_is_paused_and_killed() {
         (redis_cache(&server, timeout).await, Evict::Strict),
     ];
     let pid = server.pid();
+    let port = server.port();
+    let chaos_stop = Arc::new(AtomicBool::new(false));
+    let chaos = std::thread::spawn({
+        let stop = chaos_stop.clone();
+        move || chaos(port, &stop)
+    });
     let faults = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
         server.pause();
         tokio::time::sleep(Duration::from_secs(1)).await;
         server.resume();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        server.command(&[b"CLIENT", b"PAUSE", b"1000", b"WRITE"]);
         tokio::time::sleep(Duration::from_secs(2)).await;
         server.kill();
         tokio::time::sleep(Duration::from_millis(500)).await;
         server.restart();
     };
     let (reads, violations) = check(&caches, RUN, faults).await;
+    chaos_stop.store(true, Ordering::SeqCst);
+    let poked = chaos.join().unwrap();
+    assert!(poked > 50, "the chaos thread ran: {poked}");
     let stats: Vec<_> = caches.iter().map(|(c, _)| c.stats()).collect();
     eprintln!("faults: {reads} reads, {violations} stale; {stats:?}");
     assert!(pid.is_some());
@@ -256,4 +275,38 @@ async fn the_checker_catches_missing_invalidations() {
     let memory = Cache::memory();
     let (_, violations) = check(&[(memory, Evict::Skip)], Duration::from_secs(1), async {}).await;
     assert!(violations > 0, "and on the memory store");
+}
+
+/// Every few milliseconds, deletes a record's version counters or writes
+/// garbage into them, over its own connection (errors while Redis is down
+/// are ignored). Both key layouts are poked (schema 1 used `:tag:`), so the
+/// checker exercises either. Returns how many pokes were sent.
+fn chaos(port: u16, stop: &AtomicBool) -> u64 {
+    use std::io::{Read, Write};
+    let mut n = 0u64;
+    let mut buf = [0u8; 512];
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(15));
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+        let r = usize::try_from(n).unwrap() % RECORDS;
+        for ns in ["{g}:v:t:", "{a}:v:t:", "{g}:tag:", "{a}:tag:"] {
+            let key = format!("stale:{ns}rec%3A{r}");
+            let cmd = if n.is_multiple_of(3) {
+                format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$7\r\ngarbage\r\n",
+                    key.len()
+                )
+            } else {
+                format!("*2\r\n$3\r\nDEL\r\n${}\r\n{key}\r\n", key.len())
+            };
+            if conn.write_all(cmd.as_bytes()).is_err() || conn.read(&mut buf).is_err() {
+                break;
+            }
+        }
+        n += 1;
+    }
+    n
 }

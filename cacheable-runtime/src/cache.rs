@@ -136,11 +136,14 @@ pub(crate) struct Inner {
     lease_ttl: Duration,
     lease_wait: Duration,
     write_guard: Duration,
+    evict_wait: Duration,
     tenant_quota: Option<u64>,
     /// Rate-limiter state of this cache (see `rate_limit`).
     pub(crate) rate_state: crate::rate_limit::State,
     /// Invalidations that failed and are retried.
     pending: crate::invalidation::Pending,
+    /// Whether the server must be checked before the next read.
+    server: crate::invalidation::ServerCheck,
 }
 
 /// Builds a [`Cache`]. `build()` fails only on invalid configuration: an
@@ -159,6 +162,7 @@ pub struct CacheBuilder {
     lease_ttl: Duration,
     lease_wait: Duration,
     write_guard: Duration,
+    evict_wait: Duration,
     tenant_quota: Option<u64>,
     tls: TlsSettings,
 }
@@ -204,6 +208,7 @@ impl Default for CacheBuilder {
             lease_ttl: Duration::from_secs(5),
             lease_wait: Duration::from_secs(1),
             write_guard: Duration::from_secs(60),
+            evict_wait: Duration::from_secs(2),
             tenant_quota: None,
             tls: TlsSettings::default(),
         }
@@ -280,10 +285,25 @@ impl CacheBuilder {
         self
     }
 
-    /// The longest computation whose value is still stored (default 60 s); also
-    /// how long `delete` tombstones live.
+    /// The longest time from a miss's version snapshot to its write for the
+    /// value to be stored (default 60 s): a policy against storing values of
+    /// very slow computations, not a safety margin (consistency does not
+    /// depend on it).
     pub fn write_guard(mut self, guard: Duration) -> Self {
         self.write_guard = guard;
+        self
+    }
+
+    /// How long a `#[cache_evict]` call (without `strict`) whose invalidation
+    /// failed waits for the background retry to land before it returns
+    /// anyway (default 2 s; zero: never wait). While it waits, the
+    /// invalidation has not returned; once it lands, no instance serves what
+    /// it removed. A Redis outage longer than this lets the call return first:
+    /// other instances may then serve the removed entries until the retry
+    /// lands (this instance serves nothing from Redis until then). Use
+    /// `#[cache_evict(strict)]` to get the error instead.
+    pub fn evict_wait(mut self, wait: Duration) -> Self {
+        self.evict_wait = wait;
         self
     }
 
@@ -382,9 +402,11 @@ impl CacheBuilder {
                 lease_ttl: self.lease_ttl,
                 lease_wait: self.lease_wait,
                 write_guard: self.write_guard,
+                evict_wait: self.evict_wait,
                 tenant_quota: self.tenant_quota,
                 rate_state: crate::rate_limit::State::default(),
                 pending: crate::invalidation::Pending::default(),
+                server: crate::invalidation::ServerCheck::default(),
             }),
         })
     }
@@ -546,6 +568,7 @@ impl Cache {
             }
             Ok(Err(e)) => {
                 if e.is_availability() {
+                    inner.server.distrust();
                     inner.breaker.failure();
                 } else {
                     inner.breaker.success();
@@ -553,6 +576,7 @@ impl Cache {
                 Err(e)
             }
             Err(_) => {
+                inner.server.distrust();
                 inner.breaker.failure();
                 Err(CacheError::Timeout(inner.op_timeout))
             }
@@ -722,6 +746,9 @@ impl Cache {
     ) -> Result<Lookup<V>, CacheError> {
         if self.inner.pending.active() {
             return Err(CacheError::InvalidationPending);
+        }
+        if self.inner.server.suspect() {
+            self.check_server().await?;
         }
         let store = &self.inner.store;
         let at = Instant::now();
@@ -1258,9 +1285,14 @@ impl Cache {
             Some(t) => Some(TenantId::from(t)),
             None => tenant::current(),
         };
-        let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
-        let keys = tags.iter().map(|t| key::tag_key(&ns, t)).collect();
-        self.invalidate(keys, "tags").await
+        self.invalidate(self.tag_keys(tags, tenant.as_ref()), "tags")
+            .await
+    }
+
+    /// The version keys of `tags` in `tenant` (`None`: the global space).
+    fn tag_keys(&self, tags: &[&str], tenant: Option<&TenantId>) -> Vec<String> {
+        let ns = key::namespace(&self.inner.prefix, tenant);
+        tags.iter().map(|t| key::tag_key(&ns, t)).collect()
     }
 
     /// Invalidates every entry carrying one of `tags`, in every tenant. O(1) per tag.
@@ -1269,9 +1301,13 @@ impl Cache {
     /// Store, timeout or breaker errors; the invalidation is then retried as
     /// for [`Cache::delete`].
     pub async fn delete_by_tags_all_tenants(&self, tags: &[&str]) -> Result<(), CacheError> {
+        self.invalidate(self.all_tenant_tag_keys(tags), "tags")
+            .await
+    }
+
+    fn all_tenant_tag_keys(&self, tags: &[&str]) -> Vec<String> {
         let ns = key::all_tenants_namespace(&self.inner.prefix);
-        let keys = tags.iter().map(|t| key::tag_key(&ns, t)).collect();
-        self.invalidate(keys, "tags").await
+        tags.iter().map(|t| key::tag_key(&ns, t)).collect()
     }
 
     /// Invalidates every entry of `tenant`. O(1).
@@ -1350,9 +1386,38 @@ impl Cache {
                 pause = FIRST;
             } else {
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
+                pause = (pause * 2).min(Duration::from_millis(250));
             }
         }
+    }
+
+    /// Checks that the server is the one this cache last talked to; if it
+    /// is another (a restart, a failover), clears this cache's prefix first,
+    /// since the new server may hold data from before an invalidation. One
+    /// check at a time; concurrent readers wait for it.
+    async fn check_server(&self) -> Result<(), CacheError> {
+        let inner = &self.inner;
+        let mut known = inner.server.lock().await;
+        if !inner.server.suspect() {
+            return Ok(());
+        }
+        let id = self.op(inner.store.server_id()).await?;
+        if let (Some(before), Some(now)) = (known.as_deref(), id.as_deref())
+            && before != now
+        {
+            let limit = (inner.op_timeout * 40).max(Duration::from_secs(10));
+            tokio::time::timeout(limit, inner.store.clear(&inner.prefix))
+                .await
+                .map_err(|_| CacheError::Timeout(limit))??;
+            inner.stats.invalidation("server_changed");
+            tracing::warn!(
+                "the Redis server changed (restart or failover): cleared this cache's keys, \
+                 which may predate an invalidation"
+            );
+        }
+        *known = id;
+        inner.server.trust();
+        Ok(())
     }
 
     /// Invalidations that failed and wait for their retry (version keys; a
@@ -1415,16 +1480,24 @@ impl Cache {
             .await
     }
 
-    /// Invalidation after a `#[cache_evict]` call: errors are counted and logged.
+    /// Invalidation after a `#[cache_evict]` call without `strict`: a failed
+    /// invalidation is retried, and the call waits for it to land up to
+    /// `evict_wait`; past that it returns, and the error is counted and logged
+    /// (the retry goes on in the background).
     pub(crate) async fn evict_after_call(&self, tags: &[String], all_tenants: bool) {
-        let result = if all_tenants {
-            self.delete_by_tags_all_tenants(&tags.iter().map(String::as_str).collect::<Vec<_>>())
-                .await
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let keys = if all_tenants {
+            self.all_tenant_tag_keys(&tags)
         } else {
-            self.delete_by_tags(&tags.iter().map(String::as_str).collect::<Vec<_>>(), None)
-                .await
+            self.tag_keys(&tags, tenant::current().as_ref())
         };
-        if let Err(e) = result {
+        if let Err(e) = self.invalidate(keys.clone(), "evict").await
+            && !self
+                .inner
+                .pending
+                .wait_landed(&keys, self.inner.evict_wait)
+                .await
+        {
             self.report(None, "evict", &e);
         }
     }

@@ -341,6 +341,11 @@ impl Store for ClusterStore {
         }
     }
 
+    async fn server_id(&self) -> Result<Option<String>, CacheError> {
+        // Not tracked per shard (see the `invalidation` module docs).
+        Ok(None)
+    }
+
     async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
         let mut conn = self.connection().await?;
         let mut total = 0u64;

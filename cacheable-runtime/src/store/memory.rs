@@ -197,6 +197,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn server_id(&self) -> Result<Option<String>, CacheError> {
+        Ok(None)
+    }
+
     async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
         let map = self.lock();
         Ok(Some(

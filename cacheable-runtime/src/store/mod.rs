@@ -119,6 +119,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// A round trip, for health checks.
     fn ping(&self) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// The identity of the server process (Redis `run_id`), where one
+    /// server holds all the data; `None` for the memory store and a cluster.
+    fn server_id(&self) -> impl Future<Output = Result<Option<String>, CacheError>> + Send;
     /// Bytes used by the store, when it can tell.
     fn used_memory(&self) -> impl Future<Output = Result<Option<u64>, CacheError>> + Send;
 }
@@ -193,6 +196,9 @@ impl Store for AnyStore {
     }
     async fn ping(&self) -> Result<(), CacheError> {
         dispatch!(self, s => s.ping())
+    }
+    async fn server_id(&self) -> Result<Option<String>, CacheError> {
+        dispatch!(self, s => s.server_id())
     }
     async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
         dispatch!(self, s => s.used_memory())

@@ -481,6 +481,17 @@ impl Store for RedisStore {
         }
     }
 
+    async fn server_id(&self) -> Result<Option<String>, CacheError> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| Some(id.trim().to_owned()))
+            .ok_or_else(|| CacheError::Store("INFO server has no run_id".into()))
+    }
+
     async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
         let mut conn = self.conn.clone();
         let info: String = redis::cmd("INFO")
