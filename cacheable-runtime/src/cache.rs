@@ -23,14 +23,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::sync::watch;
-
 use crate::breaker::{Breaker, BreakerState};
 use crate::context;
 use crate::envelope::{self, Dep, DepRef, KIND_TOMBSTONE, KIND_VALUE, now_ms};
 use crate::error::CacheError;
+use crate::flight::{Flight, Flights, LeaseGuard, Outcome};
 use crate::key::{self, KeyHasher};
 use crate::options::{CacheOptions, TtlPolicy};
 use crate::private::{Adapter, Plain, ResultOf, Site, Ttl};
@@ -40,6 +37,8 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, TlsSettings};
 use crate::store::{AnyStore, Expect, Put, Quota, Store};
 use crate::tenant::{self, TenantId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 tokio::task_local! {
     /// Dependencies reported by cached calls made while a value is computed.
@@ -95,7 +94,8 @@ pub(crate) struct Inner {
     pub(crate) op_timeout: Duration,
     breaker: Breaker,
     pub(crate) stats: Registry,
-    flights: Mutex<HashMap<String, watch::Sender<()>>>,
+    /// Single flight in this process (see `flight`): at most `MAX_FLIGHTS` entries.
+    flights: Flights,
     log: LogLimiter,
     lease_ttl: Duration,
     lease_wait: Duration,
@@ -339,7 +339,7 @@ impl CacheBuilder {
                     self.breaker_cooldown.1,
                 ),
                 stats: Registry::default(),
-                flights: Mutex::new(HashMap::new()),
+                flights: Flights::default(),
                 log: LogLimiter::new(Duration::from_secs(10)),
                 lease_ttl: self.lease_ttl,
                 lease_wait: self.lease_wait,
@@ -429,26 +429,6 @@ enum Lookup<V> {
 struct Miss {
     expect: Expect,
     versions: Vec<u64>,
-}
-
-enum Flight {
-    Leader(FlightGuard),
-    Follower(watch::Receiver<()>),
-}
-
-struct FlightGuard {
-    cache: Arc<Inner>,
-    key: String,
-}
-
-impl Drop for FlightGuard {
-    fn drop(&mut self) {
-        self.cache
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
-    }
 }
 
 fn parse_version(raw: Option<Vec<u8>>) -> u64 {
@@ -847,100 +827,113 @@ impl Cache {
         out
     }
 
-    fn join_flight(&self, key: &str) -> Flight {
-        let mut flights = self
-            .inner
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = flights.get(key) {
-            return Flight::Follower(tx.subscribe());
-        }
-        let (tx, _) = watch::channel(());
-        flights.insert(key.to_owned(), tx);
-        Flight::Leader(FlightGuard {
-            cache: Arc::clone(&self.inner),
-            key: key.to_owned(),
-        })
-    }
-
     /// A miss (or a stale hit): one caller per process computes (single
     /// flight), one process per key holds a lease; the others wait for its
-    /// value, or take the stale value at once.
+    /// value, or take the stale value at once. The steps, and the tests that
+    /// break when one is removed, are in the `flight` module's docs.
     async fn fill<A, O, F>(
         &self,
         spec: &Spec,
         mut miss: Miss,
-        stale: Option<A::Value>,
+        mut stale: Option<A::Value>,
         body: F,
     ) -> O
     where
         A: Adapter<O>,
         F: Future<Output = O>,
     {
-        match self.join_flight(&spec.keys[0]) {
-            Flight::Follower(mut rx) => {
-                if let Some(value) = stale {
-                    return self.serve_stale::<A, O>(spec, value);
-                }
-                let _ = tokio::time::timeout(self.inner.lease_wait, rx.changed()).await;
-                match self.lookup::<A::Value>(spec, false).await {
-                    Ok(Lookup::Hit(hit)) => self.serve_hit::<A, O>(spec, hit),
-                    Ok(Lookup::Stale { miss, .. } | Lookup::Miss(miss)) => {
-                        self.compute::<A, O, F>(spec, miss, body).await
-                    }
-                    Err(e) => {
-                        self.report(Some(&spec.counters), "read", &e);
-                        self.uncached(spec, body).await
-                    }
-                }
+        // The lease of a leader of this process that abandoned the flight
+        // this caller now takes over.
+        let mut dead_lease = None;
+        let mut guard = loop {
+            let follower = match self.inner.flights.join(&spec.keys[0], &miss.versions) {
+                Flight::Leader(guard) => break guard,
+                Flight::Follower(follower) => follower,
+            };
+            if let Some(value) = stale.take() {
+                return self.serve_stale::<A, O>(spec, value);
             }
-            Flight::Leader(guard) => {
-                let lease_key = format!("{}:l", spec.keys[0]);
-                let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
-                let leased = match self
-                    .op(self
-                        .inner
-                        .store
-                        .try_lease(&lease_key, &token, self.inner.lease_ttl))
-                    .await
-                {
-                    Ok(taken) => taken,
-                    Err(e) => {
-                        self.report(Some(&spec.counters), "lease", &e);
-                        true
-                    }
-                };
-                if !leased {
-                    if let Some(value) = stale {
+            // A live leader in this process: wait for it however long it takes.
+            match follower.wait().await {
+                // Join again: the first follower to get there leads.
+                Outcome::Abandoned(lease) => dead_lease = lease,
+                Outcome::Done => match self.lookup::<A::Value>(spec, false).await {
+                    Ok(Lookup::Hit(hit)) => return self.serve_hit::<A, O>(spec, hit),
+                    Ok(Lookup::Stale { value, .. }) => {
                         return self.serve_stale::<A, O>(spec, value);
                     }
-                    // Another process computes this key: wait for its value.
-                    let deadline = Instant::now() + self.inner.lease_wait;
-                    let mut pause = Duration::from_millis(5);
-                    while Instant::now() < deadline {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(50));
-                        match self.lookup::<A::Value>(spec, false).await {
-                            Ok(Lookup::Hit(hit)) => {
-                                drop(guard);
-                                return self.serve_hit::<A, O>(spec, hit);
-                            }
-                            Ok(Lookup::Stale { miss: m, .. } | Lookup::Miss(m)) => miss = m,
-                            Err(_) => break,
-                        }
+                    // The versions moved on: the leader's value predates an
+                    // invalidation. Join (or lead) the flight of the new ones.
+                    Ok(Lookup::Miss(m)) if m.versions != miss.versions => miss = m,
+                    // The leader's value was not cacheable (an `Err`, a failed
+                    // write): compute, as it did.
+                    Ok(Lookup::Miss(m)) => return self.compute::<A, O, F>(spec, m, body).await,
+                    Err(e) => {
+                        self.report(Some(&spec.counters), "read", &e);
+                        return self.uncached(spec, body).await;
                     }
+                },
+            }
+        };
+        let lease_key = crate::flight::lease_key(&spec.keys[0], &miss.versions);
+        if let Some(dead) = dead_lease.filter(|d| d.0 == lease_key)
+            && let Err(e) = self.op(self.inner.store.release(&dead.0, &dead.1)).await
+        {
+            self.report(Some(&spec.counters), "release", &e);
+        }
+        let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
+        let (lease, held_elsewhere) = match self
+            .op(self
+                .inner
+                .store
+                .try_lease(&lease_key, &token, self.inner.lease_ttl))
+            .await
+        {
+            Ok(true) => {
+                guard.hold_lease(&lease_key, &token);
+                let lease = LeaseGuard::new(Arc::clone(&self.inner), lease_key, token);
+                (Some(lease), false)
+            }
+            Ok(false) => (None, true),
+            Err(e) => {
+                self.report(Some(&spec.counters), "lease", &e);
+                (None, false)
+            }
+        };
+        if held_elsewhere {
+            if let Some(value) = stale {
+                guard.complete();
+                return self.serve_stale::<A, O>(spec, value);
+            }
+            // Another process computes this key: wait for its value, bounded
+            // (that process may be gone).
+            let deadline = Instant::now() + self.inner.lease_wait;
+            let mut pause = Duration::from_millis(5);
+            while Instant::now() < deadline {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+                match self.lookup::<A::Value>(spec, false).await {
+                    Ok(Lookup::Hit(hit)) => {
+                        guard.complete();
+                        return self.serve_hit::<A, O>(spec, hit);
+                    }
+                    Ok(Lookup::Stale { miss: m, .. } | Lookup::Miss(m)) => miss = m,
+                    Err(_) => break,
                 }
-                let out = self.compute::<A, O, F>(spec, miss, body).await;
-                if leased
-                    && let Err(e) = self.op(self.inner.store.release(&lease_key, &token)).await
-                {
-                    self.report(Some(&spec.counters), "release", &e);
-                }
-                drop(guard);
-                out
             }
         }
+        let out = self.compute::<A, O, F>(spec, miss, body).await;
+        guard.complete();
+        if let Some(lease) = lease {
+            if let Err(e) = self
+                .op(self.inner.store.release(lease.key(), lease.token()))
+                .await
+            {
+                self.report(Some(&spec.counters), "release", &e);
+            }
+            lease.disarm();
+        }
+        out
     }
 
     fn serve_hit<A: Adapter<O>, O>(&self, spec: &Spec, hit: Hit<A::Value>) -> O {
@@ -1240,6 +1233,12 @@ impl Cache {
         if let Err(e) = result {
             self.report(None, "evict", &e);
         }
+    }
+
+    /// Computations this process runs now under single flight (one per key
+    /// and version snapshot; bounded, and zero when none runs).
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights.len()
     }
 
     /// Counters since the cache was built.
