@@ -57,10 +57,13 @@ pub(crate) const MAX_FLIGHTS: usize = 65_536;
 /// A flight's identity: the entry key and the versions its leader read.
 type FlightKey = (String, Vec<u64>);
 
+/// The map shared by [`Flights`] and the guards of its leaders.
+type Map = Arc<Mutex<HashMap<FlightKey, watch::Receiver<State>>>>;
+
 /// The computations running in this process, by entry key and versions.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    map: Arc<Mutex<HashMap<FlightKey, watch::Receiver<State>>>>,
+    map: Map,
 }
 
 /// The lease (key, token) an abandoning leader held: the follower that takes
@@ -143,7 +146,7 @@ impl Flights {
 /// abandoned (dropped without it: a panic or a dropped future).
 pub(crate) struct FlightGuard {
     /// `None` when the flight is not tracked (the map was full).
-    map: Option<Arc<Mutex<HashMap<FlightKey, watch::Receiver<State>>>>>,
+    map: Option<Map>,
     id: FlightKey,
     tx: watch::Sender<State>,
     lease: Option<DeadLease>,
