@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     lease_wait: Duration,
     write_guard: Duration,
     tenant_quota: Option<u64>,
+    /// A non-global call needs a tenant (see `CacheBuilder::require_tenant`).
+    require_tenant: bool,
     /// Rate-limiter state of this cache (see `rate_limit`).
     pub(crate) rate_state: crate::rate_limit::State,
 }
@@ -122,6 +124,7 @@ pub struct CacheBuilder {
     lease_wait: Duration,
     write_guard: Duration,
     tenant_quota: Option<u64>,
+    require_tenant: bool,
     tls: TlsSettings,
 }
 
@@ -167,6 +170,7 @@ impl Default for CacheBuilder {
             lease_wait: Duration::from_secs(1),
             write_guard: Duration::from_secs(60),
             tenant_quota: None,
+            require_tenant: false,
             tls: TlsSettings::default(),
         }
     }
@@ -279,6 +283,20 @@ impl CacheBuilder {
         self
     }
 
+    /// No tenant context is not a tenant: a non-`global` call made outside any
+    /// tenant scope (typically in a future passed to `tokio::spawn` without
+    /// [`in_current_context`](crate::context::WithContext::in_current_context))
+    /// no longer uses the shared no-tenant space, where one tenant's value
+    /// would be served to another. Such a `#[cacheable]` call or
+    /// [`Cache::get_or_compute`] runs its function uncached, counts a
+    /// `no_tenant` error and logs it (rate-limited); [`Cache::get`] and
+    /// [`Cache::set`] return [`CacheError::NoTenant`]. `global` functions and
+    /// [`CacheOptions::global`] calls are unaffected.
+    pub fn require_tenant(mut self) -> Self {
+        self.require_tenant = true;
+        self
+    }
+
     /// Validates the configuration and builds the cache. No I/O happens here.
     ///
     /// # Errors
@@ -345,6 +363,7 @@ impl CacheBuilder {
                 lease_wait: self.lease_wait,
                 write_guard: self.write_guard,
                 tenant_quota: self.tenant_quota,
+                require_tenant: self.require_tenant,
                 rate_state: crate::rate_limit::State::default(),
             }),
         })
@@ -520,6 +539,23 @@ impl Cache {
         }
     }
 
+    /// The tenant of a call: the explicit one, else the current one, none for
+    /// `global`. Under `require_tenant`, a non-global call without a tenant is
+    /// [`CacheError::NoTenant`] rather than the shared no-tenant space.
+    fn resolve_tenant(
+        &self,
+        explicit: Option<&TenantId>,
+        global: bool,
+    ) -> Result<Option<TenantId>, CacheError> {
+        if global {
+            return Ok(None);
+        }
+        match explicit.cloned().or_else(tenant::current) {
+            None if self.inner.require_tenant => Err(CacheError::NoTenant),
+            t => Ok(t),
+        }
+    }
+
     /// The version keys an entry depends on: its tenant's generation (the
     /// global space has none: nothing invalidates it by tenant) and its tags
     /// in the tenant and across tenants. A global, untagged entry depends on
@@ -579,8 +615,13 @@ impl Cache {
         );
     }
 
-    fn site_spec(&self, site: &'static Site, key: &KeySource, tags: &[String]) -> Spec {
-        let tenant = if site.global { None } else { tenant::current() };
+    fn site_spec(
+        &self,
+        site: &'static Site,
+        key: &KeySource,
+        tags: &[String],
+    ) -> Result<Spec, CacheError> {
+        let tenant = self.resolve_tenant(None, site.global)?;
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         let hash = match key {
             KeySource::Hash(h) => key::hash_part(*h),
@@ -607,7 +648,7 @@ impl Cache {
         } else {
             stale
         };
-        Spec {
+        Ok(Spec {
             tenant_scoped: tenant.is_some(),
             ns,
             keys,
@@ -617,11 +658,22 @@ impl Cache {
             private: tenant.is_some(),
             name: site.name,
             counters: self.inner.stats.function(site.name),
-        }
+        })
     }
 
-    fn user_spec(&self, key: &str, opts: &CacheOptions, name: &'static str) -> Spec {
-        let tenant = self.tenant_for(opts.tenant.as_ref(), opts.global);
+    fn user_spec(
+        &self,
+        key: &str,
+        opts: &CacheOptions,
+        name: &'static str,
+    ) -> Result<Spec, CacheError> {
+        let tenant = match self.resolve_tenant(opts.tenant.as_ref(), opts.global) {
+            Ok(t) => t,
+            Err(e) => {
+                self.report(Some(&self.inner.stats.function(name)), "tenant", &e);
+                return Err(e);
+            }
+        };
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         let mut keys = Vec::with_capacity(2 + 2 * opts.tags.len());
         keys.push(key::user_entry_key(&ns, key));
@@ -634,7 +686,7 @@ impl Cache {
             }),
             (None, None) => (self.inner.default_ttl, Duration::ZERO),
         };
-        Spec {
+        Ok(Spec {
             tenant_scoped: tenant.is_some(),
             ns,
             keys,
@@ -644,7 +696,7 @@ impl Cache {
             private: tenant.is_some(),
             name,
             counters: self.inner.stats.function(name),
-        }
+        })
     }
 
     // ----- the read path -----
@@ -779,7 +831,15 @@ impl Cache {
                 return body.await;
             }
         };
-        let spec = self.site_spec(site, &key, &tags);
+        let spec = match self.site_spec(site, &key, &tags) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let counters = self.inner.stats.function(site.name);
+                self.report(Some(&counters), "tenant", &e);
+                self.inner.stats.miss(&counters, site.name);
+                return body.await;
+            }
+        };
         self.cache_aside::<A, O, F>(&spec, body).await
     }
 
@@ -1048,7 +1108,7 @@ impl Cache {
         key: &str,
         opts: &CacheOptions,
     ) -> Result<Option<T>, CacheError> {
-        let spec = self.user_spec(key, opts, "cache.get");
+        let spec = self.user_spec(key, opts, "cache.get")?;
         let found = match self.lookup::<T>(&spec, false).await? {
             Lookup::Hit(hit) => {
                 report_deps(&hit.deps);
@@ -1074,7 +1134,7 @@ impl Cache {
         value: &T,
         opts: &CacheOptions,
     ) -> Result<(), CacheError> {
-        let spec = self.user_spec(key, opts, "cache.set");
+        let spec = self.user_spec(key, opts, "cache.set")?;
         let versions: Vec<u64> = self
             .op(self.inner.store.mget(&spec.keys[1..]))
             .await?
@@ -1216,7 +1276,10 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let spec = self.user_spec(key, opts, "cache.get_or_compute");
+        let Ok(spec) = self.user_spec(key, opts, "cache.get_or_compute") else {
+            // No tenant under `require_tenant` (counted and logged): uncached.
+            return compute().await;
+        };
         self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(&spec, async move { compute().await })
             .await
     }
