@@ -50,14 +50,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::sync::watch;
-
 use crate::breaker::{Breaker, BreakerState};
 use crate::context;
 use crate::envelope::{self, Dep, DepRef, KIND_VALUE, now_ms};
 use crate::error::CacheError;
+use crate::flight::{Flight, Flights, LeaseGuard, Outcome};
 use crate::key::{self, KeyHasher};
 use crate::options::{CacheOptions, TtlPolicy};
 use crate::private::{Adapter, Plain, ResultOf, Site, Ttl};
@@ -67,6 +64,8 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, TlsSettings};
 use crate::store::{AnyStore, Expect, Put, Quota, Store, parse_version};
 use crate::tenant::{self, TenantId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 tokio::task_local! {
     /// Dependencies reported by cached calls made while a value is computed.
@@ -131,13 +130,16 @@ pub(crate) struct Inner {
     pub(crate) op_timeout: Duration,
     breaker: Breaker,
     pub(crate) stats: Registry,
-    flights: Mutex<HashMap<String, watch::Sender<()>>>,
+    /// Single flight in this process (see `flight`): at most `MAX_FLIGHTS` entries.
+    flights: Flights,
     log: LogLimiter,
     lease_ttl: Duration,
     lease_wait: Duration,
     write_guard: Duration,
     evict_wait: Duration,
     tenant_quota: Option<u64>,
+    /// A non-global call needs a tenant (see `CacheBuilder::require_tenant`).
+    require_tenant: bool,
     /// Rate-limiter state of this cache (see `rate_limit`).
     pub(crate) rate_state: crate::rate_limit::State,
     /// Invalidations that failed and are retried.
@@ -164,6 +166,7 @@ pub struct CacheBuilder {
     write_guard: Duration,
     evict_wait: Duration,
     tenant_quota: Option<u64>,
+    require_tenant: bool,
     tls: TlsSettings,
 }
 
@@ -210,6 +213,7 @@ impl Default for CacheBuilder {
             write_guard: Duration::from_secs(60),
             evict_wait: Duration::from_secs(2),
             tenant_quota: None,
+            require_tenant: false,
             tls: TlsSettings::default(),
         }
     }
@@ -337,6 +341,20 @@ impl CacheBuilder {
         self
     }
 
+    /// No tenant context is not a tenant: a non-`global` call made outside any
+    /// tenant scope (typically in a future passed to `tokio::spawn` without
+    /// [`in_current_context`](crate::context::WithContext::in_current_context))
+    /// no longer uses the shared no-tenant space, where one tenant's value
+    /// would be served to another. Such a `#[cacheable]` call or
+    /// [`Cache::get_or_compute`] runs its function uncached, counts a
+    /// `no_tenant` error and logs it (rate-limited); [`Cache::get`] and
+    /// [`Cache::set`] return [`CacheError::NoTenant`]. `global` functions and
+    /// [`CacheOptions::global`] calls are unaffected.
+    pub fn require_tenant(mut self) -> Self {
+        self.require_tenant = true;
+        self
+    }
+
     /// Validates the configuration and builds the cache. No I/O happens here.
     ///
     /// # Errors
@@ -397,13 +415,14 @@ impl CacheBuilder {
                     self.breaker_cooldown.1,
                 ),
                 stats: Registry::default(),
-                flights: Mutex::new(HashMap::new()),
+                flights: Flights::default(),
                 log: LogLimiter::new(Duration::from_secs(10)),
                 lease_ttl: self.lease_ttl,
                 lease_wait: self.lease_wait,
                 write_guard: self.write_guard,
                 evict_wait: self.evict_wait,
                 tenant_quota: self.tenant_quota,
+                require_tenant: self.require_tenant,
                 rate_state: crate::rate_limit::State::default(),
                 pending: crate::invalidation::Pending::default(),
                 server: crate::invalidation::ServerCheck::default(),
@@ -495,26 +514,6 @@ struct Miss {
     at: Instant,
 }
 
-enum Flight {
-    Leader(FlightGuard),
-    Follower(watch::Receiver<()>),
-}
-
-struct FlightGuard {
-    cache: Arc<Inner>,
-    key: String,
-}
-
-impl Drop for FlightGuard {
-    fn drop(&mut self) {
-        self.cache
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
-    }
-}
-
 /// Logs, at most once a minute, that a cached function ran without a cache.
 pub(crate) fn warn_no_cache(site: &str) {
     static LOG: std::sync::LazyLock<LogLimiter> =
@@ -598,11 +597,20 @@ impl Cache {
 
     // ----- keys -----
 
-    fn tenant_for(&self, opts_tenant: Option<&TenantId>, global: bool) -> Option<TenantId> {
+    /// The tenant of a call: the explicit one, else the current one, none for
+    /// `global`. Under `require_tenant`, a non-global call without a tenant is
+    /// [`CacheError::NoTenant`] rather than the shared no-tenant space.
+    fn resolve_tenant(
+        &self,
+        explicit: Option<&TenantId>,
+        global: bool,
+    ) -> Result<Option<TenantId>, CacheError> {
         if global {
-            None
-        } else {
-            opts_tenant.cloned().or_else(tenant::current)
+            return Ok(None);
+        }
+        match explicit.cloned().or_else(tenant::current) {
+            None if self.inner.require_tenant => Err(CacheError::NoTenant),
+            t => Ok(t),
         }
     }
 
@@ -665,8 +673,13 @@ impl Cache {
         );
     }
 
-    fn site_spec(&self, site: &'static Site, key: &KeySource, tags: &[String]) -> Spec {
-        let tenant = if site.global { None } else { tenant::current() };
+    fn site_spec(
+        &self,
+        site: &'static Site,
+        key: &KeySource,
+        tags: &[String],
+    ) -> Result<Spec, CacheError> {
+        let tenant = self.resolve_tenant(None, site.global)?;
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         let hash = match key {
             KeySource::Hash(h) => key::hash_part(*h),
@@ -693,7 +706,7 @@ impl Cache {
         } else {
             stale
         };
-        Spec {
+        Ok(Spec {
             tenant_scoped: tenant.is_some(),
             ns,
             keys,
@@ -703,11 +716,22 @@ impl Cache {
             private: tenant.is_some(),
             name: site.name,
             counters: self.inner.stats.function(site.name),
-        }
+        })
     }
 
-    fn user_spec(&self, key: &str, opts: &CacheOptions, name: &'static str) -> Spec {
-        let tenant = self.tenant_for(opts.tenant.as_ref(), opts.global);
+    fn user_spec(
+        &self,
+        key: &str,
+        opts: &CacheOptions,
+        name: &'static str,
+    ) -> Result<Spec, CacheError> {
+        let tenant = match self.resolve_tenant(opts.tenant.as_ref(), opts.global) {
+            Ok(t) => t,
+            Err(e) => {
+                self.report(Some(&self.inner.stats.function(name)), "tenant", &e);
+                return Err(e);
+            }
+        };
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         let mut keys = Vec::with_capacity(3 + 2 * opts.tags.len());
         keys.push(key::user_entry_key(&ns, key));
@@ -722,7 +746,7 @@ impl Cache {
             }),
             (None, None) => (self.inner.default_ttl, Duration::ZERO),
         };
-        Spec {
+        Ok(Spec {
             tenant_scoped: tenant.is_some(),
             ns,
             keys,
@@ -732,7 +756,7 @@ impl Cache {
             private: tenant.is_some(),
             name,
             counters: self.inner.stats.function(name),
-        }
+        })
     }
 
     // ----- the read path -----
@@ -886,7 +910,15 @@ impl Cache {
                 return body.await;
             }
         };
-        let spec = self.site_spec(site, &key, &tags);
+        let spec = match self.site_spec(site, &key, &tags) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let counters = self.inner.stats.function(site.name);
+                self.report(Some(&counters), "tenant", &e);
+                self.inner.stats.miss(&counters, site.name);
+                return body.await;
+            }
+        };
         self.cache_aside::<A, O, F>(&spec, body).await
     }
 
@@ -935,100 +967,133 @@ impl Cache {
         out
     }
 
-    fn join_flight(&self, key: &str) -> Flight {
-        let mut flights = self
-            .inner
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = flights.get(key) {
-            return Flight::Follower(tx.subscribe());
-        }
-        let (tx, _) = watch::channel(());
-        flights.insert(key.to_owned(), tx);
-        Flight::Leader(FlightGuard {
-            cache: Arc::clone(&self.inner),
-            key: key.to_owned(),
-        })
-    }
-
     /// A miss (or a stale hit): one caller per process computes (single
     /// flight), one process per key holds a lease; the others wait for its
-    /// value, or take the stale value at once.
+    /// value, or take the stale value at once. The steps, and the tests that
+    /// break when one is removed, are in the `flight` module's docs.
     async fn fill<A, O, F>(
         &self,
         spec: &Spec,
         mut miss: Miss,
-        stale: Option<A::Value>,
+        mut stale: Option<A::Value>,
         body: F,
     ) -> O
     where
         A: Adapter<O>,
         F: Future<Output = O>,
     {
-        match self.join_flight(&spec.keys[0]) {
-            Flight::Follower(mut rx) => {
-                if let Some(value) = stale {
-                    return self.serve_stale::<A, O>(spec, value);
-                }
-                let _ = tokio::time::timeout(self.inner.lease_wait, rx.changed()).await;
-                match self.lookup::<A::Value>(spec, false).await {
-                    Ok(Lookup::Hit(hit)) => self.serve_hit::<A, O>(spec, hit),
-                    Ok(Lookup::Stale { miss, .. } | Lookup::Miss(miss)) => {
-                        self.compute::<A, O, F>(spec, miss, body).await
-                    }
-                    Err(e) => {
-                        self.report(Some(&spec.counters), "read", &e);
-                        self.uncached(spec, body).await
-                    }
-                }
+        // Flights are keyed by versions: create missing counters first, so
+        // that callers arriving before and after the leader's snapshot
+        // agree on them and join one flight.
+        miss = match self.complete(spec, miss).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.report(Some(&spec.counters), "snapshot", &e);
+                self.inner.stats.miss(&spec.counters, spec.name);
+                return self.uncached(spec, body).await;
             }
-            Flight::Leader(guard) => {
-                let lease_key = format!("{}:l", spec.keys[0]);
-                let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
-                let leased = match self
-                    .op(self
-                        .inner
-                        .store
-                        .try_lease(&lease_key, &token, self.inner.lease_ttl))
-                    .await
-                {
-                    Ok(taken) => taken,
-                    Err(e) => {
-                        self.report(Some(&spec.counters), "lease", &e);
-                        true
-                    }
-                };
-                if !leased {
-                    if let Some(value) = stale {
+        };
+        // The lease of a leader of this process that abandoned the flight
+        // this caller now takes over.
+        let mut dead_lease = None;
+        let mut guard = loop {
+            let follower = match self.inner.flights.join(&spec.keys[0], &miss.versions) {
+                Flight::Leader(guard) => break guard,
+                Flight::Follower(follower) => follower,
+            };
+            if let Some(value) = stale.take() {
+                return self.serve_stale::<A, O>(spec, value);
+            }
+            // A live leader in this process: wait for it however long it takes.
+            match follower.wait().await {
+                // Join again: the first follower to get there leads.
+                Outcome::Abandoned(lease) => dead_lease = lease,
+                Outcome::Done => match self.lookup::<A::Value>(spec, false).await {
+                    Ok(Lookup::Hit(hit)) => return self.serve_hit::<A, O>(spec, hit),
+                    Ok(Lookup::Stale { value, .. }) => {
                         return self.serve_stale::<A, O>(spec, value);
                     }
-                    // Another process computes this key: wait for its value.
-                    let deadline = Instant::now() + self.inner.lease_wait;
-                    let mut pause = Duration::from_millis(5);
-                    while Instant::now() < deadline {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(50));
-                        match self.lookup::<A::Value>(spec, false).await {
-                            Ok(Lookup::Hit(hit)) => {
-                                drop(guard);
-                                return self.serve_hit::<A, O>(spec, hit);
+                    // The versions moved on: the leader's value predates an
+                    // invalidation. Join (or lead) the flight of the new ones.
+                    Ok(Lookup::Miss(m)) if m.versions != miss.versions => {
+                        miss = match self.complete(spec, m).await {
+                            Ok(m) => m,
+                            Err(e) => {
+                                self.report(Some(&spec.counters), "snapshot", &e);
+                                self.inner.stats.miss(&spec.counters, spec.name);
+                                return self.uncached(spec, body).await;
                             }
-                            Ok(Lookup::Stale { miss: m, .. } | Lookup::Miss(m)) => miss = m,
-                            Err(_) => break,
-                        }
+                        };
                     }
+                    // The leader's value was not cacheable (an `Err`, a failed
+                    // write): compute, as it did.
+                    Ok(Lookup::Miss(m)) => return self.compute::<A, O, F>(spec, m, body).await,
+                    Err(e) => {
+                        self.report(Some(&spec.counters), "read", &e);
+                        return self.uncached(spec, body).await;
+                    }
+                },
+            }
+        };
+        let lease_key = crate::flight::lease_key(&spec.keys[0], &miss.versions);
+        if let Some(dead) = dead_lease.filter(|d| d.0 == lease_key)
+            && let Err(e) = self.op(self.inner.store.release(&dead.0, &dead.1)).await
+        {
+            self.report(Some(&spec.counters), "release", &e);
+        }
+        let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
+        let (lease, held_elsewhere) = match self
+            .op(self
+                .inner
+                .store
+                .try_lease(&lease_key, &token, self.inner.lease_ttl))
+            .await
+        {
+            Ok(true) => {
+                guard.hold_lease(&lease_key, &token);
+                let lease = LeaseGuard::new(Arc::clone(&self.inner), lease_key, token);
+                (Some(lease), false)
+            }
+            Ok(false) => (None, true),
+            Err(e) => {
+                self.report(Some(&spec.counters), "lease", &e);
+                (None, false)
+            }
+        };
+        if held_elsewhere {
+            if let Some(value) = stale {
+                guard.complete();
+                return self.serve_stale::<A, O>(spec, value);
+            }
+            // Another process computes this key: wait for its value, bounded
+            // (that process may be gone).
+            let deadline = Instant::now() + self.inner.lease_wait;
+            let mut pause = Duration::from_millis(5);
+            while Instant::now() < deadline {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+                match self.lookup::<A::Value>(spec, false).await {
+                    Ok(Lookup::Hit(hit)) => {
+                        guard.complete();
+                        return self.serve_hit::<A, O>(spec, hit);
+                    }
+                    Ok(Lookup::Stale { miss: m, .. } | Lookup::Miss(m)) => miss = m,
+                    Err(_) => break,
                 }
-                let out = self.compute::<A, O, F>(spec, miss, body).await;
-                if leased
-                    && let Err(e) = self.op(self.inner.store.release(&lease_key, &token)).await
-                {
-                    self.report(Some(&spec.counters), "release", &e);
-                }
-                drop(guard);
-                out
             }
         }
+        let out = self.compute::<A, O, F>(spec, miss, body).await;
+        guard.complete();
+        if let Some(lease) = lease {
+            if let Err(e) = self
+                .op(self.inner.store.release(lease.key(), lease.token()))
+                .await
+            {
+                self.report(Some(&spec.counters), "release", &e);
+            }
+            lease.disarm();
+        }
+        out
     }
 
     fn serve_hit<A: Adapter<O>, O>(&self, spec: &Spec, hit: Hit<A::Value>) -> O {
@@ -1110,6 +1175,17 @@ impl Cache {
                 .await;
         }
         out
+    }
+
+    /// `miss` with every missing or unreadable counter created at a fresh
+    /// version (one `ENSURE` round trip, only when one was missing).
+    async fn complete(&self, spec: &Spec, mut miss: Miss) -> Result<Miss, CacheError> {
+        if miss.versions.iter().all(Option::is_some) {
+            return Ok(miss);
+        }
+        let versions = self.snapshot(spec, &miss).await?;
+        miss.versions = versions.into_iter().map(Some).collect();
+        Ok(miss)
     }
 
     /// The versions a computation runs under: those the miss read, with
@@ -1195,7 +1271,7 @@ impl Cache {
         key: &str,
         opts: &CacheOptions,
     ) -> Result<Option<T>, CacheError> {
-        let spec = self.user_spec(key, opts, "cache.get");
+        let spec = self.user_spec(key, opts, "cache.get")?;
         let found = match self.lookup::<T>(&spec, false).await? {
             Lookup::Hit(hit) => {
                 report_deps(&hit.deps);
@@ -1221,7 +1297,7 @@ impl Cache {
         value: &T,
         opts: &CacheOptions,
     ) -> Result<(), CacheError> {
-        let spec = self.user_spec(key, opts, "cache.set");
+        let spec = self.user_spec(key, opts, "cache.set")?;
         if self.inner.pending.active() {
             return Err(CacheError::InvalidationPending);
         }
@@ -1264,7 +1340,7 @@ impl Cache {
     /// background until it lands, and until then this process serves nothing
     /// from the store (see the module docs of `invalidation`).
     pub async fn delete(&self, key: &str, opts: &CacheOptions) -> Result<(), CacheError> {
-        let tenant = self.tenant_for(opts.tenant.as_ref(), opts.global);
+        let tenant = self.resolve_tenant(opts.tenant.as_ref(), opts.global)?;
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         self.invalidate(vec![key::user_key_version(&ns, key)], "delete")
             .await
@@ -1475,7 +1551,10 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let spec = self.user_spec(key, opts, "cache.get_or_compute");
+        let Ok(spec) = self.user_spec(key, opts, "cache.get_or_compute") else {
+            // No tenant under `require_tenant` (counted and logged): uncached.
+            return compute().await;
+        };
         self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(&spec, async move { compute().await })
             .await
     }
@@ -1489,7 +1568,12 @@ impl Cache {
         let keys = if all_tenants {
             self.all_tenant_tag_keys(&tags)
         } else {
-            self.tag_keys(&tags, tenant::current().as_ref())
+            match self.resolve_tenant(None, false) {
+                Ok(tenant) => self.tag_keys(&tags, tenant.as_ref()),
+                // `require_tenant` and no tenant: an eviction meant for a
+                // tenant must not hit the shared space silently.
+                Err(e) => return self.report(None, "evict", &e),
+            }
         };
         if let Err(e) = self.invalidate(keys.clone(), "evict").await
             && !self
@@ -1500,6 +1584,12 @@ impl Cache {
         {
             self.report(None, "evict", &e);
         }
+    }
+
+    /// Computations this process runs now under single flight (one per key
+    /// and version snapshot; bounded, and zero when none runs).
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights.len()
     }
 
     /// Counters since the cache was built.

@@ -2,20 +2,30 @@
 //!
 //! The context is a tokio task-local set by [`scope`] (or by the axum
 //! `ContextLayer`). It is **not** inherited by `tokio::spawn`: a spawned future
-//! runs without a context unless it is wrapped in [`scope`] again:
+//! runs without a context (no tenant, no user) unless it carries one. Carry
+//! the current one with [`WithContext::in_current_context`], in the manner of
+//! tracing's `Instrument`:
 //!
 //! ```
 //! # async fn demo() {
-//! use cacheable_runtime::context::{self, Context};
-//! let ctx = context::current().unwrap_or_default();
-//! tokio::spawn(context::scope(ctx, async { /* sees the same tenant */ }));
+//! use cacheable_runtime::context::WithContext;
+//! tokio::spawn(async { /* sees the same tenant and user */ }.in_current_context());
 //! # }
 //! ```
+//!
+//! or another one with [`WithContext::with_context`] (or [`scope`]). Without
+//! it, a cached call in the spawned task runs in the shared no-tenant space;
+//! build the cache with `CacheBuilder::require_tenant()` to make such a call
+//! run uncached (and count a `no_tenant` error) instead.
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
+
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::tenant::TenantId;
 
@@ -108,6 +118,86 @@ pub async fn scope<F: Future>(ctx: Context, future: F) -> F::Output {
 /// The current context, if the calling task runs inside [`scope`].
 pub fn current() -> Option<Context> {
     CONTEXT.try_with(Clone::clone).ok()
+}
+
+/// Carries a context into a future that runs elsewhere, typically one given to
+/// `tokio::spawn`, which does not inherit task-locals. Implemented for every
+/// future.
+///
+/// ```
+/// # async fn demo() {
+/// use cacheable_runtime::context::WithContext;
+/// use cacheable_runtime::tenant;
+///
+/// tenant::scope("acme", async {
+///     let seen = tokio::spawn(async { tenant::current() }.in_current_context())
+///         .await
+///         .unwrap();
+///     assert_eq!(seen.unwrap().as_str(), "acme");
+/// })
+/// .await;
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+/// ```
+pub trait WithContext: Future + Sized {
+    /// Runs this future with the context current now (tenant, user, role,
+    /// client IP), or with none if there is none, wherever it is polled.
+    fn in_current_context(self) -> Scoped<Self> {
+        Scoped::new(current(), self)
+    }
+
+    /// Runs this future with `ctx` as the current context.
+    fn with_context(self, ctx: Context) -> Scoped<Self> {
+        Scoped::new(Some(ctx), self)
+    }
+}
+
+impl<F: Future> WithContext for F {}
+
+pin_project_lite::pin_project! {
+    /// A future that runs with a given context: see [`WithContext`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Scoped<F: Future> {
+        #[pin]
+        inner: ScopedInner<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ScopedProj]
+    enum ScopedInner<F: Future> {
+        With { #[pin] future: TaskLocalFuture<Context, F> },
+        Without { #[pin] future: F },
+    }
+}
+
+impl<F: Future> Scoped<F> {
+    fn new(ctx: Option<Context>, future: F) -> Self {
+        let inner = match ctx {
+            Some(ctx) => ScopedInner::With {
+                future: CONTEXT.scope(ctx, future),
+            },
+            None => ScopedInner::Without { future },
+        };
+        Self { inner }
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        match self.project().inner.project() {
+            ScopedProj::With { future } => future.poll(cx),
+            ScopedProj::Without { future } => future.poll(cx),
+        }
+    }
+}
+
+impl<F: Future> std::fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoped").finish_non_exhaustive()
+    }
 }
 
 /// Calls `f` with the current context without cloning it.

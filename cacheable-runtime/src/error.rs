@@ -48,6 +48,15 @@ pub enum CacheError {
     /// The operation needs a capability this store does not have.
     #[error("not supported by this store: {0}")]
     Unsupported(&'static str),
+    /// A tenant-scoped (not `global`) call ran outside any tenant scope on a
+    /// cache built with `require_tenant()`. Usually a future given to
+    /// `tokio::spawn` without `.in_current_context()`: task-locals are not
+    /// inherited.
+    #[error(
+        "no tenant in the current context for a non-global cache call (require_tenant is set); \
+         wrap spawned futures with `.in_current_context()` or `tenant::scope`"
+    )]
+    NoTenant,
 }
 
 impl CacheError {
@@ -63,6 +72,7 @@ impl CacheError {
             Self::Store(_) => "store",
             Self::InvalidationPending => "invalidation_pending",
             Self::Unsupported(_) => "unsupported",
+            Self::NoTenant => "no_tenant",
         }
     }
 

@@ -9,6 +9,7 @@ mod cache;
 pub mod context;
 mod envelope;
 mod error;
+mod flight;
 #[cfg(feature = "axum")]
 pub mod http;
 mod invalidation;

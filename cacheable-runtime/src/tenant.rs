@@ -2,7 +2,12 @@
 //!
 //! The tenant lives in the task-local [`Context`](crate::context::Context).
 //! Like every task-local, it is **not** inherited by `tokio::spawn`: a spawned
-//! future runs without a tenant unless it is wrapped in [`scope`] again.
+//! future runs without a tenant unless it carries the context, with
+//! `tokio::spawn(fut.in_current_context())`
+//! ([`WithContext`](crate::context::WithContext)), or is wrapped in [`scope`]
+//! again. A cache built with `CacheBuilder::require_tenant()` runs a
+//! non-global call without a tenant uncached (and counts a `no_tenant` error)
+//! instead of sharing the no-tenant space between tenants.
 
 use std::fmt;
 use std::future::Future;

@@ -1,0 +1,305 @@
+//! Single flight (guarantee 5) against the memory store and a real
+//! `redis-server`: followers wait for a live leader however long it computes,
+//! exactly one takes over from a leader that panics or is dropped, a dropped
+//! leader's lease is released, a caller that read newer versions never waits
+//! on an older flight, and the flights map is empty afterwards.
+//!
+//! The steps these tests break are numbered in the runtime's `flight` module.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cacheable::{Cache, CacheOptions};
+use cacheable_test_support::RedisServer;
+use tokio::sync::{Notify, oneshot};
+
+/// A counter of how many times a computation ran.
+#[derive(Clone, Default)]
+struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    fn hit(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Followers give up on a *remote* lease after `wait`; a leader in this
+/// process is waited for however long it takes.
+async fn memory(wait: Duration) -> Cache {
+    Cache::builder()
+        .memory()
+        .stampede(Duration::from_secs(30), wait)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn redis(server: &RedisServer, prefix: &str, wait: Duration) -> Cache {
+    Cache::builder()
+        .redis_url(server.url())
+        .prefix(prefix)
+        .op_timeout(Duration::from_millis(500))
+        .stampede(Duration::from_secs(30), wait)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn opts() -> CacheOptions {
+    CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tenant("flight")
+}
+
+/// The keys of the Redis leases that are held now.
+fn leases(server: &RedisServer) -> Vec<u8> {
+    let mut all = server.command(&[b"KEYS", b"*:l:*"]);
+    all.extend(server.command(&[b"KEYS", b"*:l"]));
+    all
+}
+
+// ------------------------------------------------ 20 callers, slow computation
+
+/// 20 concurrent cold callers; the computation (400 ms) outlasts the
+/// cross-process wait (100 ms) four times.
+async fn slow_computation_runs_once(cache: &Cache) {
+    let calls = Calls::default();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_compute("slow", &opts(), || async move {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    Ok::<_, ()>(calls.hit())
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 1, "every caller gets the one value");
+    }
+    assert_eq!(calls.get(), 1, "20 callers ran the slow function once");
+    assert_eq!(cache.in_flight(), 0, "the flights map is empty afterwards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_slow_computation_runs_once() {
+    slow_computation_runs_once(&memory(Duration::from_millis(100)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_slow_computation_runs_once() {
+    let server = RedisServer::start();
+    slow_computation_runs_once(&redis(&server, "slow", Duration::from_millis(100)).await).await;
+}
+
+// ------------------------------------------------ the leader panics or is dropped
+
+/// How the first leader ends.
+#[derive(Clone, Copy)]
+enum LeaderEnd {
+    /// Its computation panics once released.
+    Panics,
+    /// Its future is dropped (a `tokio::time::timeout` around the call).
+    Dropped,
+}
+
+/// A leader starts and blocks; 19 followers join; the leader then panics or
+/// is dropped. Exactly one follower recomputes, all get its value, quickly
+/// (the takeover does not wait out the dead leader's lease), and no flight
+/// is left behind.
+async fn one_takeover(cache: &Cache, end: LeaderEnd) {
+    let calls = Calls::default();
+    let gate = Arc::new(Notify::new());
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let leader = {
+        let (cache, calls, gate) = (cache.clone(), calls.clone(), Arc::clone(&gate));
+        tokio::spawn(async move {
+            let opts = opts();
+            let call = cache.get_or_compute("boom", &opts, || async move {
+                let n = calls.hit();
+                started_tx.send(()).unwrap();
+                gate.notified().await;
+                assert!(n > 1, "the first leader's computation panics");
+                Ok::<usize, ()>(n)
+            });
+            match end {
+                LeaderEnd::Panics => Some(call.await.unwrap()),
+                // The gate is never opened: the timeout drops the future.
+                LeaderEnd::Dropped => tokio::time::timeout(Duration::from_millis(300), call)
+                    .await
+                    .ok()
+                    .map(Result::unwrap),
+            }
+        })
+    };
+    started_rx.await.unwrap();
+    let mut followers = Vec::new();
+    for _ in 0..19 {
+        let (cache, calls) = (cache.clone(), calls.clone());
+        followers.push(tokio::spawn(async move {
+            cache
+                .get_or_compute("boom", &opts(), || async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, ()>(calls.hit())
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    // Let the followers join the flight (a late one joins the takeover's).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ended = Instant::now();
+    match end {
+        LeaderEnd::Panics => {
+            gate.notify_one();
+            assert!(leader.await.unwrap_err().is_panic());
+        }
+        LeaderEnd::Dropped => assert_eq!(leader.await.unwrap(), None, "the leader timed out"),
+    }
+    for f in followers {
+        assert_eq!(
+            f.await.unwrap(),
+            2,
+            "every follower gets the takeover's value"
+        );
+    }
+    assert_eq!(
+        calls.get(),
+        2,
+        "the dead leader and exactly one takeover ran the function"
+    );
+    assert!(
+        ended.elapsed() < Duration::from_secs(3),
+        "the takeover waited {:?}: the dead leader's lease held it back",
+        ended.elapsed()
+    );
+    assert_eq!(cache.in_flight(), 0, "the flights map is empty afterwards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_leader_panic_one_follower_takes_over() {
+    one_takeover(&memory(Duration::from_secs(10)).await, LeaderEnd::Panics).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_leader_panic_one_follower_takes_over() {
+    let server = RedisServer::start();
+    let cache = redis(&server, "panic", Duration::from_secs(10)).await;
+    one_takeover(&cache, LeaderEnd::Panics).await;
+    assert_eq!(leases(&server), b"*0\r\n*0\r\n", "no lease is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_leader_dropped_one_follower_takes_over() {
+    one_takeover(&memory(Duration::from_secs(10)).await, LeaderEnd::Dropped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_leader_dropped_one_follower_takes_over() {
+    let server = RedisServer::start();
+    let cache = redis(&server, "drop", Duration::from_secs(10)).await;
+    one_takeover(&cache, LeaderEnd::Dropped).await;
+    assert_eq!(leases(&server), b"*0\r\n*0\r\n", "no lease is left");
+}
+
+/// A leader alone whose future is dropped releases its Redis lease: another
+/// instance (another process) computes at once instead of waiting out the
+/// lease, and no lease key is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_dropped_releases_the_lease() {
+    let server = RedisServer::start();
+    let a = redis(&server, "lease", Duration::from_secs(10)).await;
+    let b = redis(&server, "lease", Duration::from_secs(10)).await;
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let opts = opts();
+    let call = a.get_or_compute("k", &opts, || async move {
+        started_tx.send(()).unwrap();
+        std::future::pending::<Result<u32, ()>>().await
+    });
+    let mut call = Box::pin(call);
+    tokio::select! {
+        _ = &mut call => unreachable!("the computation never ends"),
+        _ = started_rx => {}
+    }
+    assert_ne!(leases(&server), b"*0\r\n*0\r\n", "the leader holds a lease");
+    drop(call);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while leases(&server) != b"*0\r\n*0\r\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped leader's lease is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let v = b
+        .get_or_compute("k", &opts, || async { Ok::<_, ()>(7) })
+        .await
+        .unwrap();
+    assert_eq!(v, 7);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(a.in_flight(), 0);
+}
+
+// ------------------------------------------------ a caller after an invalidation
+
+/// A flight starts (its computation gated), `delete_by_tags` returns, and a
+/// new caller arrives: it must neither wait for nor take the older flight's
+/// value.
+async fn caller_after_invalidation(cache: &Cache) {
+    let opts = opts().tags(["t"]);
+    let gate = Arc::new(Notify::new());
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let old = {
+        let (cache, opts, gate) = (cache.clone(), opts.clone(), Arc::clone(&gate));
+        tokio::spawn(async move {
+            cache
+                .get_or_compute("inv", &opts, || async move {
+                    started_tx.send(()).unwrap();
+                    gate.notified().await;
+                    Ok::<_, ()>("old".to_owned())
+                })
+                .await
+                .unwrap()
+        })
+    };
+    started_rx.await.unwrap();
+    cache.delete_by_tags(&["t"], Some("flight")).await.unwrap();
+    let new = tokio::time::timeout(
+        Duration::from_secs(3),
+        cache.get_or_compute("inv", &opts, || async { Ok::<_, ()>("new".to_owned()) }),
+    )
+    .await
+    .expect("a caller after the invalidation does not wait on the older flight")
+    .unwrap();
+    assert_eq!(new, "new");
+    gate.notify_one();
+    assert_eq!(
+        old.await.unwrap(),
+        "old",
+        "the old caller gets its own value"
+    );
+    assert_eq!(
+        cache.get::<String>("inv", &opts).await.unwrap().as_deref(),
+        Some("new")
+    );
+    assert_eq!(cache.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_caller_after_invalidation_does_not_join_an_older_flight() {
+    caller_after_invalidation(&memory(Duration::from_secs(10)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_caller_after_invalidation_does_not_join_an_older_flight() {
+    let server = RedisServer::start();
+    caller_after_invalidation(&redis(&server, "inv", Duration::from_secs(10)).await).await;
+}
