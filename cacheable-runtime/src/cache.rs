@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::breaker::{Breaker, BreakerState};
+use crate::breaker::{Breaker, BreakerState, Pass};
 use crate::context;
 use crate::envelope::{self, Dep, DepRef, KIND_TOMBSTONE, KIND_VALUE, now_ms};
 use crate::error::CacheError;
@@ -162,7 +162,7 @@ impl Default for CacheBuilder {
             policies: HashMap::new(),
             op_timeout: Duration::from_millis(250),
             breaker_threshold: 5,
-            breaker_cooldown: (Duration::from_millis(500), Duration::from_secs(30)),
+            breaker_cooldown: (Duration::from_millis(500), Duration::from_secs(1)),
             lease_ttl: Duration::from_secs(5),
             lease_wait: Duration::from_secs(1),
             write_guard: Duration::from_secs(60),
@@ -221,7 +221,8 @@ impl CacheBuilder {
     }
 
     /// Consecutive failures that open the circuit breaker (default 5), and its
-    /// cool-down range (default 500 ms, doubling up to 30 s).
+    /// cool-down range (default 500 ms, doubling up to 1 s; a longer maximum is
+    /// capped at 1 s, since a probe is one background `PING`).
     pub fn circuit_breaker(
         mut self,
         failures: u32,
@@ -499,8 +500,21 @@ impl Cache {
         fut: impl Future<Output = Result<T, CacheError>>,
     ) -> Result<T, CacheError> {
         let inner = &self.inner;
-        if !inner.breaker.allow() {
-            return Err(CacheError::CircuitOpen);
+        match inner.breaker.enter() {
+            Pass::Go => {}
+            Pass::Refused => return Err(CacheError::CircuitOpen),
+            Pass::Probe => {
+                // A background PING probes: no call waits for its timeout.
+                let cache = self.clone();
+                crate::breaker::spawn_probe(async move {
+                    let inner = &cache.inner;
+                    inner
+                        .breaker
+                        .probe(inner.op_timeout, || inner.store.ping())
+                        .await;
+                });
+                return Err(CacheError::CircuitOpen);
+            }
         }
         match tokio::time::timeout(inner.op_timeout, fut).await {
             Ok(Ok(v)) => {
