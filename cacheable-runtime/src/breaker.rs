@@ -4,7 +4,7 @@
 //! open it. Open: calls fail at once with `CircuitOpen` (microseconds) until
 //! the cool-down ends; then exactly one probe is made (half-open). A
 //! successful probe closes it; a failed one opens it again with a doubled
-//! cool-down (up to `max_cooldown`, at most [`MAX_COOLDOWN`]).
+//! cool-down (up to `max_cooldown`, at most [`MAX_COOLDOWN`], 500 ms).
 //!
 //! The probe is a `PING` in a background task ([`Breaker::probe`]), not a
 //! user's call: the call that finds the cool-down over still fails at once,
@@ -13,7 +13,7 @@
 //! server came back often fails on the dead connection ("broken pipe") while
 //! the client reconnects, and counting that as "still down" would double the
 //! cool-down. Since a probe costs users nothing, the cool-down is capped at
-//! one second: calls resume within about a second of the store answering.
+//! 500 ms: calls resume within about half a second of the store answering.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::error::CacheError;
 
 /// The longest cool-down between probes, whatever is configured.
-pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(1);
+pub(crate) const MAX_COOLDOWN: Duration = Duration::from_millis(500);
 
 /// What [`Breaker::enter`] lets a call do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cool_down_is_capped_at_a_second() {
+    fn the_cool_down_is_capped() {
         let b = Breaker::new(1, Duration::from_millis(10), Duration::from_secs(30));
         assert_eq!(b.max_cooldown, MAX_COOLDOWN);
     }

@@ -162,7 +162,7 @@ impl Default for CacheBuilder {
             policies: HashMap::new(),
             op_timeout: Duration::from_millis(250),
             breaker_threshold: 5,
-            breaker_cooldown: (Duration::from_millis(500), Duration::from_secs(1)),
+            breaker_cooldown: (Duration::from_millis(250), Duration::from_millis(500)),
             lease_ttl: Duration::from_secs(5),
             lease_wait: Duration::from_secs(1),
             write_guard: Duration::from_secs(60),
@@ -221,8 +221,8 @@ impl CacheBuilder {
     }
 
     /// Consecutive failures that open the circuit breaker (default 5), and its
-    /// cool-down range (default 500 ms, doubling up to 1 s; a longer maximum is
-    /// capped at 1 s, since a probe is one background `PING`).
+    /// cool-down range (default 250 ms, doubling up to 500 ms; a longer maximum
+    /// is capped at 500 ms, since a probe is one background `PING`).
     pub fn circuit_breaker(
         mut self,
         failures: u32,

@@ -366,7 +366,7 @@ impl Default for State {
         Self {
             local: LocalLimiter::default(),
             denials: DenialCache::default(),
-            breaker: Breaker::new(5, Duration::from_millis(500), Duration::from_secs(1)),
+            breaker: Breaker::new(5, Duration::from_millis(250), Duration::from_millis(500)),
             counters: Counters::default(),
             log: crate::stats::LogLimiter::new(Duration::from_secs(10)),
             expected_instances: AtomicU32::new(DEFAULT_EXPECTED_INSTANCES),
