@@ -33,16 +33,48 @@
 //!
 //! # When Redis fails
 //!
-//! [`OnError`] decides: an in-process limiter with the same policy (default),
-//! allow, or deny; each outcome is counted in [`RateLimitStats`]. Calls go
-//! through a circuit breaker and the cache's operation timeout, so a dead
-//! Redis costs microseconds per decision, not a timeout.
+//! [`OnError`] decides: an in-process limiter (default), allow, or deny; each
+//! outcome is counted in [`RateLimitStats`]. Calls go through a circuit
+//! breaker and the cache's operation timeout, so a dead Redis costs
+//! microseconds per decision, not a timeout; the breaker probes with a
+//! background `PING`, so no call waits for a probe.
+//!
+//! The in-process fallback is conservative. Each process runs the same
+//! algorithm on its share of the points, `points / expected instances`
+//! (floored; [`RateLimiter::set_expected_instances`], default
+//! [`DEFAULT_EXPECTED_INSTANCES`]), and a key starts from the fewer of that
+//! share and the points Redis last reported left for it (every Redis answer
+//! below the share is mirrored locally), never from a full budget. A
+//! decision that timed out may have run in Redis; it is charged locally like
+//! any other call. **The bound while Redis is unreachable**: `N` processes
+//! together admit at most `N × share` points per key per `duration`, on top
+//! of what Redis admitted in that window: at most `2 × points` while `N` is at
+//! most the expected instances, and nothing more for a key that Redis last
+//! reported exhausted to each process. `tests/rate_limit_faults.rs` checks it
+//! with four instances and Redis stopped mid-run, for every algorithm.
+//!
+//! # Unidentified callers
+//!
+//! A `#[rate_limit]` call limited by user or IP with neither known is refused
+//! (admitted with `on_error = "allow"`), counted in
+//! [`RateLimitStats::unidentified`] and logged once per function, instead of
+//! sharing one silent budget among all such callers. `by = "global"` is the
+//! explicit shared budget.
 //!
 //! # Denial cache
 //!
 //! A denial is remembered in the process until its retry time: a flood from
 //! one identity is answered locally and stops reaching Redis. Only time
 //! refills a budget, so the cached answer is the one Redis would give.
+//!
+//! # Memory
+//!
+//! The local limiter is bounded at 64 MiB, the denial cache at 8 MiB,
+//! counted in bytes (key, entry, table slot). Eviction takes expired state
+//! first, then the least recently used keys that still have budget, never an
+//! exhausted one: no amount of sprayed identities gives a denied key a fresh
+//! budget. When only exhausted keys are left, a new key is refused and
+//! counted in [`RateLimitStats::local_overflow`].
 
 use std::borrow::Cow;
 use std::fmt;
