@@ -2,12 +2,39 @@
 //!
 //! Closed: calls go through; `threshold` consecutive availability failures
 //! open it. Open: calls fail at once with `CircuitOpen` (microseconds) until
-//! the cool-down ends; then exactly one call is let through as a probe
-//! (half-open). A successful probe closes it; a failed one opens it again with
-//! a doubled cool-down (up to `max_cooldown`).
+//! the cool-down ends; then exactly one probe is made (half-open). A
+//! successful probe closes it; a failed one opens it again with a doubled
+//! cool-down (up to `max_cooldown`, at most [`MAX_COOLDOWN`], 500 ms).
+//!
+//! The probe is a `PING` in a background task ([`Breaker::probe`]), not a
+//! user's call: the call that finds the cool-down over still fails at once,
+//! and no call ever waits for a probe's timeout. A probe that fails with a
+//! connection error is retried once at once: the first command after the
+//! server came back often fails on the dead connection ("broken pipe") while
+//! the client reconnects, and counting that as "still down" would double the
+//! cool-down. Since a probe costs users nothing, the cool-down is capped at
+//! 500 ms: calls resume within about half a second of the store answering.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::error::CacheError;
+
+/// The longest cool-down between probes, whatever is configured.
+pub(crate) const MAX_COOLDOWN: Duration = Duration::from_millis(500);
+
+/// What [`Breaker::enter`] lets a call do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// Closed: go to the store.
+    Go,
+    /// Open: fail at once.
+    Refused,
+    /// The cool-down is over and this call won the probe: start
+    /// [`Breaker::probe`] (in the background) and fail at once.
+    Probe,
+}
 
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
@@ -47,7 +74,7 @@ impl Breaker {
             cooldown_ms: AtomicU64::new(Self::ms(min_cooldown)),
             threshold: threshold.max(1),
             min_cooldown,
-            max_cooldown,
+            max_cooldown: max_cooldown.min(MAX_COOLDOWN).max(min_cooldown),
         }
     }
 
@@ -59,14 +86,20 @@ impl Breaker {
         Self::ms(self.epoch.elapsed())
     }
 
-    /// Whether a call may go to the store now.
+    /// Whether a call may go to the store now (a probe included).
     pub(crate) fn allow(&self) -> bool {
+        self.enter() != Pass::Refused
+    }
+
+    /// What a call may do now.
+    pub(crate) fn enter(&self) -> Pass {
+        let pass = |won: bool| if won { Pass::Probe } else { Pass::Refused };
         match self.state.load(Ordering::Acquire) {
-            CLOSED => true,
+            CLOSED => Pass::Go,
             OPEN => {
                 let now = self.now_ms();
                 if now < self.open_until_ms.load(Ordering::Acquire) {
-                    return false;
+                    return Pass::Refused;
                 }
                 let won = self
                     .state
@@ -79,7 +112,7 @@ impl Breaker {
                         Ordering::Release,
                     );
                 }
-                won
+                pass(won)
             }
             _ => {
                 // A probe whose future was dropped (a cancelled request) never
@@ -87,18 +120,41 @@ impl Breaker {
                 // the breaker cannot stay half-open for ever.
                 let deadline = self.open_until_ms.load(Ordering::Acquire);
                 let now = self.now_ms();
-                now >= deadline
-                    && self
-                        .open_until_ms
-                        .compare_exchange(
-                            deadline,
-                            now + self.cooldown_ms.load(Ordering::Relaxed),
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                        .is_ok()
+                pass(
+                    now >= deadline
+                        && self
+                            .open_until_ms
+                            .compare_exchange(
+                                deadline,
+                                now + self.cooldown_ms.load(Ordering::Relaxed),
+                                Ordering::AcqRel,
+                                Ordering::Acquire,
+                            )
+                            .is_ok(),
+                )
             }
         }
+    }
+
+    /// One probe: `ping` under `timeout`, retried once at once on a
+    /// connection error (a dead connection's stale error while the client
+    /// reconnects). Closes the breaker on success, else opens it again.
+    pub(crate) async fn probe<F, Fut>(&self, timeout: Duration, mut ping: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), CacheError>>,
+    {
+        for attempt in 0..2 {
+            match tokio::time::timeout(timeout, ping()).await {
+                Ok(Ok(())) => {
+                    self.success();
+                    return;
+                }
+                Ok(Err(CacheError::Connection(_))) if attempt == 0 => {}
+                _ => break,
+            }
+        }
+        self.failure();
     }
 
     pub(crate) fn success(&self) {
@@ -136,6 +192,14 @@ impl Breaker {
             OPEN => BreakerState::Open,
             _ => BreakerState::HalfOpen,
         }
+    }
+}
+
+/// Runs a probe in the background. Outside a Tokio runtime it is dropped:
+/// the half-open deadline then lets a later call probe.
+pub(crate) fn spawn_probe(probe: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(probe);
     }
 }
 
@@ -182,5 +246,44 @@ mod tests {
         assert!(!b.allow(), "one at a time");
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn the_cool_down_is_capped() {
+        let b = Breaker::new(1, Duration::from_millis(10), Duration::from_secs(30));
+        assert_eq!(b.max_cooldown, MAX_COOLDOWN);
+    }
+
+    #[tokio::test]
+    async fn a_probe_retries_once_on_a_connection_error() {
+        let b = Breaker::new(1, Duration::from_millis(10), Duration::from_secs(1));
+        b.failure();
+        std::thread::sleep(Duration::from_millis(15));
+        assert_eq!(b.enter(), Pass::Probe);
+        let mut calls = 0;
+        b.probe(Duration::from_millis(100), || {
+            calls += 1;
+            let r = if calls == 1 {
+                Err(CacheError::Connection("broken pipe".into()))
+            } else {
+                Ok(())
+            };
+            async move { r }
+        })
+        .await;
+        assert_eq!(calls, 2);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // A timeout is not retried: the store is slow, not reconnecting.
+        b.failure();
+        std::thread::sleep(Duration::from_millis(15));
+        assert_eq!(b.enter(), Pass::Probe);
+        let mut calls = 0;
+        b.probe(Duration::from_millis(20), || {
+            calls += 1;
+            std::future::pending::<Result<(), CacheError>>()
+        })
+        .await;
+        assert_eq!(calls, 1);
+        assert_eq!(b.state(), BreakerState::Open);
     }
 }

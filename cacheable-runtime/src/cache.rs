@@ -50,7 +50,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::breaker::{Breaker, BreakerState};
+use crate::breaker::{Breaker, BreakerState, Pass};
 use crate::context;
 use crate::envelope::{self, Dep, DepRef, KIND_VALUE, now_ms};
 use crate::error::CacheError;
@@ -207,7 +207,7 @@ impl Default for CacheBuilder {
             policies: HashMap::new(),
             op_timeout: Duration::from_millis(250),
             breaker_threshold: 5,
-            breaker_cooldown: (Duration::from_millis(500), Duration::from_secs(30)),
+            breaker_cooldown: (Duration::from_millis(250), Duration::from_millis(500)),
             lease_ttl: Duration::from_secs(5),
             lease_wait: Duration::from_secs(1),
             write_guard: Duration::from_secs(60),
@@ -268,7 +268,8 @@ impl CacheBuilder {
     }
 
     /// Consecutive failures that open the circuit breaker (default 5), and its
-    /// cool-down range (default 500 ms, doubling up to 30 s).
+    /// cool-down range (default 250 ms, doubling up to 500 ms; a longer maximum
+    /// is capped at 500 ms, since a probe is one background `PING`).
     pub fn circuit_breaker(
         mut self,
         failures: u32,
@@ -557,8 +558,21 @@ impl Cache {
         fut: impl Future<Output = Result<T, CacheError>>,
     ) -> Result<T, CacheError> {
         let inner = &self.inner;
-        if !inner.breaker.allow() {
-            return Err(CacheError::CircuitOpen);
+        match inner.breaker.enter() {
+            Pass::Go => {}
+            Pass::Refused => return Err(CacheError::CircuitOpen),
+            Pass::Probe => {
+                // A background PING probes: no call waits for its timeout.
+                let cache = self.clone();
+                crate::breaker::spawn_probe(async move {
+                    let inner = &cache.inner;
+                    inner
+                        .breaker
+                        .probe(inner.op_timeout, || inner.store.ping())
+                        .await;
+                });
+                return Err(CacheError::CircuitOpen);
+            }
         }
         match tokio::time::timeout(inner.op_timeout, fut).await {
             Ok(Ok(v)) => {

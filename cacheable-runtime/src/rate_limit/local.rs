@@ -1,17 +1,49 @@
 //! The in-process side of the limiter: the same three algorithms on a
 //! monotonic clock (for `Cache::memory()` and the `on_error = "local"`
 //! fallback), and the cache of recent denials.
+//!
+//! # Bounds
+//!
+//! Both maps are bounded in bytes (key, entry and hash-table slot, and for a
+//! sliding window its log), not in entries, so long keys cannot stretch the
+//! bound:
+//!
+//! - [`LocalLimiter`]: [`LOCAL_MAX_BYTES`]. When an insert would pass it,
+//!   expired state is swept, then the least recently used entries that still
+//!   hold a budget are evicted (down to 90 % of the bound). An entry that is
+//!   exhausted (its last decision was a denial or left nothing) is never
+//!   evicted before it expires: eviction never hands a denied key a fresh
+//!   budget. If only exhausted entries remain, a new key is refused (counted
+//!   in `RateLimitStats::local_overflow`) rather than let through unlimited.
+//! - [`DenialCache`]: [`DENIALS_MAX_BYTES`]. Expired denials are swept at most
+//!   every second and whenever the bound is reached; a denial that still does
+//!   not fit is not remembered (Redis, which holds the budget, still denies).
+//!
+//! moka is not used: its admission and eviction policy (TinyLFU) may drop any
+//! entry, and there is no way to pin the entries that must stay (denials).
+//! The rule "evict only expired or admitted state" needs the entry's state at
+//! eviction time, which these maps have.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{Algorithm, Verdict};
 
-/// Entries kept before expired ones are swept (and, if the map is still this
-/// large, dropped: forgetting a budget lets a caller through, it never blocks).
-const MAX_ENTRIES: usize = 100_000;
+/// The bound of the in-process limiter's state, in bytes (about 400,000 keys
+/// of 60 bytes).
+pub(super) const LOCAL_MAX_BYTES: usize = 64 << 20;
+
+/// The bound of the denial cache, in bytes (about 80,000 keys of 60 bytes).
+pub(super) const DENIALS_MAX_BYTES: usize = 8 << 20;
+
+/// The cost of one map slot besides the key's and the entry's heap bytes:
+/// the `(String, V)` pair plus the table's control byte, over the load factor.
+fn slot_bytes<V>(key: &str) -> usize {
+    (size_of::<(String, V)>() + 1) * 8 / 7 + key.len()
+}
 
 fn us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
@@ -57,155 +89,356 @@ impl Slot {
             Slot::Fixed { index, .. } => (index + 1).saturating_mul(window) <= now,
         }
     }
+
+    fn fresh(p: &Policy, now: u64) -> Slot {
+        match p.algorithm {
+            Algorithm::Gcra => Slot::Gcra { tat: now },
+            // The log never holds more than `points`: allocated once (up
+            // to 1,024 points), so its bytes are accounted when the entry
+            // is made room for.
+            Algorithm::SlidingWindow => Slot::Sliding {
+                log: VecDeque::with_capacity(p.points.min(1024) as usize),
+            },
+            Algorithm::FixedWindow => Slot::Fixed {
+                index: now / us(p.window).max(1),
+                count: 0,
+            },
+        }
+    }
+
+    fn matches(&self, a: Algorithm) -> bool {
+        matches!(
+            (self, a),
+            (Slot::Gcra { .. }, Algorithm::Gcra)
+                | (Slot::Sliding { .. }, Algorithm::SlidingWindow)
+                | (Slot::Fixed { .. }, Algorithm::FixedWindow)
+        )
+    }
 }
 
 struct Entry {
     slot: Slot,
     window_us: u64,
+    /// The last decision was a denial or left no point: never evicted
+    /// before it expires.
+    exhausted: bool,
+    /// A tick of the map's clock: higher is more recent.
+    last_used: u64,
 }
 
-/// In-process limiters, keyed like the Redis keys.
+impl Entry {
+    fn bytes(&self, key: &str) -> usize {
+        let log = match &self.slot {
+            Slot::Sliding { log } => log.capacity() * size_of::<u64>(),
+            _ => 0,
+        };
+        slot_bytes::<Entry>(key) + log
+    }
+}
+
+#[derive(Default)]
+struct Slots {
+    map: HashMap<String, Entry>,
+    bytes: usize,
+    tick: u64,
+    /// No sweep before this time (µs), after one that freed nothing.
+    next_sweep: u64,
+}
+
+/// In-process limiters, keyed like the Redis keys, bounded by `max_bytes`.
 pub(super) struct LocalLimiter {
     epoch: Instant,
-    entries: Mutex<HashMap<String, Entry>>,
+    slots: Mutex<Slots>,
+    max_bytes: usize,
+    /// New keys refused because only exhausted state was left to evict.
+    pub(super) overflow: AtomicU64,
 }
 
 impl std::fmt::Debug for LocalLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalLimiter").finish_non_exhaustive()
+        f.debug_struct("LocalLimiter")
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
     }
 }
 
 impl Default for LocalLimiter {
     fn default() -> Self {
-        Self {
-            epoch: Instant::now(),
-            entries: Mutex::new(HashMap::new()),
+        Self::with_max_bytes(LOCAL_MAX_BYTES)
+    }
+}
+
+/// A verdict refusing a key that found no room (retry in a second).
+const NO_ROOM: Verdict = Verdict {
+    allowed: false,
+    remaining: 0,
+    reset_after_us: 1_000_000,
+    retry_after_us: 1_000_000,
+};
+
+impl Slots {
+    /// Makes room for `need` more bytes: sweeps expired entries, then evicts
+    /// the least recently used entries that still hold a budget, down to 90 %
+    /// of `max`. Returns whether `need` fits.
+    fn make_room(&mut self, need: usize, max: usize, now: u64) -> bool {
+        if self.bytes + need <= max {
+            return true;
         }
+        if now < self.next_sweep {
+            return false;
+        }
+        let mut bytes = self.bytes;
+        self.map.retain(|k, e| {
+            let keep = !e.slot.expired(now, e.window_us);
+            if !keep {
+                bytes -= e.bytes(k);
+            }
+            keep
+        });
+        let target = max - max / 10;
+        if bytes + need > target {
+            let mut admitted: Vec<(u64, usize)> = self
+                .map
+                .iter()
+                .filter(|(_, e)| !e.exhausted)
+                .map(|(k, e)| (e.last_used, e.bytes(k)))
+                .collect();
+            admitted.sort_unstable_by_key(|&(t, _)| t);
+            let mut freed = 0;
+            let mut cutoff = None;
+            for (t, b) in admitted {
+                if bytes - freed + need <= target {
+                    break;
+                }
+                freed += b;
+                cutoff = Some(t);
+            }
+            if let Some(cutoff) = cutoff {
+                self.map.retain(|_, e| e.exhausted || e.last_used > cutoff);
+                bytes -= freed;
+            }
+        }
+        self.bytes = bytes;
+        let fits = self.bytes + need <= max;
+        if !fits {
+            // Everything left is exhausted: sweeping again at once would only
+            // burn CPU under a flood.
+            self.next_sweep = now + 100_000;
+        }
+        fits
     }
 }
 
 impl LocalLimiter {
+    pub(super) fn with_max_bytes(max_bytes: usize) -> Self {
+        Self {
+            epoch: Instant::now(),
+            slots: Mutex::new(Slots::default()),
+            max_bytes,
+            overflow: AtomicU64::new(0),
+        }
+    }
+
     /// Microseconds since the limiter was created (plus one, so that a fresh
     /// GCRA slot is never "at zero").
     fn now_us(&self) -> u64 {
         us(self.epoch.elapsed()) + 1
     }
 
-    pub(super) fn check(&self, key: &str, p: &Policy) -> Verdict {
-        let now = self.now_us();
-        let points = u64::from(p.points);
-        let cost = u64::from(p.cost);
+    /// Bytes held (as accounted against the bound) and entries.
+    #[cfg(test)]
+    pub(super) fn usage(&self) -> (usize, usize) {
+        let s = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        (s.bytes, s.map.len())
+    }
+
+    /// Runs `f` on the entry of `key` (created fresh if missing, or `None`
+    /// when there is no room), keeping the byte count and recency.
+    fn with_entry<R>(
+        &self,
+        key: &str,
+        p: &Policy,
+        now: u64,
+        create: bool,
+        f: impl FnOnce(&mut Slot, u64) -> (R, Option<bool>),
+    ) -> Option<R> {
         let window = us(p.window).max(1);
-        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
-            map.retain(|_, e| !e.slot.expired(now, e.window_us));
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
+        let mut guard = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = &mut *guard;
+        s.tick += 1;
+        let tick = s.tick;
+        if !s.map.contains_key(key) {
+            if !create {
+                return None;
             }
+            let entry = Entry {
+                slot: Slot::fresh(p, now),
+                window_us: window,
+                exhausted: false,
+                last_used: tick,
+            };
+            let need = entry.bytes(key);
+            if !s.make_room(need, self.max_bytes, now) {
+                self.overflow.fetch_add(1, Relaxed);
+                return None;
+            }
+            s.bytes += need;
+            s.map.insert(key.to_owned(), entry);
         }
-        let fresh = || match p.algorithm {
-            Algorithm::Gcra => Slot::Gcra { tat: now },
-            Algorithm::SlidingWindow => Slot::Sliding {
-                log: VecDeque::new(),
-            },
-            Algorithm::FixedWindow => Slot::Fixed {
-                index: now / window,
-                count: 0,
-            },
-        };
-        let entry = map.entry(key.to_owned()).or_insert_with(|| Entry {
-            slot: fresh(),
-            window_us: window,
-        });
+        let entry = s.map.get_mut(key)?;
+        let before = entry.bytes(key);
         // A changed algorithm for the same key starts over.
-        let same = matches!(
-            (&entry.slot, p.algorithm),
-            (Slot::Gcra { .. }, Algorithm::Gcra)
-                | (Slot::Sliding { .. }, Algorithm::SlidingWindow)
-                | (Slot::Fixed { .. }, Algorithm::FixedWindow)
-        );
-        if !same {
-            entry.slot = fresh();
+        if !entry.slot.matches(p.algorithm) {
+            entry.slot = Slot::fresh(p, now);
         }
         entry.window_us = window;
-        match &mut entry.slot {
-            Slot::Gcra { tat } => {
-                let period = p.period_us();
-                let burst = points * period;
-                let base = (*tat).max(now);
-                let new_tat = base + cost * period;
-                let allow_at = new_tat.saturating_sub(burst);
-                if allow_at > now {
-                    Verdict {
-                        allowed: false,
-                        remaining: (now + burst).saturating_sub(base) / period,
-                        reset_after_us: base - now,
-                        retry_after_us: allow_at - now,
-                    }
-                } else {
-                    *tat = new_tat;
-                    Verdict {
-                        allowed: true,
-                        remaining: (now + burst - new_tat) / period,
-                        reset_after_us: new_tat - now,
-                        retry_after_us: 0,
-                    }
+        entry.last_used = tick;
+        let (r, exhausted) = f(&mut entry.slot, window);
+        if let Some(x) = exhausted {
+            entry.exhausted = x;
+        }
+        let after = entry.bytes(key);
+        s.bytes = s.bytes + after - before;
+        if s.bytes > self.max_bytes {
+            // A sliding window's log grew: evict others (this entry is the
+            // most recent, so the last to go).
+            s.make_room(0, self.max_bytes, now);
+        }
+        Some(r)
+    }
+
+    pub(super) fn check(&self, key: &str, p: &Policy) -> Verdict {
+        let now = self.now_us();
+        let Some(v) = self.with_entry(key, p, now, true, |slot, window| {
+            let v = decide(slot, p, now, window);
+            (v, Some(!v.allowed || v.remaining == 0))
+        }) else {
+            return NO_ROOM;
+        };
+        v
+    }
+
+    /// Lowers the budget of `key` to at most `remaining` points (what Redis
+    /// last reported), so that a fallback starts from there and never from a
+    /// full budget. A key with no local state and at least a full budget is
+    /// not stored (a fresh slot starts full).
+    pub(super) fn observe(&self, key: &str, p: &Policy, remaining: u64) {
+        let now = self.now_us();
+        let points = u64::from(p.points);
+        let used = points.saturating_sub(remaining);
+        let create = used > 0;
+        let _ = self.with_entry(key, p, now, create, |slot, window| {
+            observe_slot(slot, p, now, window, used);
+            ((), Some(remaining == 0))
+        });
+    }
+}
+
+/// Lowers a slot's budget to `points - used`.
+fn observe_slot(slot: &mut Slot, p: &Policy, now: u64, window: u64, used: u64) {
+    match slot {
+        Slot::Gcra { tat } => {
+            let target = now + used * p.period_us();
+            *tat = (*tat).max(target);
+        }
+        Slot::Sliding { log } => {
+            while log.front().is_some_and(|&t| t + window <= now) {
+                log.pop_front();
+            }
+            while (log.len() as u64) < used {
+                log.push_back(now);
+            }
+        }
+        Slot::Fixed { index, count } => {
+            let idx = now / window;
+            if *index != idx {
+                *index = idx;
+                *count = 0;
+            }
+            *count = (*count).max(used);
+        }
+    }
+}
+
+fn decide(slot: &mut Slot, p: &Policy, now: u64, window: u64) -> Verdict {
+    let points = u64::from(p.points);
+    let cost = u64::from(p.cost);
+    match slot {
+        Slot::Gcra { tat } => {
+            let period = p.period_us();
+            let burst = points * period;
+            let base = (*tat).max(now);
+            let new_tat = base + cost * period;
+            let allow_at = new_tat.saturating_sub(burst);
+            if allow_at > now {
+                Verdict {
+                    allowed: false,
+                    remaining: (now + burst).saturating_sub(base) / period,
+                    reset_after_us: base - now,
+                    retry_after_us: allow_at - now,
+                }
+            } else {
+                *tat = new_tat;
+                Verdict {
+                    allowed: true,
+                    remaining: (now + burst - new_tat) / period,
+                    reset_after_us: new_tat - now,
+                    retry_after_us: 0,
                 }
             }
-            Slot::Sliding { log } => {
-                while log.front().is_some_and(|&t| t + window <= now) {
-                    log.pop_front();
-                }
-                let count = log.len() as u64;
-                if count + cost > points {
-                    let need = count + cost - points;
-                    let retry = if need <= count {
-                        let idx = usize::try_from(need - 1).unwrap_or(usize::MAX);
-                        log.get(idx).map_or(window, |&t| t + window - now)
-                    } else {
-                        window
-                    };
-                    Verdict {
-                        allowed: false,
-                        remaining: points.saturating_sub(count),
-                        reset_after_us: log.back().map_or(0, |&t| t + window - now),
-                        retry_after_us: retry,
-                    }
+        }
+        Slot::Sliding { log } => {
+            while log.front().is_some_and(|&t| t + window <= now) {
+                log.pop_front();
+            }
+            let count = log.len() as u64;
+            if count + cost > points {
+                let need = count + cost - points;
+                let retry = if need <= count {
+                    let idx = usize::try_from(need - 1).unwrap_or(usize::MAX);
+                    log.get(idx).map_or(window, |&t| t + window - now)
                 } else {
-                    for _ in 0..cost {
-                        log.push_back(now);
-                    }
-                    Verdict {
-                        allowed: true,
-                        remaining: points - count - cost,
-                        reset_after_us: window,
-                        retry_after_us: 0,
-                    }
+                    window
+                };
+                Verdict {
+                    allowed: false,
+                    remaining: points.saturating_sub(count),
+                    reset_after_us: log.back().map_or(0, |&t| t + window - now),
+                    retry_after_us: retry,
+                }
+            } else {
+                for _ in 0..cost {
+                    log.push_back(now);
+                }
+                Verdict {
+                    allowed: true,
+                    remaining: points - count - cost,
+                    reset_after_us: window,
+                    retry_after_us: 0,
                 }
             }
-            Slot::Fixed { index, count } => {
-                let idx = now / window;
-                if *index != idx {
-                    *index = idx;
-                    *count = 0;
+        }
+        Slot::Fixed { index, count } => {
+            let idx = now / window;
+            if *index != idx {
+                *index = idx;
+                *count = 0;
+            }
+            let reset = (idx + 1) * window - now;
+            if *count + cost > points {
+                Verdict {
+                    allowed: false,
+                    remaining: points.saturating_sub(*count),
+                    reset_after_us: reset,
+                    retry_after_us: reset,
                 }
-                let reset = (idx + 1) * window - now;
-                if *count + cost > points {
-                    Verdict {
-                        allowed: false,
-                        remaining: points.saturating_sub(*count),
-                        reset_after_us: reset,
-                        retry_after_us: reset,
-                    }
-                } else {
-                    *count += cost;
-                    Verdict {
-                        allowed: true,
-                        remaining: points - *count,
-                        reset_after_us: reset,
-                        retry_after_us: 0,
-                    }
+            } else {
+                *count += cost;
+                Verdict {
+                    allowed: true,
+                    remaining: points - *count,
+                    reset_after_us: reset,
+                    retry_after_us: 0,
                 }
             }
         }
@@ -222,28 +455,86 @@ struct Denial {
     remaining: u64,
 }
 
+#[derive(Debug)]
+struct Denials {
+    map: HashMap<String, Denial>,
+    bytes: usize,
+    next_sweep: Instant,
+}
+
 /// Denials by key, kept until the retry time: while a key is denied for a
 /// cost, any call with at least that cost is denied without asking Redis.
 /// Nothing can make the budget available earlier (only time refills it), so
-/// the answer is the one Redis would give.
-#[derive(Debug, Default)]
+/// the answer is the one Redis would give. Bounded by `max_bytes`; expired
+/// denials are swept at most every second and when the bound is reached.
+#[derive(Debug)]
 pub(super) struct DenialCache {
-    map: Mutex<HashMap<String, Denial>>,
+    inner: Mutex<Denials>,
     /// The map's length, read without the lock (the common case: empty).
     len: AtomicUsize,
+    max_bytes: usize,
+}
+
+impl Default for DenialCache {
+    fn default() -> Self {
+        Self::with_max_bytes(DENIALS_MAX_BYTES)
+    }
+}
+
+/// How often expired denials are swept while the cache is in use.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+impl Denials {
+    fn sweep(&mut self, now: Instant) {
+        let mut bytes = self.bytes;
+        self.map.retain(|k, d| {
+            let keep = d.until > now;
+            if !keep {
+                bytes -= slot_bytes::<Denial>(k);
+            }
+            keep
+        });
+        self.bytes = bytes;
+        self.next_sweep = now + SWEEP_EVERY;
+    }
 }
 
 impl DenialCache {
+    pub(super) fn with_max_bytes(max_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::new(Denials {
+                map: HashMap::new(),
+                bytes: 0,
+                next_sweep: Instant::now(),
+            }),
+            len: AtomicUsize::new(0),
+            max_bytes,
+        }
+    }
+
+    /// Bytes held (as accounted against the bound) and entries.
+    #[cfg(test)]
+    pub(super) fn usage(&self) -> (usize, usize) {
+        let d = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        (d.bytes, d.map.len())
+    }
+
     pub(super) fn get(&self, key: &str, p: &Policy) -> Option<Verdict> {
         if self.len.load(Relaxed) == 0 {
             return None;
         }
         let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        let d = map.get(key)?;
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = &mut *guard;
+        if now >= s.next_sweep {
+            s.sweep(now);
+            self.len.store(s.map.len(), Relaxed);
+        }
+        let d = s.map.get(key)?;
         if d.until <= now {
-            map.remove(key);
-            self.len.store(map.len(), Relaxed);
+            s.map.remove(key);
+            s.bytes -= slot_bytes::<Denial>(key);
+            self.len.store(s.map.len(), Relaxed);
             return None;
         }
         if p.cost < d.cost || p.points != d.points {
@@ -262,31 +553,185 @@ impl DenialCache {
             return;
         }
         let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
-            map.retain(|_, d| d.until > now);
-            if map.len() >= MAX_ENTRIES {
-                self.len.store(map.len(), Relaxed);
-                return;
-            }
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = &mut *guard;
+        let need = slot_bytes::<Denial>(key);
+        let present = s.map.contains_key(key);
+        if now >= s.next_sweep || (!present && s.bytes + need > self.max_bytes) {
+            s.sweep(now);
         }
-        map.insert(
-            key.to_owned(),
-            Denial {
-                until: now + Duration::from_micros(v.retry_after_us),
-                reset_at: now + Duration::from_micros(v.reset_after_us),
-                cost: p.cost,
-                points: p.points,
-                remaining: v.remaining,
-            },
-        );
-        self.len.store(map.len(), Relaxed);
+        let present = s.map.contains_key(key);
+        if !present && s.bytes + need > self.max_bytes {
+            // Not remembered: Redis, which holds the budget, still denies.
+            self.len.store(s.map.len(), Relaxed);
+            return;
+        }
+        let denial = Denial {
+            until: now + Duration::from_micros(v.retry_after_us),
+            reset_at: now + Duration::from_micros(v.reset_after_us),
+            cost: p.cost,
+            points: p.points,
+            remaining: v.remaining,
+        };
+        if s.map.insert(key.to_owned(), denial).is_none() {
+            s.bytes += need;
+        }
+        self.len.store(s.map.len(), Relaxed);
     }
 
     /// Forgets every remembered denial (used by tests and `RateLimiter::reset_local`).
     pub(super) fn clear(&self) {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.clear();
+        let mut s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        s.map.clear();
+        s.bytes = 0;
         self.len.store(0, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login() -> Policy {
+        Policy {
+            points: 3,
+            window: Duration::from_secs(15 * 60),
+            cost: 1,
+            algorithm: Algorithm::SlidingWindow,
+        }
+    }
+
+    fn rss_kib() -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// 1,000,000 sprayed identities: the bytes stay under the bound and the
+    /// victim, denied before the spray, is still denied after it (the old
+    /// limiter cleared itself at 100,000 entries).
+    #[test]
+    fn a_flood_of_identities_keeps_the_bound_and_the_victim_denied() {
+        for algorithm in [
+            Algorithm::Gcra,
+            Algorithm::SlidingWindow,
+            Algorithm::FixedWindow,
+        ] {
+            let p = Policy {
+                algorithm,
+                ..login()
+            };
+            let max = 4 << 20;
+            let l = LocalLimiter::with_max_bytes(max);
+            let before = rss_kib();
+            for _ in 0..3 {
+                assert!(l.check("victim", &p).allowed);
+            }
+            assert!(!l.check("victim", &p).allowed);
+            let mut key = String::new();
+            // 1,000,000 identities for the login policy, 300,000 (still far
+            // past the bound) for the others, to keep the debug run short.
+            let spray = if algorithm == Algorithm::SlidingWindow {
+                1_000_000
+            } else {
+                300_000
+            };
+            for i in 0..spray {
+                key.clear();
+                std::fmt::Write::write_fmt(&mut key, format_args!("cacheable:{{g}}:rl:u:{i}"))
+                    .unwrap();
+                assert!(l.check(&key, &p).allowed, "{algorithm:?} {i}");
+                if i % 256 == 0 {
+                    let (bytes, _) = l.usage();
+                    assert!(bytes <= max, "{bytes} > {max}");
+                }
+            }
+            let (bytes, entries) = l.usage();
+            assert!(
+                !l.check("victim", &p).allowed,
+                "{algorithm:?}: victim admitted"
+            );
+            eprintln!(
+                "{algorithm:?}: {entries} entries, {bytes} bytes accounted, RSS {:?} -> {:?} KiB",
+                before,
+                rss_kib()
+            );
+        }
+    }
+
+    /// When only exhausted keys are left, a new key is refused (and counted),
+    /// never admitted by forgetting an exhausted one.
+    #[test]
+    fn a_limiter_full_of_denials_refuses_new_keys_and_keeps_them() {
+        let p = Policy {
+            points: 1,
+            ..login()
+        };
+        let l = LocalLimiter::with_max_bytes(64 << 10);
+        let mut i = 0;
+        while l.overflow.load(Relaxed) == 0 {
+            let k = format!("k{i}");
+            let v = l.check(&k, &p);
+            i += 1;
+            if v.allowed {
+                assert!(!l.check(&k, &p).allowed);
+            }
+        }
+        for j in 0..i - 1 {
+            assert!(!l.check(&format!("k{j}"), &p).allowed, "k{j} was forgotten");
+        }
+        let (bytes, _) = l.usage();
+        assert!(bytes <= 64 << 10);
+    }
+
+    /// The fallback starts from what Redis last reported, not from full.
+    #[test]
+    fn observe_lowers_the_budget_to_what_redis_reported() {
+        for algorithm in [
+            Algorithm::Gcra,
+            Algorithm::SlidingWindow,
+            Algorithm::FixedWindow,
+        ] {
+            let p = Policy {
+                points: 10,
+                algorithm,
+                ..login()
+            };
+            let l = LocalLimiter::default();
+            l.observe("a", &p, 2);
+            assert!(l.check("a", &p).allowed);
+            assert!(l.check("a", &p).allowed);
+            assert!(!l.check("a", &p).allowed, "{algorithm:?}");
+            l.observe("b", &p, 0);
+            assert!(!l.check("b", &p).allowed, "{algorithm:?}");
+            // A full budget stores nothing.
+            l.observe("c", &p, 10);
+            assert_eq!(l.usage().1, 2);
+        }
+    }
+
+    #[test]
+    fn the_denial_cache_is_bounded_and_sweeps_expired_denials() {
+        let p = login();
+        let max = 1 << 20;
+        let d = DenialCache::with_max_bytes(max);
+        let short = Verdict {
+            allowed: false,
+            remaining: 0,
+            reset_after_us: 1,
+            retry_after_us: 20_000,
+        };
+        for i in 0..1_000_000u32 {
+            d.put(&format!("k{i}"), &p, &short);
+            if i % 1024 == 0 {
+                assert!(d.usage().0 <= max);
+            }
+        }
+        assert!(d.usage().1 > 1000);
+        std::thread::sleep(SWEEP_EVERY + Duration::from_millis(30));
+        // Any use after a second sweeps what expired.
+        d.put("late", &p, &short);
+        assert_eq!(d.usage().1, 1, "expired denials were swept");
+        assert!(d.get("late", &p).is_some());
     }
 }

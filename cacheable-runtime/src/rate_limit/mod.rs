@@ -33,29 +33,61 @@
 //!
 //! # When Redis fails
 //!
-//! [`OnError`] decides: an in-process limiter with the same policy (default),
-//! allow, or deny; each outcome is counted in [`RateLimitStats`]. Calls go
-//! through a circuit breaker and the cache's operation timeout, so a dead
-//! Redis costs microseconds per decision, not a timeout.
+//! [`OnError`] decides: an in-process limiter (default), allow, or deny; each
+//! outcome is counted in [`RateLimitStats`]. Calls go through a circuit
+//! breaker and the cache's operation timeout, so a dead Redis costs
+//! microseconds per decision, not a timeout; the breaker probes with a
+//! background `PING`, so no call waits for a probe.
+//!
+//! The in-process fallback is conservative. Each process runs the same
+//! algorithm on its share of the points, `points / expected instances`
+//! (floored; [`RateLimiter::set_expected_instances`], default
+//! [`DEFAULT_EXPECTED_INSTANCES`]), and a key starts from the fewer of that
+//! share and the points Redis last reported left for it (every Redis answer
+//! below the share is mirrored locally), never from a full budget. A
+//! decision that timed out may have run in Redis; it is charged locally like
+//! any other call. **The bound while Redis is unreachable**: `N` processes
+//! together admit at most `N × share` points per key per `duration`, on top
+//! of what Redis admitted in that window: at most `2 × points` while `N` is at
+//! most the expected instances, and nothing more for a key that Redis last
+//! reported exhausted to each process. `tests/rate_limit_faults.rs` checks it
+//! with four instances and Redis stopped mid-run, for every algorithm.
+//!
+//! # Unidentified callers
+//!
+//! A `#[rate_limit]` call limited by user or IP with neither known is refused
+//! (admitted with `on_error = "allow"`), counted in
+//! [`RateLimitStats::unidentified`] and logged once per function, instead of
+//! sharing one silent budget among all such callers. `by = "global"` is the
+//! explicit shared budget.
 //!
 //! # Denial cache
 //!
 //! A denial is remembered in the process until its retry time: a flood from
 //! one identity is answered locally and stops reaching Redis. Only time
 //! refills a budget, so the cached answer is the one Redis would give.
+//!
+//! # Memory
+//!
+//! The local limiter is bounded at 64 MiB, the denial cache at 8 MiB,
+//! counted in bytes (key, entry, table slot). Eviction takes expired state
+//! first, then the least recently used keys that still have budget, never an
+//! exhausted one: no amount of sprayed identities gives a denied key a fresh
+//! budget. When only exhausted keys are left, a new key is refused and
+//! counted in [`RateLimitStats::local_overflow`].
 
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Pass};
 use crate::cache::Cache;
 use crate::error::CacheError;
 use crate::key;
-use crate::store::AnyStore;
+use crate::store::{AnyStore, Store as _};
 use crate::tenant::{self, TenantId};
 
 mod local;
@@ -93,8 +125,19 @@ impl Algorithm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnError {
-    /// Decide with an in-process limiter with the same policy (the default).
-    /// Each process then admits up to the limit on its own.
+    /// Decide with an in-process limiter (the default), conservatively: each
+    /// process runs the same algorithm with a share of the points
+    /// (`points / expected instances`, floored; see
+    /// [`RateLimiter::set_expected_instances`]), and a key starts from the
+    /// fewer of that share and the points Redis last reported left for it,
+    /// never from a full budget. A call whose decision timed out (the script
+    /// may have run) is charged to that budget like any other.
+    ///
+    /// The bound while Redis is unreachable: `N` processes together admit at
+    /// most `N × share` points per key per `duration` on top of what Redis
+    /// admitted, so at most `2 × points` in any window when `N` is at most
+    /// the expected instances (and nothing more for a key that Redis last
+    /// reported exhausted to every process).
     #[default]
     Local,
     /// Admit every call (fail open).
@@ -313,6 +356,12 @@ pub struct RateLimitStats {
     pub fallback_allowed: u64,
     /// Of those, denied (`on_error = deny`).
     pub fallback_denied: u64,
+    /// New keys the in-process limiter refused because its memory bound was
+    /// reached and only exhausted (denied) state was left to evict.
+    pub local_overflow: u64,
+    /// `#[rate_limit]` calls with no user and no client IP to limit by
+    /// (refused unless `on_error = "allow"`).
+    pub unidentified: u64,
 }
 
 #[derive(Debug, Default)]
@@ -324,6 +373,7 @@ struct Counters {
     fallback_local: AtomicU64,
     fallback_allowed: AtomicU64,
     fallback_denied: AtomicU64,
+    unidentified: AtomicU64,
 }
 
 /// Per-cache rate-limiter state: local limiters, the denial cache, the
@@ -335,16 +385,23 @@ pub(crate) struct State {
     breaker: Breaker,
     counters: Counters,
     log: crate::stats::LogLimiter,
+    /// The processes expected to share a limit: the local fallback admits
+    /// `points / expected_instances` of it.
+    expected_instances: AtomicU32,
 }
+
+/// The default of [`RateLimiter::set_expected_instances`].
+pub const DEFAULT_EXPECTED_INSTANCES: u32 = 4;
 
 impl Default for State {
     fn default() -> Self {
         Self {
             local: LocalLimiter::default(),
             denials: DenialCache::default(),
-            breaker: Breaker::new(5, Duration::from_millis(500), Duration::from_secs(30)),
+            breaker: Breaker::new(5, Duration::from_millis(250), Duration::from_millis(500)),
             counters: Counters::default(),
             log: crate::stats::LogLimiter::new(Duration::from_secs(10)),
+            expected_instances: AtomicU32::new(DEFAULT_EXPECTED_INSTANCES),
         }
     }
 }
@@ -501,6 +558,11 @@ impl RateLimiter {
         match self.ask_redis(conn, full, policy).await {
             Ok(v) => {
                 state.denials.put(full, policy, &v);
+                if opts.on_error == OnError::Local
+                    && let Some(share) = state.local_share(policy)
+                {
+                    state.local.observe(full, &share, v.remaining);
+                }
                 (v, Source::Redis)
             }
             Err(e) => {
@@ -527,8 +589,18 @@ impl RateLimiter {
     {
         let inner = self.cache.inner();
         let breaker = &inner.rate_state.breaker;
-        if !breaker.allow() {
-            return Err(CacheError::CircuitOpen);
+        match breaker.enter() {
+            Pass::Go => {}
+            Pass::Refused => return Err(CacheError::CircuitOpen),
+            Pass::Probe => {
+                let cache = self.cache.clone();
+                crate::breaker::spawn_probe(async move {
+                    let inner = cache.inner();
+                    let b = &inner.rate_state.breaker;
+                    b.probe(inner.op_timeout, || inner.store.ping()).await;
+                });
+                return Err(CacheError::CircuitOpen);
+            }
         }
         let script = match p.algorithm {
             Algorithm::Gcra => &*scripts::GCRA,
@@ -573,7 +645,33 @@ impl RateLimiter {
             fallback_local: c.fallback_local.load(Relaxed),
             fallback_allowed: c.fallback_allowed.load(Relaxed),
             fallback_denied: c.fallback_denied.load(Relaxed),
+            local_overflow: self.cache.inner().rate_state.local.overflow.load(Relaxed),
+            unidentified: c.unidentified.load(Relaxed),
         }
+    }
+
+    /// Counts a `#[rate_limit]` call that had nobody to limit.
+    pub(crate) fn count_unidentified(&self, refused: bool) {
+        let c = &self.cache.inner().rate_state.counters;
+        c.unidentified.fetch_add(1, Relaxed);
+        if refused {
+            c.denied.fetch_add(1, Relaxed);
+        } else {
+            c.allowed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// How many processes are expected to share each limit (default
+    /// [`DEFAULT_EXPECTED_INSTANCES`]). With `on_error = "local"` and Redis
+    /// unreachable, this process admits `points / n` (floored) of a limit;
+    /// see [`OnError::Local`] for the bound. `n = 1` lets every process admit
+    /// the whole limit on its own.
+    pub fn set_expected_instances(&self, n: NonZeroU32) {
+        self.cache
+            .inner()
+            .rate_state
+            .expected_instances
+            .store(n.get(), Relaxed);
     }
 
     /// Forgets the denials remembered in this process (they otherwise last
@@ -583,12 +681,32 @@ impl RateLimiter {
     }
 }
 
+impl State {
+    /// The policy of the local fallback: this process's share of the points,
+    /// or `None` when the share is below one point.
+    fn local_share(&self, p: &Policy) -> Option<Policy> {
+        let n = self.expected_instances.load(Relaxed).max(1);
+        let points = p.points / n;
+        (points > 0).then_some(Policy { points, ..*p })
+    }
+}
+
 fn fallback(state: &State, full: &str, p: &Policy, on_error: OnError) -> (Verdict, Source) {
     let c = &state.counters;
     match on_error {
         OnError::Local => {
             c.fallback_local.fetch_add(1, Relaxed);
-            (state.local.check(full, p), Source::Local)
+            let v = match state.local_share(p) {
+                Some(share) => state.local.check(full, &share),
+                // A share below one point: nothing is admitted locally.
+                None => Verdict {
+                    allowed: false,
+                    remaining: 0,
+                    reset_after_us: 1_000_000,
+                    retry_after_us: 1_000_000,
+                },
+            };
+            (v, Source::Local)
         }
         OnError::Allow => {
             c.fallback_allowed.fetch_add(1, Relaxed);

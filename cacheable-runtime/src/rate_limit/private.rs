@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::RateLimitOptions;
@@ -112,6 +112,51 @@ fn push_name(out: &mut String, name: &str) {
     super::escape_key_into(out, rest);
 }
 
+/// Sites whose first unidentified call was logged (bounded by the number of
+/// `#[rate_limit]` functions in the binary).
+static UNIDENTIFIED_LOGGED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+/// A call with no user and no client IP to limit by. Sharing one budget among
+/// every such caller would let one client lock all others out (or, with a
+/// generous limit, leave each unlimited), silently. Instead the call is
+/// refused unless `on_error = "allow"`, counted in
+/// `RateLimitStats::unidentified` and logged once per function with the fix.
+/// A deliberately shared budget is `by = "global"` or `by = "tenant"`.
+fn unidentified(cache: Option<&Cache>, site: &'static RateLimitSite) -> Option<RateLimited> {
+    let limiter = cache.unwrap_or(&NO_CACHE).rate_limiter();
+    limiter.count_unidentified(site.on_error != OnError::Allow);
+    let first = {
+        let mut logged = UNIDENTIFIED_LOGGED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let first = !logged.contains(&site.name);
+        if first {
+            logged.push(site.name);
+        }
+        first
+    };
+    if first {
+        tracing::error!(
+            function = site.name,
+            on_error = ?site.on_error,
+            "#[rate_limit] call with no user and no client IP: it is refused (admitted with \
+             `on_error = \"allow\"`); add `ContextLayer` (with `ConnectInfo` or trusted \
+             proxies) so the caller is known, or say `by = \"global\"` for one shared budget"
+        );
+    }
+    if site.on_error == OnError::Allow {
+        return None;
+    }
+    Some(RateLimited {
+        limit: u64::from(site.points),
+        remaining: 0,
+        reset_after: Duration::from_secs(1),
+        retry_after: Duration::from_secs(1),
+        window: Duration::from_millis(site.duration_ms.max(1)),
+        policy: site.policy.to_owned(),
+    })
+}
+
 /// The check of `#[rate_limit]`: `None` when the call may run, else the
 /// refusal. The decision is recorded in the request's response notes.
 pub async fn rate_limit_check(
@@ -137,7 +182,7 @@ pub async fn rate_limit_check(
             crate::key::escape_into(&mut id, u);
         }
         (By::Auto | By::User | By::Ip, _, Some(ip)) => push_ip(&mut id, ip),
-        (By::Auto | By::User | By::Ip, _, None) => id.push_str("anon"),
+        (By::Auto | By::User | By::Ip, _, None) => return unidentified(cache.as_ref(), site),
         (By::Tenant, ..) => id.push('t'),
         (By::Global, ..) => id.push('g'),
         (By::Key, ..) => {
