@@ -1,8 +1,8 @@
-//! The example service `examples/tenant_api.rs`, on a real SQLite file:
+//! The example service `examples/tenant-api`, on a real SQLite file:
 //! through its `Router` (tower `oneshot`, in-process cache) and bound to
 //! 127.0.0.1:0 with a real HTTP/1.1 client (hyper) on a Redis of its own.
 
-#[path = "../examples/tenant_api.rs"]
+#[path = "../examples/tenant-api/src/main.rs"]
 #[allow(dead_code)]
 mod tenant_api;
 
@@ -71,11 +71,15 @@ impl Client for Router {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Reply {
-        let res = self
-            .clone()
-            .oneshot(request(&method, path, headers, body))
-            .await
-            .expect("infallible");
+        // As a real server does (`into_make_service_with_connect_info`): the
+        // client's address, so that anonymous calls are rate-limited by IP.
+        let mut req = request(&method, path, headers, body);
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(SocketAddr::from((
+                [127, 0, 0, 1],
+                40_000,
+            ))));
+        let res = self.clone().oneshot(req).await.expect("infallible");
         let (parts, body) = res.into_parts();
         (
             parts.status,

@@ -15,7 +15,7 @@
 //!   answers `PING`, else the in-process store (`Cache::memory()`).
 //! - Listens on 127.0.0.1:3000, or `PORT`.
 //!
-//! Run: `cargo run --example tenant_api`
+//! Run: `cargo run -p tenant-api`
 //!
 //! Endpoints (every one takes the tenant in `x-tenant-id`):
 //! - `POST /login` `{"email", "password"}` → `{"token", "user"}`; 5 tries per
