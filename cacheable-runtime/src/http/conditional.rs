@@ -53,20 +53,15 @@
 //!     .layer(ConditionalLayer::new().max_body_bytes(256 * 1024));
 //! ```
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::BodyExt as _;
+use http_body::{Body as _, SizeHint};
 use tower_layer::Layer;
-use tower_service::Service;
+
+use super::service::{AfterResponse, ResponseStep, buffer};
 
 /// Default buffering limit: 1 MiB.
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -105,57 +100,43 @@ impl<S> Layer<S> for ConditionalLayer {
     type Service = Conditional<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Conditional {
+        AfterResponse::new(
             inner,
-            max_body_bytes: self.max_body_bytes,
-        }
+            ConditionalStep {
+                max_body_bytes: self.max_body_bytes,
+            },
+        )
     }
 }
 
 /// The service of [`ConditionalLayer`].
+pub type Conditional<S> = AfterResponse<S, ConditionalStep>;
+
+/// What [`ConditionalLayer`] does around the inner service: reads the
+/// request's preconditions, then tags (and may answer `304` to) the response.
 #[derive(Clone, Debug)]
-pub struct Conditional<S> {
-    inner: S,
+pub struct ConditionalStep {
     max_body_bytes: usize,
 }
 
-/// The boxed future of [`Conditional`].
-pub type ConditionalFuture<E> =
-    Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send + 'static>>;
+impl ResponseStep for ConditionalStep {
+    type Seen = Option<Preconditions>;
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for Conditional<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
-    S::Error: 'static,
-    ResB: http_body::Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<axum::BoxError>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = ConditionalFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn see<B>(&self, req: &Request<B>) -> Self::Seen {
+        Preconditions::from_request(req.method(), req.headers())
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let pre = Preconditions::from_request(req.method(), req.headers());
-        let max = self.max_body_bytes;
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await?.map(Body::new);
-            Ok(match pre {
-                Some(pre) => finish(&pre, res, max).await,
-                None => res,
-            })
-        })
+    async fn after(self, pre: Self::Seen, res: Response<Body>) -> Response<Body> {
+        match pre {
+            Some(pre) => finish(&pre, res, self.max_body_bytes).await,
+            None => res,
+        }
     }
 }
 
 /// What the request asked for, read before the request moves on.
 #[derive(Debug)]
-struct Preconditions {
+pub struct Preconditions {
     head: bool,
     /// The `If-None-Match` lines, joined with `,`.
     if_none_match: Option<String>,
@@ -361,81 +342,6 @@ fn not_modified(mut parts: http::response::Parts, length: Option<u64>) -> Respon
             .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Response::from_parts(parts, Body::empty())
-}
-
-/// Reads `body` up to `max` bytes. `Err` hands back a body that replays what
-/// was read and then continues the stream (larger body, trailers or an error).
-pub(crate) async fn buffer(mut body: Body, max: usize) -> Result<Bytes, Replay> {
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut total = 0usize;
-    let replay = |chunks: Vec<Bytes>, extra: Option<Frame<Bytes>>, err, rest| {
-        let mut head: VecDeque<Frame<Bytes>> = chunks.into_iter().map(Frame::data).collect();
-        head.extend(extra);
-        Replay { head, err, rest }
-    };
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    total = total.saturating_add(data.len());
-                    chunks.push(data);
-                    if total > max {
-                        return Err(replay(chunks, None, None, Some(body)));
-                    }
-                }
-                Err(trailers) => return Err(replay(chunks, Some(trailers), None, Some(body))),
-            },
-            Some(Err(e)) => return Err(replay(chunks, None, Some(e), None)),
-        }
-    }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = BytesMut::with_capacity(total);
-            for c in chunks {
-                all.extend_from_slice(&c);
-            }
-            all.freeze()
-        }
-    })
-}
-
-/// A body that yields frames already read, then the rest of the original body.
-#[derive(Debug)]
-pub(crate) struct Replay {
-    head: VecDeque<Frame<Bytes>>,
-    err: Option<axum::Error>,
-    rest: Option<Body>,
-}
-
-impl http_body::Body for Replay {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        if let Some(frame) = this.head.pop_front() {
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        if let Some(e) = this.err.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
-        match &mut this.rest {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.head.is_empty()
-            && self.err.is_none()
-            && self.rest.as_ref().is_none_or(Body::is_end_stream)
-    }
 }
 
 // ----- HTTP dates (RFC 9110 §5.6.7) -----

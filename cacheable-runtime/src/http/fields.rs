@@ -44,22 +44,17 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use serde_json::Value;
 use tower_layer::Layer;
-use tower_service::Service;
 
-use super::conditional::buffer;
+use super::service::{AfterResponse, ResponseStep, buffer};
 
 /// The fields a client asked for (`?fields=..`). See the [module docs](self).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -248,68 +243,55 @@ impl<S> Layer<S> for FieldsLayer {
     type Service = FieldsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        FieldsService {
+        AfterResponse::new(
             inner,
-            layer: self.clone(),
-        }
+            FieldsStep {
+                layer: self.clone(),
+            },
+        )
     }
 }
 
 /// The service of [`FieldsLayer`].
+pub type FieldsService<S> = AfterResponse<S, FieldsStep>;
+
+/// What [`FieldsLayer`] does around the inner service: reads the requested
+/// fields from the query, then filters a JSON response to them.
 #[derive(Clone, Debug)]
-pub struct FieldsService<S> {
-    inner: S,
+pub struct FieldsStep {
     layer: FieldsLayer,
 }
 
-/// The boxed future of [`FieldsService`].
-pub type FieldsFuture<E> =
-    Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send + 'static>>;
+impl ResponseStep for FieldsStep {
+    type Seen = Fields;
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for FieldsService<S>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
-    S::Error: 'static,
-    ResB: http_body::Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<axum::BoxError>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = FieldsFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn see<B>(&self, req: &Request<B>) -> Fields {
+        Fields::from_query(req.uri().query().unwrap_or(""), &self.layer.param)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let fields = Fields::from_query(req.uri().query().unwrap_or(""), &self.layer.param);
+    async fn after(self, fields: Fields, res: Response<Body>) -> Response<Body> {
         let max = self.layer.max_body_bytes;
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await?.map(Body::new);
-            if fields.is_all() || !filterable(res.status(), res.headers()) {
-                return Ok(res);
-            }
-            let (mut parts, body) = res.into_parts();
-            if body.size_hint().lower() > max as u64 {
-                return Ok(Response::from_parts(parts, body));
-            }
-            let bytes = match buffer(body, max).await {
-                Ok(bytes) => bytes,
-                Err(replay) => return Ok(Response::from_parts(parts, Body::new(replay))),
-            };
-            let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
-                return Ok(Response::from_parts(parts, Body::from(bytes)));
-            };
-            fields.filter(&mut value);
-            let Ok(out) = serde_json::to_vec(&value) else {
-                return Ok(Response::from_parts(parts, Body::from(bytes)));
-            };
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.remove(header::ETAG);
-            Ok(Response::from_parts(parts, Body::from(out)))
-        })
+        if fields.is_all() || !filterable(res.status(), res.headers()) {
+            return res;
+        }
+        let (mut parts, body) = res.into_parts();
+        if body.size_hint().lower() > max as u64 {
+            return Response::from_parts(parts, body);
+        }
+        let bytes = match buffer(body, max).await {
+            Ok(bytes) => bytes,
+            Err(replay) => return Response::from_parts(parts, Body::new(replay)),
+        };
+        let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+            return Response::from_parts(parts, Body::from(bytes));
+        };
+        fields.filter(&mut value);
+        let Ok(out) = serde_json::to_vec(&value) else {
+            return Response::from_parts(parts, Body::from(bytes));
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::ETAG);
+        Response::from_parts(parts, Body::from(out))
     }
 }
 

@@ -6,6 +6,7 @@ mod context_layer;
 pub mod fields;
 mod identity;
 mod rate_limited;
+pub mod service;
 
 pub use cache_headers::CacheHeaderOptions;
 pub use conditional::ConditionalLayer;
