@@ -11,6 +11,7 @@ mod envelope;
 mod error;
 #[cfg(feature = "axum")]
 pub mod http;
+mod identity;
 mod key;
 mod options;
 #[doc(hidden)]
