@@ -750,11 +750,23 @@ mod tests {
             id.push_hex(&mut s);
             s
         };
-        assert_eq!(hex(IdentityBuilder::named("golden.named").finish()), "9a902e6744bdf3ac");
+        assert_eq!(
+            hex(IdentityBuilder::named("golden.named").finish()),
+            "9a902e6744bdf3ac"
+        );
         let named = IdentityBuilder::named("n");
-        assert_ne!(named.clone().ty("a").finish(), named.clone().ty("b").finish());
-        assert_ne!(named.clone().konst(&2u64).finish(), named.clone().konst(&3u64).finish());
-        assert_ne!(named.clone().ty("ab").finish(), named.clone().ty("a").ty("b").finish());
+        assert_ne!(
+            named.clone().ty("a").finish(),
+            named.clone().ty("b").finish()
+        );
+        assert_ne!(
+            named.clone().konst(&2u64).finish(),
+            named.clone().konst(&3u64).finish()
+        );
+        assert_ne!(
+            named.clone().ty("ab").finish(),
+            named.clone().ty("a").ty("b").finish()
+        );
         assert_ne!(named.finish(), Identity::of_path("n"));
         assert_ne!(
             Identity::of_path("m::UserRepo::name::{{closure}}::{{closure}}"),
@@ -774,7 +786,14 @@ mod tests {
         };
         assert_eq!(render("x:y", "z"), "x%3Ay:%3A:z");
         assert_eq!(render("x", "y:z"), "x:%3A:y%3Az");
-        let pairs = [("x:y", "z"), ("x", "y:z"), ("x%3Ay", "z"), ("", ":"), (":", ""), ("", "")];
+        let pairs = [
+            ("x:y", "z"),
+            ("x", "y:z"),
+            ("x%3Ay", "z"),
+            ("", ":"),
+            (":", ""),
+            ("", ""),
+        ];
         let mut seen = std::collections::HashSet::new();
         for (a, b) in pairs {
             let r = render(a, b);
