@@ -384,7 +384,7 @@ async fn strict_eviction_returns_the_invalidation_error() {
     // Redis gone: the invalidation fails, and `strict` returns its error.
     server.kill();
     match upgrade(&cache, "acme", true).await {
-        Err(AppError::Cache(_)) => {}
+        Err(AppError::Cache(e)) => assert!(!e.kind().is_empty()),
         other => panic!("expected the invalidation error, got {other:?}"),
     }
 }
