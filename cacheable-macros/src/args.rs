@@ -360,11 +360,13 @@ pub(crate) struct EvictArgs {
     pub(crate) skip: Option<Arg<Vec<Ident>>>,
     pub(crate) all_tenants: Option<Arg<()>>,
     pub(crate) cache: Option<Arg<Expr>>,
+    pub(crate) strict: Option<Arg<()>>,
 }
 
 impl EvictArgs {
     /// Every accepted key.
-    pub(crate) const KEYS: &'static [&'static str] = &["tags", "skip", "all_tenants", "cache"];
+    pub(crate) const KEYS: &'static [&'static str] =
+        &["tags", "skip", "all_tenants", "cache", "strict"];
 
     /// Parses the attribute's arguments; problems go to `cx`.
     pub(crate) fn parse(cx: &Ctxt, attr: TokenStream) -> Self {
@@ -382,6 +384,10 @@ impl EvictArgs {
                         set_once(&mut args.all_tenants, meta, i, ())?;
                     }
                     "cache" => set_once(&mut args.cache, meta, i, meta.value()?.parse()?)?,
+                    "strict" => {
+                        flag(meta)?;
+                        set_once(&mut args.strict, meta, i, ())?;
+                    }
                     _ => return Ok(false),
                 }
                 Ok(true)
@@ -404,6 +410,18 @@ impl EvictArgs {
         check_skip(cx, self.skip.as_ref(), input);
         for t in self.tags.iter().flat_map(|t| &t.value) {
             t.check(cx, input);
+        }
+        if let Some(strict) = &self.strict
+            && !input.output.kind.is_result()
+        {
+            cx.error_at(
+                strict.key,
+                format_args!(
+                    "`strict` returns a failed invalidation as the fn's error, so `{}` must return \
+                     `Result<T, E>` with `E: From<cacheable::CacheError>`; remove `strict` or return a `Result`",
+                    input.ident()
+                ),
+            );
         }
     }
 }
@@ -553,7 +571,7 @@ mod tests {
         assert_eq!(
             errors(cx),
             [
-                "unknown `cache_evict` argument `ttl`; expected one of `tags`, `skip`, `all_tenants`, `cache`"
+                "unknown `cache_evict` argument `ttl`; expected one of `tags`, `skip`, `all_tenants`, `cache`, `strict`"
             ]
         );
     }

@@ -58,11 +58,38 @@ mod template;
 /// `Serialize + DeserializeOwned`. A type alias under another name (say
 /// `type Res = Result<User, E>`) is seen as a plain value: write `Result`.
 ///
-/// **Identity.** Two functions with the same `name`, `version` and
-/// arguments share entries. The default name is the module path plus the fn
-/// name, so two methods named alike in one module (in different `impl`
-/// blocks) need a `name = ".."` each; so do the instantiations of a generic
-/// fn whose values do not deserialize into one another.
+/// **Identity.** Every call site has its own entries, without the user
+/// writing anything: distinct fns, methods of distinct `Self` types (two
+/// `impl` blocks in one module, `Repo<u8>` and `Repo<u16>`) and distinct
+/// generic instantiations (`f::<Users>` and `f::<Orgs>`, `g::<2>` and
+/// `g::<3>`) never share an entry. Without `name`, the identity is a hash
+/// (xxh3-64) of the instantiated path of the fn as `core::any::type_name`
+/// spells it (crate, module, `Self` type, every type and const argument of
+/// the fn and its impl). `name = ".."` replaces only the module-path-and-name
+/// part: the identity is then the name, `type_name::<Self>()` (methods with
+/// a `self` receiver), and the names of the fn's type arguments and the
+/// values of its const arguments. (Not covered with `name`: the generic
+/// arguments of an associated fn without receiver's impl, and `impl Trait`
+/// parameters; drop `name` to cover them.) The identity is hashed into the
+/// default key before the arguments, or written in hex before a rendered
+/// `key` template. The readable name stays in the key and in
+/// `stats().function(..)`. Two different sites that still end up with one
+/// identity (the same `name` and `version` on two fns) are reported at run
+/// time, once: an error log line and `Stats::identity_conflicts`.
+///
+/// **Keys are stable** across processes, builds and machines (no
+/// `std::hash`, no addresses). A key changes, and the cache is cold for that
+/// fn (it never serves a wrong value), when any of these change: the fn's
+/// name or module path, or its `Self` type's (renaming or moving them), the
+/// generic arguments of the call, `name`, `version`, the `key` template, the
+/// types or values of the hashed arguments, the tenant, or the compiler's
+/// `type_name` output (a compiler upgrade may change it; sites with `name`
+/// depend on it only through `Self` and type arguments).
+///
+/// **`key` templates are injective**: each placeholder's value is escaped
+/// on its own (`[A-Za-z0-9_.-]` stay, every other byte is `%XX`) and the
+/// parts are joined by `:`, which the escape never produces, so
+/// `key = "{a}:{b}"` gives `("x:y", "z")` and `("x", "y:z")` two entries.
 ///
 /// # Examples
 ///
@@ -146,10 +173,14 @@ mod template;
 /// ```text
 /// async fn get_user(db: &Db, id: u64) -> Result<User, String> {
 ///     static SITE: Site = Site { name: "users.get", version: 0, ttl: Ttl::Secs(300), .. };
+///     let id_ = named_identity("users.get").finish();   // adds .ty(type_name::<T>()) per type
+///                                                 // param, .konst(&N) per const param; without
+///                                                 // `name`: probe_identity(type_name_of(&|| ()))
 ///     let cache = global_cache();                 // or explicit_cache(&(<expr>))
-///     let key = hashed_key(|h| { hash_arg(h, &id)?; Ok(()) });
+///     let key = hashed_key(id_, |h| { hash_arg(h, &id)?; Ok(()) });
+///                                                 // key = "..": template_key(id_, &[KeyPart::..])
 ///     let tags = tags([render(format_args!("users")), render(format_args!("user:{}", &id))]);
-///     cached::<ResultOf<Plain>, Result<User, String>, _>(cache, &SITE, key, tags, async move {
+///     cached::<ResultOf<Plain>, Result<User, String>, _>(cache, &SITE, id_, key, tags, async move {
 ///         db.load(id).await                       // the original body
 ///     }).await
 /// }
@@ -196,10 +227,44 @@ pub fn cacheable(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | `skip(..)` | accepted for symmetry with [`cacheable`]: checked against the parameters, otherwise without effect (nothing is hashed) | none |
 /// | `all_tenants` | invalidate the tags in every tenant | current tenant |
 /// | `cache = <expr>` | the `Cache` to use | `cacheable::global()` |
+/// | `strict` | return a failed invalidation as the fn's error; needs a `Result<T, E>` output with `E: From<cacheable::CacheError>` | fail open |
 ///
 /// The tags are rendered before the body runs (from borrowed arguments),
-/// and invalidated after it returns. A cache failure is counted and logged,
-/// never returned.
+/// and invalidated after it returns. Without `strict`, a cache failure is
+/// counted and logged, never returned. With `strict`, after the body
+/// returns `Ok` the tags are invalidated through `Cache::delete_by_tags`
+/// (`delete_by_tags_all_tenants` with `all_tenants`), and if that fails the
+/// call returns `Err(E::from(cache_error))` instead of the `Ok` value: the
+/// caller knows that entries may still be served, and can retry or fail the
+/// request. The body's own `Err` is returned as it is, with no
+/// invalidation. Without any cache (no `cache = ..`, no global cache)
+/// there is nothing to invalidate and the output is returned as it is.
+///
+/// ```
+/// use cacheable::{Cache, CacheError, cache_evict};
+///
+/// #[derive(Debug)]
+/// enum AppError {
+///     Cache(CacheError),
+/// }
+///
+/// impl From<CacheError> for AppError {
+///     fn from(e: CacheError) -> Self {
+///         AppError::Cache(e)
+///     }
+/// }
+///
+/// #[cache_evict(tags = ["user:{id}"], cache = cache, strict)]
+/// async fn rename(cache: &Cache, id: u64) -> Result<(), AppError> {
+///     let _ = id;
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// rename(&Cache::memory(), 1).await.unwrap(); // `Err(AppError::Cache(..))` if invalidation failed
+/// # }
+/// ```
 ///
 /// # Examples
 ///
@@ -251,7 +316,12 @@ pub fn cacheable(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// Not `async` (on `fn`); no `tags` or empty tags; unknown or duplicate
 /// arguments; placeholders that name no parameter, `{self.x}` without a
-/// receiver; `skip(x)` naming no parameter.
+/// receiver; `skip(x)` naming no parameter; `strict` on an output that is
+/// not a `Result` (on `strict`); with `strict`, an error type without
+/// `From<CacheError>` (E0277).
+///
+/// With `strict` the expansion calls `evict_strict(cache, tags, all_tenants,
+/// async move { .. }).await` instead of `evict::<..>`.
 #[proc_macro_attribute]
 pub fn cache_evict(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cache_evict(attr.into(), item.into()).into()

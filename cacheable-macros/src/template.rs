@@ -125,6 +125,26 @@ impl Template {
     }
 }
 
+impl Template {
+    /// An expression of type `&[KeyPart<'_>; N]`: the template's literal
+    /// text and placeholder values, for a key that the runtime renders
+    /// injectively (each part escaped on its own).
+    pub(crate) fn key_parts(&self) -> TokenStream {
+        let span = self.lit.span();
+        let parts = self.parts.iter().map(|part| match part {
+            Part::Text(t) => {
+                let t = LitStr::new(t, span);
+                quote_spanned!(span=> ::cacheable::__private::KeyPart::Text(#t))
+            }
+            Part::Arg(p) => {
+                let value = placeholder_expr(p, span);
+                quote_spanned!(span=> ::cacheable::__private::KeyPart::Value(#value))
+            }
+        });
+        quote_spanned!(span=> &[#(#parts),*])
+    }
+}
+
 fn placeholder_expr(p: &Placeholder, span: Span) -> TokenStream {
     let root = if p.root == "self" {
         quote_spanned!(span=> self)

@@ -101,7 +101,7 @@ pub fn global() -> Option<Cache> {
 pub enum KeySource {
     /// xxh3-128 of the arguments.
     Hash(u128),
-    /// A rendered `key = ".."` template.
+    /// A rendered `key = ".."` template, identity included and escaped.
     Template(String),
 }
 
@@ -697,10 +697,11 @@ impl Cache {
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         let hash = match key {
             KeySource::Hash(h) => key::hash_part(*h),
+            // Already escaped, with the site's identity (`__private::template_key`).
             KeySource::Template(t) => {
                 let mut s = String::with_capacity(t.len() + 1);
                 s.push('t');
-                key::escape_into(&mut s, t);
+                s.push_str(t);
                 s
             }
         };

@@ -3,7 +3,9 @@
 //! # Layout (schema 2, pinned by golden tests)
 //!
 //! ```text
-//! {prefix}:{t:<tenant>}:e:<function>:<version>:<hash>   an entry of a cached function
+//! {prefix}:{t:<tenant>}:e:<function>:<version>:h<hash>  an entry of a cached function (default key)
+//! {prefix}:{t:<tenant>}:e:<function>:<version>:t<identity>:<rendered key>
+//!                                                      an entry (`key = ".."`)
 //! {prefix}:{t:<tenant>}:k:<key>                        an entry of the service API (`cache.set`)
 //! {prefix}:{t:<tenant>}:v:g                            the tenant's generation
 //! {prefix}:{t:<tenant>}:v:t:<tag>                      a tag's version in the tenant
@@ -28,6 +30,28 @@
 //! `[A-Za-z0-9_.-]` stand as they are and every other byte becomes `%XX`.
 //! The escape is injective, so two different ids never share a namespace,
 //! and the hash tag always ends where the tenant ends.
+//!
+//! `<function>` is the readable name (`name = ".."` or `module::fn`),
+//! escaped. `<identity>` is the call site's [`Identity`] (16 hex digits):
+//! every distinct fn, `Self` type and generic instantiation has its own
+//! (guarantee 11). The default `<hash>` (32 hex digits) covers the identity
+//! first, then the arguments. A rendered `key` template escapes each part
+//! (literal text and every placeholder's value) on its own with
+//! [`escape_into`] and joins them with `:`, which the escape never
+//! produces, so the rendering is injective.
+//!
+//! # What changes a key
+//!
+//! Keys are stable across processes, builds and machines of the same code.
+//! A key changes (the cache is cold for that fn, never wrong) when one of
+//! these changes: the fn's name or module path or its `Self` type's path
+//! (renaming or moving them); the generic arguments of the call; `name`;
+//! `version`; the `key` template; the types or values of the hashed
+//! arguments; the tenant; or `core::any::type_name`'s output, which a
+//! compiler upgrade may change (sites without `name` depend on it for their
+//! whole identity, sites with `name` only through `Self` and type arguments).
+//! Golden tests pin the layout (`golden_layout`, `golden_identities` here,
+//! `golden_keys_of_fixed_fns` in `tests/identity.rs`).
 //!
 //! The default argument hash is xxh3-128 over a serde serialization streamed
 //! into the hasher (no allocation, no `std::hash`): the same arguments give the
@@ -101,12 +125,9 @@ pub(crate) fn user_entry_key(ns: &str, key: &str) -> String {
 
 /// `h` and the 32 lowercase hex digits of an argument hash.
 pub(crate) fn hash_part(hash: u128) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(33);
     out.push('h');
-    for i in (0..32).rev() {
-        out.push(char::from(HEX[((hash >> (i * 4)) & 0xF) as usize]));
-    }
+    push_hex(&mut out, hash, 32);
     out
 }
 
@@ -159,6 +180,137 @@ pub(crate) fn tag_key(ns: &str, tag: &str) -> String {
     k
 }
 
+/// The identity of one call site (guarantee 11): xxh3-64 over framed parts.
+///
+/// Without `name = ".."` it is the hash of the instantiated path of the fn's
+/// body, as `core::any::type_name` spells it (for example
+/// `app::repo::OrgRepo<u8>::name::{{closure}}::{{closure}}`): crate, module,
+/// `Self` type, the impl's and the fn's generic arguments. With `name`, it is
+/// the hash of the name, of `type_name::<Self>()` (methods with a receiver)
+/// and of every type argument's name and const argument's value of the fn.
+/// It is mixed into every entry key: first into the argument hash, or as a
+/// hex part before a rendered `key = ".."` template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity(pub(crate) u64);
+
+impl Identity {
+    /// The identity of a site without `name`, from its body's type path.
+    pub fn of_path(path: &str) -> Self {
+        let mut b = IdentityBuilder(Xxh3::new());
+        b.0.update(b"p");
+        b.part(path);
+        b.finish()
+    }
+
+    /// The 16 lowercase hex digits of the identity, the form used in keys.
+    pub fn push_hex(self, out: &mut String) {
+        push_hex(out, u128::from(self.0), 16);
+    }
+}
+
+/// Builds the identity of a site with `name = ".."`.
+#[derive(Clone)]
+pub struct IdentityBuilder(Xxh3);
+
+impl std::fmt::Debug for IdentityBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityBuilder")
+    }
+}
+
+impl IdentityBuilder {
+    /// Starts with the explicit name.
+    pub fn named(name: &str) -> Self {
+        let mut b = Self(Xxh3::new());
+        b.0.update(b"n");
+        b.part(name);
+        b
+    }
+
+    /// Adds a type: `type_name::<Self>()` or a type argument's name.
+    #[must_use]
+    pub fn ty(mut self, type_name: &str) -> Self {
+        self.0.update(b"t");
+        self.part(type_name);
+        self
+    }
+
+    /// Adds the value of a const argument.
+    #[must_use]
+    pub fn konst<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        self.0.update(b"c");
+        // Const arguments are integers, `bool` and `char`: infallible.
+        let _ = value.serialize(&mut HashSer { state: &mut self.0 });
+        self
+    }
+
+    /// The identity.
+    pub fn finish(&self) -> Identity {
+        Identity(self.0.digest())
+    }
+
+    fn part(&mut self, s: &str) {
+        self.0.update(&(s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+    }
+}
+
+/// Appends the last `digits` hex digits of `n`, lowercase.
+fn push_hex(out: &mut String, n: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(char::from(HEX[((n >> (i * 4)) & 0xF) as usize]));
+    }
+}
+
+/// One piece of a `key = ".."` template: literal text or a placeholder's value.
+#[derive(Clone, Copy)]
+pub enum KeyPart<'a> {
+    /// Literal text of the template.
+    Text(&'static str),
+    /// A placeholder, rendered with `Display`.
+    Value(&'a dyn std::fmt::Display),
+}
+
+impl std::fmt::Debug for KeyPart<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(t) => f.debug_tuple("Text").field(t).finish(),
+            Self::Value(_) => f.write_str("Value(..)"),
+        }
+    }
+}
+
+/// A `fmt::Write` that escapes as it writes ([`escape_into`] is byte-wise,
+/// so how `Display` splits its output does not matter).
+struct Escaping<'a>(&'a mut String);
+
+impl std::fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
+    }
+}
+
+/// Renders a template injectively: every part (literal text and each
+/// placeholder's value) is escaped on its own with [`escape_into`] and the
+/// parts are joined by `:`, which the escape never produces. So `{a}:{b}`
+/// renders `("x:y", "z")` as `x%3Ay:%3A:z` and `("x", "y:z")` as
+/// `x:%3A:y%3Az`: different values always give different strings.
+pub fn render_parts_into(out: &mut String, parts: &[KeyPart<'_>]) {
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        match part {
+            KeyPart::Text(t) => escape_into(out, t),
+            KeyPart::Value(v) => {
+                let _ = write!(Escaping(out), "{v}");
+            }
+        }
+    }
+}
+
 /// Streams `serde` serializations of arguments into xxh3-128.
 ///
 /// Each value is framed (type markers, length prefixes) so that different
@@ -184,6 +336,13 @@ impl KeyHasher {
     /// A hasher with no arguments fed yet.
     pub fn new() -> Self {
         Self { state: Xxh3::new() }
+    }
+
+    /// Feeds the identity of the call site; the macro does this before the
+    /// first argument, so two sites never share a hash.
+    pub fn identity(&mut self, id: Identity) {
+        self.state.update(&[0x1D]);
+        self.state.update(&id.0.to_le_bytes());
     }
 
     /// Feeds one argument.
@@ -597,6 +756,66 @@ mod tests {
         assert_ne!(h::<str>(&["ab", "c"]), h::<str>(&["a", "bc"]));
         assert_ne!(h::<u32>(&[&1]), h::<u64>(&[&1]));
         assert_ne!(h::<Option<u8>>(&[&None]), h::<Option<u8>>(&[&Some(0)]));
+    }
+
+    #[test]
+    fn golden_identities() {
+        // Pinned beside the golden keys in `tests/identity.rs`.
+        let hex = |id: Identity| {
+            let mut s = String::new();
+            id.push_hex(&mut s);
+            s
+        };
+        assert_eq!(
+            hex(IdentityBuilder::named("golden.named").finish()),
+            "9a902e6744bdf3ac"
+        );
+        let named = IdentityBuilder::named("n");
+        assert_ne!(
+            named.clone().ty("a").finish(),
+            named.clone().ty("b").finish()
+        );
+        assert_ne!(
+            named.clone().konst(&2u64).finish(),
+            named.clone().konst(&3u64).finish()
+        );
+        assert_ne!(
+            named.clone().ty("ab").finish(),
+            named.clone().ty("a").ty("b").finish()
+        );
+        assert_ne!(named.finish(), Identity::of_path("n"));
+        assert_ne!(
+            Identity::of_path("m::UserRepo::name::{{closure}}::{{closure}}"),
+            Identity::of_path("m::OrgRepo::name::{{closure}}::{{closure}}")
+        );
+    }
+
+    #[test]
+    fn rendered_templates_are_injective() {
+        let render = |a: &str, b: &str| {
+            let mut out = String::new();
+            render_parts_into(
+                &mut out,
+                &[KeyPart::Value(&a), KeyPart::Text(":"), KeyPart::Value(&b)],
+            );
+            out
+        };
+        assert_eq!(render("x:y", "z"), "x%3Ay:%3A:z");
+        assert_eq!(render("x", "y:z"), "x:%3A:y%3Az");
+        let pairs = [
+            ("x:y", "z"),
+            ("x", "y:z"),
+            ("x%3Ay", "z"),
+            ("", ":"),
+            (":", ""),
+            ("", ""),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (a, b) in pairs {
+            let r = render(a, b);
+            assert!(!r.contains(['{', '}', '*', ' ']), "{r}");
+            assert!(seen.insert(r.clone()), "collision on {r}");
+        }
     }
 
     const GOLDEN_U64_42: &str = "deac15c6de0a5c284021cc0f5c097969";

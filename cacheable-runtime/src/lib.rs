@@ -12,6 +12,7 @@ mod error;
 mod flight;
 #[cfg(feature = "axum")]
 pub mod http;
+mod identity;
 mod invalidation;
 mod key;
 mod options;

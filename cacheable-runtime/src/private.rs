@@ -9,7 +9,9 @@ pub use serde::Serialize;
 pub use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, KeySource};
-pub use crate::key::{HashError, KeyHasher};
+use crate::error::CacheError;
+pub use crate::identity::SiteState;
+pub use crate::key::{HashError, Identity, IdentityBuilder, KeyHasher, KeyPart};
 pub use crate::rate_limit::private::*;
 
 /// The static description of one `#[cacheable]` function.
@@ -27,6 +29,26 @@ pub struct Site {
     pub stale_secs: u64,
     /// `cache_none`.
     pub cache_none: bool,
+    /// Which identities this site registered (conflict reports).
+    pub state: SiteState,
+}
+
+/// `core::any::type_name` of a value's type. The macro passes a closure
+/// defined in the fn's body: its type's name is the instantiated path of the
+/// fn (`m::OrgRepo<u8>::name::{{closure}}::{{closure}}`).
+pub fn type_name_of<T>(_: &T) -> &'static str {
+    core::any::type_name::<T>()
+}
+
+/// The identity of a site without `name = ".."`: see [`Identity`].
+pub fn probe_identity(path: &'static str) -> Identity {
+    Identity::of_path(path)
+}
+
+/// The identity of a site with `name = ".."`; the macro adds `Self` and the
+/// generic arguments.
+pub fn named_identity(name: &'static str) -> IdentityBuilder {
+    IdentityBuilder::named(name)
 }
 
 /// How the TTL of a site is chosen.
@@ -51,23 +73,40 @@ pub fn global_cache() -> Option<Cache> {
 }
 
 /// The default key: a hash of the non-skipped arguments.
+/// The site's identity is hashed first, then every argument.
 pub fn hashed_key(
+    id: Identity,
     f: impl FnOnce(&mut KeyHasher) -> Result<(), HashError>,
 ) -> Result<KeySource, HashError> {
     let mut h = KeyHasher::new();
+    h.identity(id);
     f(&mut h)?;
     Ok(KeySource::Hash(h.finish()))
 }
 
-/// An explicit key from a `key = ".."` template, already rendered.
-pub fn template_key(rendered: String) -> Result<KeySource, HashError> {
-    Ok(KeySource::Template(rendered))
+/// An explicit key from a `key = ".."` template: the identity in hex, `:`,
+/// then the template rendered injectively (`key::render_parts_into`).
+pub fn template_key(id: Identity, parts: &[KeyPart<'_>]) -> Result<KeySource, HashError> {
+    let mut out = String::with_capacity(48);
+    id.push_hex(&mut out);
+    out.push(':');
+    crate::key::render_parts_into(&mut out, parts);
+    Ok(KeySource::Template(out))
+}
+
+/// The key part of a `#[rate_limit(key = "..")]` template, rendered
+/// injectively and already escaped (`key::render_parts_into`).
+pub fn rate_limit_key(parts: &[KeyPart<'_>]) -> String {
+    let mut out = String::with_capacity(32);
+    crate::key::render_parts_into(&mut out, parts);
+    out
 }
 
 /// The cache-aside wrapper of `#[cacheable]`.
 pub async fn cached<A, O, F>(
     cache: Option<Cache>,
     site: &'static Site,
+    id: Identity,
     key: Result<KeySource, HashError>,
     tags: Vec<String>,
     body: F,
@@ -76,6 +115,13 @@ where
     A: Adapter<O>,
     F: Future<Output = O>,
 {
+    crate::identity::register(
+        &site.state,
+        std::ptr::from_ref(site) as usize,
+        site.name,
+        id,
+        site.version,
+    );
     match cache {
         Some(cache) => cache.run_site::<A, O, F>(site, key, tags, body).await,
         None => {
@@ -105,6 +151,40 @@ where
         }
     }
     out
+}
+
+/// The wrapper of `#[cache_evict(strict)]`: runs the body, then on `Ok`
+/// invalidates `tags` through the public `Cache::delete_by_tags` (or
+/// `delete_by_tags_all_tenants`) and returns a failed invalidation as the
+/// function's error. Without a cache there is nothing to invalidate: the
+/// output is returned as it is, with the usual "no cache" warning.
+///
+/// # Errors
+/// The body's error, or the invalidation's error converted with `E::from`.
+pub async fn evict_strict<T, E, F>(
+    cache: Option<Cache>,
+    tags: Vec<String>,
+    all_tenants: bool,
+    body: F,
+) -> Result<T, E>
+where
+    E: From<CacheError>,
+    F: Future<Output = Result<T, E>>,
+{
+    let out = body.await?;
+    match cache {
+        Some(cache) => {
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            let result = if all_tenants {
+                cache.delete_by_tags_all_tenants(&tags).await
+            } else {
+                cache.delete_by_tags(&tags, None).await
+            };
+            result.map_err(E::from)?;
+        }
+        None => crate::cache::warn_no_cache("cache_evict"),
+    }
+    Ok(out)
 }
 
 /// Type-checks a return type at the span where the user wrote it.

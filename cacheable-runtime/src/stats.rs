@@ -181,6 +181,7 @@ impl Registry {
             compute_time: t.compute_time,
             computes: t.computes,
             hit_time: t.hit_time,
+            identity_conflicts: crate::identity::conflicts(),
             functions,
         }
     }
@@ -207,6 +208,10 @@ pub struct Stats {
     /// Time spent serving hits (lookup and decode), estimated from one hit in
     /// 16 (timing every hit would cost more than the rest of the bookkeeping).
     pub hit_time: Duration,
+    /// Distinct `#[cacheable]` functions found sharing one identity (the same
+    /// `name` and `version` on two fns), in this process: each would read the
+    /// other's entries. Process-wide, so every cache reports the same number.
+    pub identity_conflicts: u64,
     functions: BTreeMap<String, FunctionStats>,
 }
 

@@ -61,13 +61,15 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     let stale = Literal::u64_unsuffixed(args.stale.as_ref().map_or(0, |s| s.value.secs));
     let cache_none = args.cache_none.is_some();
 
+    let id = local("id");
+    let id_value = identity(args, input);
     let cache_value = cache_expr(args.cache.as_ref());
     let key_value = match &args.key {
         Some(template) => {
-            let rendered = template.value.render();
-            quote!(::cacheable::__private::template_key(#rendered))
+            let parts = template.value.key_parts();
+            quote!(::cacheable::__private::template_key(#id, #parts))
         }
-        None => hashed_key(args, input),
+        None => hashed_key(args, input, &id),
     };
     let tags_value = tags_expr(args.tags.as_ref());
 
@@ -77,7 +79,7 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     let cached = await_on_output(
         input,
         quote!(::cacheable::__private::cached::<#adapter, #output, _>),
-        quote!(#cache, &#site, #key, #tags, #fut),
+        quote!(#cache, &#site, #id, #key, #tags, #fut),
     );
     quote! {
         static #site: ::cacheable::__private::Site = ::cacheable::__private::Site {
@@ -87,7 +89,9 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
             global: #global,
             stale_secs: #stale,
             cache_none: #cache_none,
+            state: ::cacheable::__private::SiteState::new(),
         };
+        let #id = #id_value;
         let #cache = #cache_value;
         let #key = #key_value;
         let #tags = #tags_value;
@@ -95,10 +99,45 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     }
 }
 
+/// The site's identity (guarantee 11). Without `name`: the type path of a
+/// closure defined here, which `type_name` spells with the crate, module,
+/// `Self` type and every generic argument of the fn and its impl
+/// (`m::OrgRepo<u8>::name::{{closure}}::{{closure}}`). With `name`: the
+/// name, `Self` (methods with a receiver; the macro cannot name `Self`
+/// elsewhere) and the fn's own type and const arguments.
+fn identity(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
+    let Some(name) = &args.name else {
+        let probe = local("probe");
+        return quote! {{
+            let #probe = || ();
+            ::cacheable::__private::probe_identity(::cacheable::__private::type_name_of(&#probe))
+        }};
+    };
+    let name = &name.value;
+    let mut parts = Vec::new();
+    if input.has_receiver() {
+        parts.push(quote!(.ty(::core::any::type_name::<Self>())));
+    }
+    for param in &input.sig.generics.params {
+        match param {
+            syn::GenericParam::Type(t) => {
+                let ident = &t.ident;
+                parts.push(quote!(.ty(::core::any::type_name::<#ident>())));
+            }
+            syn::GenericParam::Const(c) => {
+                let ident = &c.ident;
+                parts.push(quote!(.konst(&#ident)));
+            }
+            syn::GenericParam::Lifetime(_) => {}
+        }
+    }
+    quote!(::cacheable::__private::named_identity(#name) #(#parts)* .finish())
+}
+
 /// The default key: every binding that is not skipped, hashed in order.
 /// Each hash call is spanned on the parameter's type (or, in a pattern, on
 /// the binding), so a binding that is not `Serialize` is reported there.
-fn hashed_key(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
+fn hashed_key(args: &CacheableArgs, input: &AsyncFn, id: &Ident) -> TokenStream {
     let h = local("h");
     let mut stmts = Vec::new();
     for param in &input.params {
@@ -123,12 +162,12 @@ fn hashed_key(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
         }
     }
     if stmts.is_empty() {
-        quote!(::cacheable::__private::hashed_key(|_| {
+        quote!(::cacheable::__private::hashed_key(#id, |_| {
             ::core::result::Result::Ok(())
         }))
     } else {
         quote! {
-            ::cacheable::__private::hashed_key(|#h| {
+            ::cacheable::__private::hashed_key(#id, |#h| {
                 #(#stmts)*
                 ::core::result::Result::Ok(())
             })

@@ -37,11 +37,13 @@ fn body(args: &EvictArgs, input: &AsyncFn) -> TokenStream {
     };
     let output = input.output_type();
     let fut = body_future(input);
-    let evict = await_on_output(
-        input,
-        quote!(::cacheable::__private::evict::<#on, #output, _>),
-        quote!(#cache, #tags, #all_tenants, #fut),
-    );
+    // `strict` was checked to come with a `Result` output.
+    let callee = if args.strict.is_some() {
+        quote!(::cacheable::__private::evict_strict)
+    } else {
+        quote!(::cacheable::__private::evict::<#on, #output, _>)
+    };
+    let evict = await_on_output(input, callee, quote!(#cache, #tags, #all_tenants, #fut));
     quote! {
         let #cache = #cache_value;
         let #tags = #tags_value;

@@ -98,8 +98,10 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
     });
     let key = match &args.key {
         Some(t) => {
-            let rendered = t.value.render();
-            quote!(::core::option::Option::Some(#rendered))
+            let parts = t.value.key_parts();
+            quote!(::core::option::Option::Some(
+                ::cacheable::__private::rate_limit_key(#parts)
+            ))
         }
         None => quote!(::core::option::Option::None),
     };

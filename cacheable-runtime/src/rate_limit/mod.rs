@@ -25,10 +25,18 @@
 //! The tenant is escaped as in every other key (see the key module), so a
 //! tenant id can never reach another tenant's limits. The key given to
 //! [`RateLimiter::check`] is escaped too (`{`, `}` and non-ASCII bytes become
-//! `%XX`; `:` is kept as a separator). A GCRA key holds one integer, which
+//! `%XX`; `:` is kept as a separator). `#[rate_limit]` builds its key as
+//! `<name>:<caller>`: the name's `::`-separated segments escaped with the
+//! tenant escape (no `:` or `/` survives) and joined by `/`, so
+//! `name = "a.b"` (`a.b`) and fn `b` of module `a` (`a/b`) never share a
+//! budget; the caller part is `u:<user>`, `ip:<v4>`, `ip6:<64 bits>`,
+//! `anon`, `t`, `g`, or `k:<key>` where a `key = ".."` template is rendered
+//! injectively (each part escaped on its own, joined by `:`, so
+//! `"{a}:{b}"` never gives `("x:y", "z")` and `("x", "y:z")` one budget).
+//! A GCRA key holds one integer, which
 //! Redis keeps inside the object header: `MEMORY USAGE` of
 //! `cacheable:{t:acme}:rlg:login:u:42` is 88 bytes, of
-//! `cacheable:{t:acme}:rlg:my_app.handlers.login:u:user-1234567` (the
+//! `cacheable:{t:acme}:rlg:my_app/handlers/login:u:user-1234567` (the
 //! `#[rate_limit]` default name) 104 bytes (Redis 7.0, `benches/rate_limit.rs`).
 //!
 //! # When Redis fails

@@ -101,15 +101,19 @@ fn push_ip(out: &mut String, ip: IpAddr) {
     }
 }
 
-/// The key name of a site: `::` becomes `.` (shorter keys).
+/// The key name of a site: each `::`-separated segment escaped with
+/// `key::escape_into` (which never produces `/` or `:`), joined by `/`. The
+/// mapping is injective, so `name = "a.b"` (`a.b`) and fn `b` of module `a`
+/// (`a/b`) never share a budget, and the name never runs into the caller
+/// part that follows its `:`.
 fn push_name(out: &mut String, name: &str) {
     let mut rest = name;
     while let Some(i) = rest.find("::") {
-        super::escape_key_into(out, &rest[..i]);
-        out.push('.');
+        crate::key::escape_into(out, &rest[..i]);
+        out.push('/');
         rest = &rest[i + 2..];
     }
-    super::escape_key_into(out, rest);
+    crate::key::escape_into(out, rest);
 }
 
 /// Sites whose first unidentified call was logged (bounded by the number of
@@ -185,9 +189,10 @@ pub async fn rate_limit_check(
         (By::Auto | By::User | By::Ip, _, None) => return unidentified(cache.as_ref(), site),
         (By::Tenant, ..) => id.push('t'),
         (By::Global, ..) => id.push('g'),
+        // Rendered and escaped part by part by `rate_limit_key`.
         (By::Key, ..) => {
             id.push_str("k:");
-            crate::key::escape_into(&mut id, key.as_deref().unwrap_or(""));
+            id.push_str(key.as_deref().unwrap_or(""));
         }
     }
 
@@ -251,6 +256,24 @@ mod tests {
     fn names_are_short() {
         let mut s = String::new();
         push_name(&mut s, "my_app::auth::login");
-        assert_eq!(s, "my_app.auth.login");
+        assert_eq!(s, "my_app/auth/login");
+    }
+
+    #[test]
+    fn names_are_injective() {
+        let render = |name: &str| {
+            let mut s = String::new();
+            push_name(&mut s, name);
+            s
+        };
+        assert_eq!(render("a.b"), "a.b");
+        assert_eq!(render("a::b"), "a/b");
+        assert_eq!(render("a/b"), "a%2Fb");
+        assert_eq!(render("a:u:x"), "a%3Au%3Ax");
+        let names = ["a.b", "a::b", "a/b", "a:b", "a:::b", "a::", "a", "a:u:x"];
+        let mut seen = std::collections::HashSet::new();
+        for n in names {
+            assert!(seen.insert(render(n)), "{n}");
+        }
     }
 }
