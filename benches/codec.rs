@@ -78,7 +78,9 @@ where
     g.bench_function("cacheable (json)", |b| {
         b.iter(|| codec_decode::<T>(black_box(&json)).expect("decode"));
     });
-    g.bench_function("ciborium", |b| b.iter(|| cbor_decode::<T>(black_box(&cbor))));
+    g.bench_function("ciborium", |b| {
+        b.iter(|| cbor_decode::<T>(black_box(&cbor)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group(format!("check/{name}"));

@@ -265,11 +265,7 @@ impl ser::Serializer for Walk {
     fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Walked {
         Ok(Shape::Other)
     }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        value: &T,
-    ) -> Walked {
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, value: &T) -> Walked {
         // serde_json writes a newtype struct as its content.
         value.serialize(self)
     }

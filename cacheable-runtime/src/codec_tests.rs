@@ -97,12 +97,7 @@ fn f32_finite() -> impl Strategy<Value = f32> {
 macro_rules! int_with_extremes {
     ($name:ident, $t:ty) => {
         fn $name() -> impl Strategy<Value = $t> {
-            prop_oneof![
-                any::<$t>(),
-                Just(<$t>::MIN),
-                Just(<$t>::MAX),
-                Just(0 as $t)
-            ]
+            prop_oneof![any::<$t>(), Just(<$t>::MIN), Just(<$t>::MAX), Just(0 as $t)]
         }
     };
 }
@@ -169,7 +164,10 @@ enum External {
     Unit,
     New(Option<i16>),
     Tuple(u8, f32),
-    Struct { a: Option<Option<bool>>, b: Vec<i32> },
+    Struct {
+        a: Option<Option<bool>>,
+        b: Vec<i32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -328,11 +326,7 @@ fn record(hazards: bool) -> impl Strategy<Value = Record> {
     let newtype = if hazards {
         prop::option::of(prop::option::of(u8s()).prop_map(Newtype)).boxed()
     } else {
-        prop_oneof![
-            Just(None),
-            u8s().prop_map(|v| Some(Newtype(Some(v)))),
-        ]
-        .boxed()
+        prop_oneof![Just(None), u8s().prop_map(|v| Some(Newtype(Some(v)))),].boxed()
     };
     (
         (
