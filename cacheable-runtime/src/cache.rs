@@ -1065,7 +1065,8 @@ impl Cache {
     /// Writes `value` under `key`, tagged with the options' tags.
     ///
     /// # Errors
-    /// Store, timeout, breaker or codec errors.
+    /// Store, timeout, breaker or codec errors; [`CacheError::Lossy`] for a
+    /// value that would not read back as written (NaN, `Some(None)`).
     pub async fn set<T: Serialize + ?Sized>(
         &self,
         key: &str,
