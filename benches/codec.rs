@@ -71,7 +71,9 @@ where
     g.bench_function("serde_json", |b| {
         b.iter(|| serde_json::to_vec(black_box(value)).expect("encode"));
     });
-    g.bench_function("ciborium", |b| b.iter(|| cbor_encode(black_box(value))));
+    g.bench_function("ciborium", |b| {
+        b.iter(|| cbor_encode(black_box(value)));
+    });
     g.finish();
 
     let mut g = c.benchmark_group(format!("decode/{name}"));
@@ -79,7 +81,7 @@ where
         b.iter(|| codec_decode::<T>(black_box(&json)).expect("decode"));
     });
     g.bench_function("ciborium", |b| {
-        b.iter(|| cbor_decode::<T>(black_box(&cbor)))
+        b.iter(|| cbor_decode::<T>(black_box(&cbor)));
     });
     g.finish();
 
