@@ -51,6 +51,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::breaker::{Breaker, BreakerState, Pass};
+use crate::codec;
 use crate::context;
 use crate::envelope::{self, Dep, DepRef, KIND_VALUE, now_ms};
 use crate::error::CacheError;
@@ -827,14 +828,10 @@ impl Cache {
         if now >= stale_until {
             return Ok(Lookup::Miss(miss(Some(&raw), versions)));
         }
-        let value = match serde_json::from_slice::<V>(env.payload) {
+        let value = match codec::decode::<V>(env.payload) {
             Ok(v) => v,
             Err(e) => {
-                self.report(
-                    Some(&spec.counters),
-                    "decode",
-                    &CacheError::Codec(e.to_string()),
-                );
+                self.report(Some(&spec.counters), "decode", &e);
                 return Ok(Lookup::Miss(miss(Some(&raw), versions)));
             }
         };
@@ -1241,15 +1238,9 @@ impl Cache {
         compute: Duration,
         deps: &[Dep],
     ) {
-        let payload = match serde_json::to_vec(value) {
+        let payload = match codec::encode(value) {
             Ok(p) => p,
-            Err(e) => {
-                return self.report(
-                    Some(&spec.counters),
-                    "encode",
-                    &CacheError::Codec(e.to_string()),
-                );
-            }
+            Err(e) => return self.report(Some(&spec.counters), "encode", &e),
         };
         let raw = match envelope::encode(KIND_VALUE, spec.ttl, compute, deps, &payload) {
             Ok(r) => r,
@@ -1305,7 +1296,8 @@ impl Cache {
     /// Writes `value` under `key`, tagged with the options' tags.
     ///
     /// # Errors
-    /// Store, timeout, breaker or codec errors.
+    /// Store, timeout, breaker or codec errors; [`CacheError::Lossy`] for a
+    /// value that would not read back as written (NaN, `Some(None)`).
     pub async fn set<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -1331,7 +1323,7 @@ impl Cache {
                 version: *v,
             })
             .collect();
-        let payload = serde_json::to_vec(value).map_err(|e| CacheError::Codec(e.to_string()))?;
+        let payload = codec::encode(value)?;
         let raw = envelope::encode(KIND_VALUE, spec.ttl, Duration::ZERO, &deps, &payload)?;
         let dep_keys = &spec.keys[1..];
         let put = Put {

@@ -27,6 +27,11 @@ pub enum CacheError {
     /// (garbage bytes, a changed type without a `version` bump).
     #[error("cache value codec error: {0}")]
     Codec(String),
+    /// The value was not cached because it would not read back as written
+    /// (guarantee 10): a NaN or infinite float, or `Some` of a value written as
+    /// `null` such as `Some(None)`. The call still returns the value.
+    #[error("value not cached, it would not read back as written: {0}")]
+    Lossy(&'static str),
     /// The tenant's stored bytes would exceed its quota.
     #[error("tenant is over its cache quota of {limit} bytes")]
     Quota {
@@ -67,6 +72,7 @@ impl CacheError {
             Self::Timeout(_) => "timeout",
             Self::CircuitOpen => "circuit_open",
             Self::Codec(_) => "codec",
+            Self::Lossy(_) => "lossy",
             Self::Quota { .. } => "quota",
             Self::Config(_) => "config",
             Self::Store(_) => "store",

@@ -6,6 +6,7 @@
 
 mod breaker;
 mod cache;
+mod codec;
 pub mod context;
 mod envelope;
 mod error;

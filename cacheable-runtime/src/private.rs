@@ -9,6 +9,7 @@ pub use serde::Serialize;
 pub use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, KeySource};
+pub use crate::codec::{check as codec_check, decode as codec_decode, encode as codec_encode};
 use crate::error::CacheError;
 pub use crate::identity::SiteState;
 pub use crate::key::{HashError, Identity, IdentityBuilder, KeyHasher, KeyPart};
