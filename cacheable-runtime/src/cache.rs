@@ -829,11 +829,7 @@ impl Cache {
         let value = match serde_json::from_slice::<V>(env.payload) {
             Ok(v) => v,
             Err(e) => {
-                self.report(
-                    Some(&spec.counters),
-                    "decode",
-                    &CacheError::Codec(e.to_string()),
-                );
+                self.report(Some(&spec.counters), "decode", &CacheError::codec(&e));
                 return Ok(Lookup::Miss(miss(Some(&raw), versions)));
             }
         };
@@ -1243,11 +1239,7 @@ impl Cache {
         let payload = match serde_json::to_vec(value) {
             Ok(p) => p,
             Err(e) => {
-                return self.report(
-                    Some(&spec.counters),
-                    "encode",
-                    &CacheError::Codec(e.to_string()),
-                );
+                return self.report(Some(&spec.counters), "encode", &CacheError::codec(&e));
             }
         };
         let raw = match envelope::encode(KIND_VALUE, spec.ttl, compute, deps, &payload) {
@@ -1330,7 +1322,7 @@ impl Cache {
                 version: *v,
             })
             .collect();
-        let payload = serde_json::to_vec(value).map_err(|e| CacheError::Codec(e.to_string()))?;
+        let payload = serde_json::to_vec(value).map_err(|e| CacheError::codec(&e))?;
         let raw = envelope::encode(KIND_VALUE, spec.ttl, Duration::ZERO, &deps, &payload)?;
         let dep_keys = &spec.keys[1..];
         let put = Put {
