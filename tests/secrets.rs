@@ -41,7 +41,7 @@ fn leaks(text: &str, pw: &str) -> bool {
         || (inner.len() >= 3 && text.contains(inner))
 }
 
-fn printed(builder: cacheable::CacheBuilder) -> String {
+fn printed(builder: &cacheable::CacheBuilder) -> String {
     let mut out = format!("{builder:?}");
     match builder.clone().build_blocking_for_tests() {
         Ok(cache) => out.push_str(&format!("{cache:?}")),
@@ -83,9 +83,9 @@ proptest! {
             format!("redis:/{pw}"),
             pw.clone(),
         ] {
-            let single = printed(Cache::builder().redis_url(url.clone()));
+            let single = printed(&Cache::builder().redis_url(url.clone()));
             prop_assert!(!leaks(&single, &pw), "{url} printed as {single}");
-            let cluster = printed(Cache::builder().redis_cluster([url.clone()]));
+            let cluster = printed(&Cache::builder().redis_cluster([url.clone()]));
             prop_assert!(!leaks(&cluster, &pw), "{url} printed as {cluster}");
         }
     }
