@@ -655,9 +655,16 @@ async fn redis_killed_and_restarted() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let before = calls.get();
-        load(&cache, &calls, "resume", &opts, "d").await;
-        load(&cache, &calls, "resume", &opts, "d").await;
-        if calls.get() == before + 1 {
+        let x = load(&cache, &calls, "resume", &opts, "d").await;
+        let y = load(&cache, &calls, "resume", &opts, "d").await;
+        // The values carry the call counter: each read is either the value
+        // computed by that very call or one cached from an earlier call.
+        assert!(x.id as usize <= before + 1, "{x:?}");
+        assert!(
+            y == x || y.id as usize == calls.get(),
+            "the second read is the first's value or its own: {x:?} then {y:?}"
+        );
+        if calls.get() == before + 1 && y == x {
             break;
         }
         assert!(
@@ -836,7 +843,8 @@ async fn stampede_across_processes_runs_about_once() {
 // Key stability across processes: two child processes print the key they
 // hash for the same arguments; both match this process and the pinned value.
 
-const CHILD_ENV: &str = "CACHEABLE_KEY_CHILD";
+/// The helper binary the cross-process tests run (`tests/support/child.rs`).
+const CHILD: &str = env!("CARGO_BIN_EXE_cacheable-test-child");
 
 fn stable_key() -> String {
     Cache::hash_args(|h| {
@@ -856,27 +864,14 @@ fn stable_key() -> String {
 }
 
 #[test]
-fn key_child_prints_its_key() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        println!("KEY={}", stable_key());
-    }
-}
-
-#[test]
 fn keys_are_stable_across_processes() {
-    let exe = std::env::current_exe().unwrap();
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let out = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "key_child_prints_its_key",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
+        let out = std::process::Command::new(CHILD)
+            .arg("key")
             .output()
             .unwrap();
+        assert!(out.status.success(), "child failed: {out:?}");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let key = stdout
             .lines()
@@ -1002,8 +997,16 @@ async fn redis_cluster_survives_a_master_failover() {
         let before = calls.get();
         let a = load(&cache, &calls, &key, &opts, "b").await;
         let b = load(&cache, &calls, &key, &opts, "b").await;
+        // Correct results throughout the failover: the value carries the call
+        // counter, so a fresh computation and a cached value differ. `key` is
+        // new, so `a` is this round's computation; `b` is `a` from the cache
+        // or a computation of its own, never anything else.
         assert_eq!(a.name, "b", "correct results throughout the failover");
-        assert_eq!(b.name, "b");
+        assert_eq!(a.id as usize, before + 1, "a new key is computed: {a:?}");
+        assert!(
+            b == a || (b.name == "b" && b.id as usize == before + 2),
+            "the second read is the cached value or a fresh one: {a:?} then {b:?}"
+        );
         if calls.get() == before + 1 && a == b {
             eprintln!(
                 "caching resumed {:?} after the master was killed",
@@ -1167,8 +1170,6 @@ fn metrics_facade_reports_hits_misses_and_compute_time() {
 // A `#[cacheable]` call in one process is a hit for the same call in another:
 // the child fills the entry on a shared redis-server, the parent reads it.
 
-const XPROC_ENV: &str = "CACHEABLE_XPROC_REDIS";
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Filter {
     tags: std::collections::BTreeMap<String, u32>,
@@ -1190,39 +1191,22 @@ fn filter() -> Filter {
 }
 
 #[test]
-fn xproc_child_fills_the_entry() {
-    if let Ok(url) = std::env::var(XPROC_ENV) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            cacheable::set_global(
-                Cache::builder()
-                    .redis_url(url)
-                    .prefix("xproc")
-                    .build()
-                    .await
-                    .unwrap(),
-            );
-            let got = tenant::scope("acme", xproc(7, filter(), "from the child".into())).await;
-            assert_eq!(got, "from the child");
-        });
-    }
-}
-
-#[test]
 fn a_cached_call_in_one_process_hits_in_another() {
     let server = RedisServer::start();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "xproc_child_fills_the_entry", "--test-threads=1"])
-        .env(XPROC_ENV, server.url())
+    let out = std::process::Command::new(CHILD)
+        .args(["xproc", &server.url()])
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "child failed: {}",
-        String::from_utf8_lossy(&out.stdout)
+        "child failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "XPROC=from the child",
+        "the child computed its own value"
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -508,6 +508,14 @@ mod cached {
         Json(vec!["a".into(), "b".into()])
     }
 
+    /// `global`, but computed from a tenant-scoped call: the response is that
+    /// tenant's.
+    #[cacheable(ttl = 30, name = "http.summary", global, cache = app.cache)]
+    async fn summary(State(app): State<App>) -> Json<String> {
+        let Json(first) = item(State(app), Path(1)).await;
+        Json(format!("first item of {}", first.tenant))
+    }
+
     /// `Err` is never cached.
     #[cacheable(ttl = 60, name = "http.maybe", cache = app.cache)]
     async fn maybe(State(app): State<App>, Path(id): Path<u64>) -> Result<Json<u64>, StatusCode> {
@@ -538,6 +546,7 @@ mod cached {
             .route("/items/{id}", get(item))
             .route("/search", get(search))
             .route("/config", get(config))
+            .route("/summary", get(summary))
             .route("/maybe/{id}", get(maybe))
             // The handler sets its own Cache-Control: kept.
             .route(
@@ -740,5 +749,121 @@ mod cached {
             .expect("invalidate");
         let (_, after, _) = get_json(&r, "/search?term=rust&page=2", &acme).await;
         assert_eq!(h(&after, "x-cache"), Some("miss"));
+    }
+
+    /// A CDN must never store a personalised response: credentials on the
+    /// request, or a tenant-scoped call anywhere under the handler, make the
+    /// response `private`, whatever the outermost cached call was.
+    #[tokio::test]
+    async fn personal_responses_are_never_public() {
+        let app = app();
+        let r = router(&app, ContextLayer::new());
+        // The control: a global value with no credentials is public.
+        let (_, public, _) = get_json(&r, "/config", &[]).await;
+        assert_eq!(h(&public, "cache-control"), Some("public, max-age=30"));
+        for creds in [
+            ("authorization", "Bearer secret-token"),
+            ("cookie", "sid=1"),
+            ("proxy-authorization", "Basic eDp5"),
+        ] {
+            let (status, hdrs, _) = get_json(&r, "/config", &[creds]).await;
+            assert_eq!(status, StatusCode::OK);
+            // A hit: max-age is the entry's whole lifetime, in whole seconds.
+            assert!(
+                h(&hdrs, "cache-control").is_some_and(|v| v.starts_with("private, max-age=")),
+                "{}: {:?}",
+                creds.0,
+                h(&hdrs, "cache-control")
+            );
+            assert_eq!(h(&hdrs, "vary"), Some("x-tenant-id"));
+        }
+        // An identity put there by the auth middleware.
+        let mut with_identity = req(Method::GET, "/config", &[]);
+        with_identity
+            .extensions_mut()
+            .insert(cacheable::http::Identity {
+                user_id: "u1".into(),
+                role: None,
+            });
+        let (_, hdrs, _) = send(&r, with_identity).await;
+        assert!(h(&hdrs, "cache-control").is_some_and(|v| v.starts_with("private, max-age=")));
+        // A global handler computed from a tenant-scoped call.
+        let (_, hdrs, v) = get_json(&r, "/summary", &[("x-tenant-id", "acme")]).await;
+        assert_eq!(v, serde_json::json!("first item of acme"));
+        assert_eq!(h(&hdrs, "x-cache"), Some("miss"));
+        assert_eq!(h(&hdrs, "cache-control"), Some("private, max-age=30"));
+    }
+
+    /// The tenant comes from the client: an over-long, malformed or doubled
+    /// tenant header is a 400 and the handler never runs.
+    #[tokio::test]
+    async fn malformed_and_overlong_tenants_are_refused() {
+        let app = app();
+        let r = router(&app, ContextLayer::new());
+        let long = "t".repeat(cacheable::tenant::MAX_TENANT_LEN + 1);
+        let max = "t".repeat(cacheable::tenant::MAX_TENANT_LEN);
+        let (status, _, v) = get_json(&r, "/items/1", &[("x-tenant-id", &max)]).await;
+        assert_eq!(status, StatusCode::OK, "256 bytes are accepted");
+        assert_eq!(v["tenant"], max.as_str());
+        let calls = app.calls.load(Ordering::SeqCst);
+        let bad: Vec<(&str, Vec<Vec<u8>>)> = vec![
+            ("over-long", vec![long.into_bytes()]),
+            ("not UTF-8", vec![b"caf\xe9".to_vec()]),
+            ("tab", vec![b"ac\tme".to_vec()]),
+            ("C1 control", vec!["ac\u{85}me".as_bytes().to_vec()]),
+            ("two headers", vec![b"acme".to_vec(), b"globex".to_vec()]),
+        ];
+        for (what, values) in bad {
+            let mut request = req(Method::GET, "/items/1", &[]);
+            for v in values {
+                request.headers_mut().append(
+                    "x-tenant-id",
+                    axum::http::HeaderValue::from_bytes(&v).expect("valid header bytes"),
+                );
+            }
+            let (status, hdrs, body) = send(&r, request).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+            let body = String::from_utf8_lossy(&body);
+            assert!(body.starts_with("invalid tenant: "), "{what}: {body}");
+            assert!(!body.contains("acme") && !body.contains("ttt"), "{body}");
+            assert_eq!(h(&hdrs, "cache-control"), Some("no-store"));
+        }
+        assert_eq!(app.calls.load(Ordering::SeqCst), calls, "no handler ran");
+        // The limit is configurable.
+        let short = router(&app, ContextLayer::new().max_tenant_len(4));
+        let (status, _, _) = get_json(&short, "/items/1", &[("x-tenant-id", "acme")]).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, _) = get_json(&short, "/items/1", &[("x-tenant-id", "acme2")]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    /// `require_tenant()`: no tenant is a 400, never the shared space.
+    #[tokio::test]
+    async fn require_tenant_refuses_requests_without_one() {
+        let app = app();
+        let r = router(&app, ContextLayer::new().require_tenant());
+        for headers in [
+            &[][..],
+            &[("x-tenant-id", "")][..],
+            &[("x-tenant-id", "  ")][..],
+        ] {
+            let (status, _, body) = send(&r, req(Method::GET, "/items/1", headers)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{headers:?}");
+            assert!(String::from_utf8_lossy(&body).contains("requires a tenant"));
+        }
+        assert_eq!(app.calls.load(Ordering::SeqCst), 0);
+        let (status, _, v) = get_json(&r, "/items/1", &[("x-tenant-id", "acme")]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["tenant"], "acme");
+        // Without it, no tenant is the shared space (the default).
+        let open = router(&app, ContextLayer::new());
+        let (status, _, v) = get_json(&open, "/items/1", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["tenant"], "");
+        // A custom header that is not a header name: every request is a 500,
+        // never a request without its tenant.
+        let broken = router(&app, ContextLayer::new().tenant_header("x org"));
+        let (status, _, _) = get_json(&broken, "/items/1", &[("x-org", "acme")]).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -108,7 +108,7 @@ impl Breaker {
                 if won {
                     // The probe's deadline: see the HALF_OPEN arm.
                     self.open_until_ms.store(
-                        now + self.cooldown_ms.load(Ordering::Relaxed),
+                        now.saturating_add(self.cooldown_ms.load(Ordering::Relaxed)),
                         Ordering::Release,
                     );
                 }
@@ -126,7 +126,7 @@ impl Breaker {
                             .open_until_ms
                             .compare_exchange(
                                 deadline,
-                                now + self.cooldown_ms.load(Ordering::Relaxed),
+                                now.saturating_add(self.cooldown_ms.load(Ordering::Relaxed)),
                                 Ordering::AcqRel,
                                 Ordering::Acquire,
                             )
@@ -177,11 +177,11 @@ impl Breaker {
             let mut cooldown = self.cooldown_ms.load(Ordering::Relaxed);
             if state == HALF_OPEN {
                 // The probe failed: the store is still down, wait longer.
-                cooldown = (cooldown * 2).min(Self::ms(self.max_cooldown));
+                cooldown = cooldown.saturating_mul(2).min(Self::ms(self.max_cooldown));
                 self.cooldown_ms.store(cooldown, Ordering::Relaxed);
             }
             self.open_until_ms
-                .store(self.now_ms() + cooldown, Ordering::Release);
+                .store(self.now_ms().saturating_add(cooldown), Ordering::Release);
             self.state.store(OPEN, Ordering::Release);
         }
     }

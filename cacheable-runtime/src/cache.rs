@@ -357,11 +357,64 @@ impl CacheBuilder {
         self
     }
 
+    /// The ranges `build` accepts: every duration is bounded (TTLs by
+    /// [`MAX_TTL`](crate::MAX_TTL), timeouts and waits by an hour),
+    /// counts are at least 1, and the settings that must act are not zero.
+    fn check_ranges(&self) -> Result<(), String> {
+        const HOUR: Duration = Duration::from_secs(3600);
+        let max_ttl = crate::options::MAX_TTL;
+        let within = |what: &str, d: Duration, zero_ok: bool, max: Duration| {
+            if d.is_zero() && !zero_ok {
+                Err(format!("{what} must be greater than zero"))
+            } else if d > max {
+                Err(format!("{what} of {d:?} is over the maximum of {max:?}"))
+            } else {
+                Ok(())
+            }
+        };
+        within("default_ttl", self.default_ttl, false, max_ttl)?;
+        within("op_timeout", self.op_timeout, false, HOUR)?;
+        within("stampede lease ttl", self.lease_ttl, false, HOUR)?;
+        within("stampede wait", self.lease_wait, false, HOUR)?;
+        within("write_guard", self.write_guard, false, max_ttl)?;
+        within("evict_wait", self.evict_wait, true, HOUR)?;
+        within(
+            "circuit breaker min cooldown",
+            self.breaker_cooldown.0,
+            false,
+            HOUR,
+        )?;
+        within(
+            "circuit breaker max cooldown",
+            self.breaker_cooldown.1,
+            false,
+            HOUR,
+        )?;
+        if self.breaker_cooldown.1 < self.breaker_cooldown.0 {
+            return Err("circuit breaker max cooldown is below its min cooldown".into());
+        }
+        if self.breaker_threshold == 0 {
+            return Err("circuit breaker failures must be at least 1".into());
+        }
+        if self.tenant_quota == Some(0) {
+            return Err("tenant_quota_bytes must be greater than zero".into());
+        }
+        for (name, p) in &self.policies {
+            within(&format!("policy `{name}` ttl"), p.ttl, false, max_ttl)?;
+            if let Some(stale) = p.stale {
+                within(&format!("policy `{name}` stale"), stale, true, max_ttl)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Validates the configuration and builds the cache. No I/O happens here.
     ///
     /// # Errors
     /// [`CacheError::Config`] for: no store chosen, a bad prefix, a zero TTL or
-    /// timeout, a zero-TTL policy, an unparsable Redis URL.
+    /// timeout, a zero-TTL policy, an unparsable Redis URL, and any value out
+    /// of range: a TTL over 10 years, a timeout, wait or cool-down over an
+    /// hour, a zero lease or breaker threshold, a zero quota.
     #[allow(clippy::unused_async)]
     pub async fn build(self) -> Result<Cache, CacheError> {
         self.build_sync()
@@ -391,6 +444,11 @@ impl CacheBuilder {
         }
         if let Some((name, _)) = self.policies.iter().find(|(_, p)| p.ttl.is_zero()) {
             return config(format!("policy `{name}` has a zero ttl"));
+        }
+        // No configuration can cause a panic: every duration the engine adds
+        // to an `Instant` or multiplies is bounded here (see `check_ranges`).
+        if let Err(m) = self.check_ranges() {
+            return config(m);
         }
         let store = match self.backend {
             None => return config("no store: call .redis_url(..) or .memory()".into()),

@@ -83,7 +83,7 @@ use crate::error::CacheError;
 /// cannot express it (a map key that is not a string, a number or a bool).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CacheError> {
     check(value)?;
-    serde_json::to_vec(value).map_err(|e| CacheError::Codec(describe(&e)))
+    serde_json::to_vec(value).map_err(|e| CacheError::codec(&e))
 }
 
 /// Decodes a payload.
@@ -93,7 +93,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CacheError> {
 /// without a `version` bump). The message names the position, never the
 /// stored data.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CacheError> {
-    serde_json::from_slice(bytes).map_err(|e| CacheError::Codec(describe(&e)))
+    serde_json::from_slice(bytes).map_err(|e| CacheError::codec(&e))
 }
 
 /// Whether `value` survives the trip through [`encode`] and [`decode`].
@@ -106,26 +106,6 @@ pub fn check<T: Serialize + ?Sized>(value: &T) -> Result<(), CacheError> {
         Ok(_) => Ok(()),
         Err(Reject::Hazard(h)) => Err(CacheError::Lossy(h.as_str())),
         Err(Reject::Custom(msg)) => Err(CacheError::Codec(msg)),
-    }
-}
-
-/// A `serde_json` error without the data that caused it: its category and
-/// position (serde's messages quote the offending value, which may be a
-/// tenant's data; `CacheError` never carries cached values).
-fn describe(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let category = match e.classify() {
-        Category::Io => "i/o",
-        Category::Syntax => "syntax",
-        Category::Data => "data does not match the type",
-        Category::Eof => "unexpected end of data",
-    };
-    if e.line() == 0 {
-        // Serialization errors have no position; their messages name the
-        // shape (`key must be a string`), never a value.
-        e.to_string()
-    } else {
-        format!("{category} at line {}, column {}", e.line(), e.column())
     }
 }
 

@@ -220,6 +220,9 @@ pub struct ResponseNotes {
 struct NotesInner {
     rate_limit: Option<RateLimitNote>,
     cache: Option<CacheNote>,
+    /// The response is personal: the request carried credentials, or some
+    /// cached call made for it was tenant- or user-scoped. Never reset.
+    private: bool,
 }
 
 /// The most restrictive rate-limit decision taken for the request.
@@ -262,9 +265,32 @@ impl ResponseNotes {
 
     /// Records how a cached function was served. The last record wins: the
     /// outermost cached function (the handler) finishes last.
+    ///
+    /// A private note also makes the response private for good (see
+    /// [`is_private`](Self::is_private)): a public outer call whose value was
+    /// computed from a tenant's data is still that tenant's response.
     pub fn record_cache(&self, note: CacheNote) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.private |= note.private;
         inner.cache = Some(note);
+    }
+
+    /// Marks the response as personal (the request carried `Authorization`,
+    /// a cookie or an identity): it is never made `public`.
+    pub fn mark_private(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .private = true;
+    }
+
+    /// Whether the response is personal: [`mark_private`](Self::mark_private)
+    /// was called, or any cached call recorded a private note.
+    pub fn is_private(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .private
     }
 
     /// The recorded rate-limit decision.

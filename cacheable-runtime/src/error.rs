@@ -82,6 +82,27 @@ impl CacheError {
         }
     }
 
+    /// A codec error from serde_json, reduced to its category and position.
+    ///
+    /// serde_json's messages quote the input (`invalid type: string
+    /// "secret", expected u64`), and codec errors are logged and displayed:
+    /// a cached value must never reach either. The category and position are
+    /// enough to tell a changed type (bump `version`) from garbage.
+    pub(crate) fn codec(e: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let what = match e.classify() {
+            Category::Io => "i/o error",
+            Category::Syntax => "syntax error",
+            Category::Data => "data error (the value and the type do not match)",
+            Category::Eof => "unexpected end of input",
+        };
+        if e.line() == 0 {
+            Self::Codec(what.to_owned())
+        } else {
+            Self::Codec(format!("{what} at line {} column {}", e.line(), e.column()))
+        }
+    }
+
     /// Whether this error says the store is unhealthy (it feeds the breaker).
     pub(crate) fn is_availability(&self) -> bool {
         matches!(self, Self::Connection(_) | Self::Timeout(_))
@@ -105,5 +126,36 @@ impl From<redis::RedisError> for CacheError {
 impl From<redis::ParsingError> for CacheError {
     fn from(e: redis::ParsingError) -> Self {
         Self::Store(format!("unexpected reply: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CacheError;
+
+    #[test]
+    fn codec_errors_never_quote_the_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Session {
+            user: u64,
+        }
+        let cases = [
+            serde_json::from_str::<u64>("\"hunter2-secret\"").unwrap_err(),
+            serde_json::from_str::<Session>("{\"user\":\"hunter2-secret\"}").unwrap_err(),
+            serde_json::from_str::<Session>("{\"hunter2-secret\":1}").unwrap_err(),
+            serde_json::from_str::<bool>("hunter2-secret").unwrap_err(),
+            serde_json::from_str::<String>("\"hunter2-secret").unwrap_err(),
+        ];
+        for e in cases {
+            // The premise: serde_json's own message may quote the input.
+            let raw = e.to_string();
+            let err = CacheError::codec(&e);
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("hunter2"), "{shown} (serde_json: {raw})");
+            assert!(shown.contains("line 1 column"), "{shown}");
+        }
+        let quoted = serde_json::from_str::<u64>("\"hunter2-secret\"").unwrap_err();
+        assert!(quoted.to_string().contains("hunter2"), "the premise holds");
     }
 }

@@ -173,7 +173,9 @@ impl Pending {
     /// Waits until none of `keys` is pending any more, at most `within`;
     /// whether they landed.
     pub(crate) async fn wait_landed(&self, keys: &[String], within: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
+        let deadline = tokio::time::Instant::now()
+            .checked_add(within)
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
         loop {
             let notified = self.landed.notified();
             tokio::pin!(notified);

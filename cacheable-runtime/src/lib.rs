@@ -28,7 +28,7 @@ pub use breaker::BreakerState;
 pub use cache::{Cache, CacheBuilder, Health, KeySource, global, set_global};
 pub use error::CacheError;
 pub use key::{HashError, KeyHasher, SCHEMA};
-pub use options::{CacheOptions, TtlPolicy};
+pub use options::{CacheOptions, MAX_TTL, TtlPolicy};
 pub use rate_limit::{
     Algorithm, Decision, OnError, RateLimitOptions, RateLimitStats, RateLimited, RateLimiter,
 };

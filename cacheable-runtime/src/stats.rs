@@ -297,10 +297,11 @@ impl LogLimiter {
     pub(crate) fn admit(&self, kind: &str) -> Option<u64> {
         let slot =
             &self.slots[usize::from(kind.bytes().fold(0u8, u8::wrapping_add)) % self.slots.len()];
-        let now =
-            u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + self.interval_ms;
+        let now = u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.interval_ms);
         let last = slot.0.load(Relaxed);
-        if now >= last + self.interval_ms
+        if now >= last.saturating_add(self.interval_ms)
             && slot.0.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
         {
             Some(slot.1.swap(0, Relaxed))

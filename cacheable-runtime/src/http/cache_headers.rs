@@ -21,11 +21,24 @@
 //!    a shared cache that stored it would hand one client's session to the
 //!    next. (`no-store` rather than merely leaving the header out: without any
 //!    `Cache-Control` a cache may still store the response heuristically.)
-//! 6. Otherwise: `Cache-Control: private, max-age=N` when the cache key holds a
-//!    tenant or a user ([`CacheNote::private`]), `public, max-age=N` when it does
-//!    not, plus `Age: A`, and for private responses the request headers that
+//! 6. Otherwise: `Cache-Control: private, max-age=N` or `public, max-age=N`,
+//!    plus `Age: A`, and for private responses the request headers that
 //!    select the tenant are added to `Vary` (default `x-tenant-id`), so even a
 //!    browser cache never answers tenant B with tenant A's response.
+//!
+//! # `public` or `private`: fail closed
+//!
+//! A shared cache (a CDN) that stores a personalised response hands it to the
+//! next client. So `public` is the exception, given only when nothing says the
+//! response is personal; `private` when any of these holds:
+//!
+//! - the request carried `Authorization`, `Cookie` or an
+//!   [`Identity`](super::Identity), or ran under a tenant (the `ContextLayer`
+//!   calls [`ResponseNotes::mark_private`]);
+//! - **any** cached call made for the request was tenant- or user-scoped
+//!   ([`CacheNote::private`]), not only the outermost: a `global` handler whose
+//!   value was computed from a tenant-scoped call is that tenant's response
+//!   ([`ResponseNotes::is_private`]).
 //!
 //! # `max-age` and `Age`
 //!
@@ -139,12 +152,15 @@ pub fn apply_with_status(
         return;
     }
     let (max_age, age) = freshness(&note);
-    let scope = if note.private { "private" } else { "public" };
+    // Fail closed: public only when neither the request nor any cached call
+    // made for it was personal.
+    let private = note.private || notes.is_private();
+    let scope = if private { "private" } else { "public" };
     if let Ok(v) = HeaderValue::from_str(&format!("{scope}, max-age={max_age}")) {
         headers.insert(header::CACHE_CONTROL, v);
     }
     headers.insert(header::AGE, HeaderValue::from(age));
-    if note.private {
+    if private {
         add_vary(headers, &opts.vary);
     }
 }
@@ -249,6 +265,36 @@ mod tests {
         assert_eq!(get(&h, "age"), Some("0"));
         assert_eq!(get(&h, "x-cache"), Some("miss"));
         assert!(h.get("vary").is_none());
+    }
+
+    #[test]
+    fn a_private_inner_call_makes_a_public_outer_call_private() {
+        let n = ResponseNotes::default();
+        let inner = CacheNote {
+            hit: false,
+            max_age: Duration::from_secs(60),
+            age: Duration::ZERO,
+            private: true,
+        };
+        n.record_cache(inner.clone());
+        // The outermost (global) call records last.
+        n.record_cache(CacheNote {
+            private: false,
+            ..inner
+        });
+        let mut h = HeaderMap::new();
+        apply(&n, &mut h, &CacheHeaderOptions::default());
+        assert_eq!(get(&h, "cache-control"), Some("private, max-age=60"));
+        assert_eq!(get(&h, "vary"), Some("x-tenant-id"));
+    }
+
+    #[test]
+    fn a_request_marked_private_is_never_public() {
+        let n = notes(false, 60_000, 0, false);
+        n.mark_private();
+        let mut h = HeaderMap::new();
+        apply(&n, &mut h, &CacheHeaderOptions::default());
+        assert_eq!(get(&h, "cache-control"), Some("private, max-age=60"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use axum::extract::ConnectInfo;
-use http::{HeaderName, Request, Response};
+use http::{HeaderName, Request, Response, StatusCode, header};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -18,6 +18,7 @@ use super::cache_headers::{self, CacheHeaderOptions};
 use super::identity::Identity;
 use super::rate_limited;
 use crate::context::{self, Context, ResponseNotes};
+use crate::tenant::{self, InvalidTenant, MAX_TENANT_LEN};
 
 type TenantFn = dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync;
 
@@ -57,6 +58,19 @@ struct Config {
     tenant: TenantSource,
     trusted: Vec<Net>,
     cache_headers: CacheHeaderOptions,
+    /// The longest tenant id accepted, in bytes.
+    max_tenant_len: usize,
+    /// A request without a tenant is refused (400).
+    require_tenant: bool,
+    /// The layer was misconfigured (an invalid tenant header name): every
+    /// request is refused (500) rather than run without its tenant.
+    misconfigured: Option<String>,
+}
+
+/// Why a request is refused before the handler runs.
+enum Refusal {
+    BadRequest(String),
+    Misconfigured,
 }
 
 /// A tower [`Layer`] (axum 0.8) that runs every request inside a
@@ -79,6 +93,18 @@ struct Config {
 /// `RateLimit`, `X-RateLimit-*`) of the most restrictive decision taken for
 /// the request are added to the response, successful ones too, and the
 /// cache headers (`Cache-Control`, `Age`, `X-Cache`) of cached handlers.
+///
+/// # Refused requests (fail closed)
+///
+/// The tenant id comes from the client, so it is checked before the handler
+/// runs; a request that fails a check gets `400 Bad Request` with a short
+/// plain-text reason (which never quotes the id):
+///
+/// - a tenant id over [`max_tenant_len`](Self::max_tenant_len) bytes
+///   (default [`MAX_TENANT_LEN`], 256), not valid UTF-8, with a control
+///   character, or given in two header lines (always);
+/// - no tenant, or an empty one, with [`require_tenant`](Self::require_tenant):
+///   a multi-tenant service never falls into the shared no-tenant space.
 ///
 /// ```
 /// use cacheable_runtime::http::ContextLayer;
@@ -121,6 +147,9 @@ impl ContextLayer {
                 tenant: TenantSource::Header(HeaderName::from_static("x-tenant-id")),
                 trusted: Vec::new(),
                 cache_headers: CacheHeaderOptions::default(),
+                max_tenant_len: MAX_TENANT_LEN,
+                require_tenant: false,
+                misconfigured: None,
             }),
         }
     }
@@ -131,11 +160,36 @@ impl ContextLayer {
 
     /// Reads the tenant from this header instead of `x-tenant-id`.
     ///
-    /// # Panics
-    /// If `name` is not a valid header name (a programming error).
-    pub fn tenant_header(mut self, name: &str) -> Self {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .unwrap_or_else(|_| panic!("`{name}` is not a valid header name"));
+    /// Never panics. An invalid header name is a configuration error that
+    /// fails closed: it is logged (`tracing::error!`) and the layer answers
+    /// every request with `500 Internal Server Error`, rather than reading
+    /// the tenant from another header or running requests without their
+    /// tenant (which would share one tenant's entries with the others). Use
+    /// [`try_tenant_header`](Self::try_tenant_header) to handle the error at
+    /// start-up instead.
+    pub fn tenant_header(self, name: &str) -> Self {
+        match self.clone().try_tenant_header(name) {
+            Ok(layer) => layer,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "ContextLayer::tenant_header: every request will be refused with 500"
+                );
+                let mut layer = self;
+                layer.config().misconfigured = Some(e.to_string());
+                layer
+            }
+        }
+    }
+
+    /// Reads the tenant from this header instead of `x-tenant-id`.
+    ///
+    /// # Errors
+    /// If `name` is not a valid header name.
+    pub fn try_tenant_header(mut self, name: &str) -> Result<Self, InvalidHeaderName> {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| InvalidHeaderName {
+            name: name.chars().take(64).collect(),
+        })?;
         let config = self.config();
         // Responses vary by the tenant: by this header now, not the default one.
         let default = HeaderName::from_static("x-tenant-id");
@@ -148,6 +202,23 @@ impl ContextLayer {
             *v = name.clone();
         }
         config.tenant = TenantSource::Header(name);
+        config.misconfigured = None;
+        Ok(self)
+    }
+
+    /// The longest tenant id accepted, in bytes (default [`MAX_TENANT_LEN`],
+    /// 256). A longer one is answered with `400 Bad Request`.
+    pub fn max_tenant_len(mut self, bytes: usize) -> Self {
+        self.config().max_tenant_len = bytes;
+        self
+    }
+
+    /// Refuses a request without a tenant (header missing or empty, or the
+    /// [`tenant_from`](Self::tenant_from) closure returned `None` or `""`)
+    /// with `400 Bad Request`, so that a multi-tenant service never serves a
+    /// request from the shared no-tenant space.
+    pub fn require_tenant(mut self) -> Self {
+        self.config().require_tenant = true;
         self
     }
 
@@ -199,6 +270,13 @@ impl<S> Layer<S> for ContextLayer {
             config: Arc::clone(&self.config),
         }
     }
+}
+
+/// An invalid header name given to [`ContextLayer::try_tenant_header`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{name}` is not a valid header name")]
+pub struct InvalidHeaderName {
+    name: String,
 }
 
 /// The service made by [`ContextLayer`].
@@ -253,18 +331,61 @@ impl Config {
         Some(client)
     }
 
-    fn context(&self, parts: &http::request::Parts, notes: Arc<ResponseNotes>) -> Context {
-        let mut ctx = Context::new().with_notes(notes);
+    /// The tenant of the request: `Ok(None)` when there is none (missing or
+    /// empty), an error when what is there is unusable.
+    fn tenant(&self, parts: &http::request::Parts) -> Result<Option<String>, InvalidTenant> {
+        let max = self.max_tenant_len;
         let tenant = match &self.tenant {
-            TenantSource::Header(name) => parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned),
-            TenantSource::Func(f) => f(parts),
+            TenantSource::Header(name) => {
+                let mut values = parts.headers.get_all(name).iter();
+                let Some(value) = values.next() else {
+                    return Ok(None);
+                };
+                if values.next().is_some() {
+                    return Err(InvalidTenant::Ambiguous);
+                }
+                // Bytes, not `to_str`: a UTF-8 id ("café") is a tenant, not
+                // "no tenant"; garbage is refused, never ignored.
+                let id = tenant::check_bytes(value.as_bytes(), max)?;
+                id.trim().to_owned()
+            }
+            TenantSource::Func(f) => match f(parts) {
+                Some(id) => {
+                    tenant::check(&id, max)?;
+                    id
+                }
+                None => return Ok(None),
+            },
         };
+        Ok(Some(tenant).filter(|t| !t.is_empty()))
+    }
+
+    fn context(
+        &self,
+        parts: &http::request::Parts,
+        notes: Arc<ResponseNotes>,
+    ) -> Result<Context, Refusal> {
+        if self.misconfigured.is_some() {
+            return Err(Refusal::Misconfigured);
+        }
+        let tenant = self
+            .tenant(parts)
+            .map_err(|e| Refusal::BadRequest(format!("invalid tenant: {e}")))?;
+        if tenant.is_none() && self.require_tenant {
+            return Err(Refusal::BadRequest(
+                "this service requires a tenant: the request named none".to_owned(),
+            ));
+        }
+        // Fail closed: a request with credentials gets a personal response,
+        // never `Cache-Control: public` (see `cache_headers`).
+        if parts.headers.contains_key(header::AUTHORIZATION)
+            || parts.headers.contains_key(header::PROXY_AUTHORIZATION)
+            || parts.headers.contains_key(header::COOKIE)
+            || parts.extensions.get::<Identity>().is_some()
+        {
+            notes.mark_private();
+        }
+        let mut ctx = Context::new().with_notes(notes);
         if let Some(t) = tenant {
             ctx = ctx.tenant(t);
         }
@@ -277,7 +398,30 @@ impl Config {
         if let Some(ip) = self.client_ip(parts) {
             ctx = ctx.client_ip(ip);
         }
-        ctx
+        Ok(ctx)
+    }
+}
+
+impl Refusal {
+    fn response<B: From<String>>(self) -> Response<B> {
+        let (status, message) = match self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            Self::Misconfigured => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the tenant context is misconfigured".to_owned(),
+            ),
+        };
+        let mut res = Response::new(B::from(message));
+        *res.status_mut() = status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        res.headers_mut().insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        res
     }
 }
 
@@ -298,6 +442,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
+    ResBody: From<String> + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -314,7 +459,13 @@ where
         let config = Arc::clone(&self.config);
         let notes = Arc::new(ResponseNotes::default());
         let (parts, body) = req.into_parts();
-        let ctx = config.context(&parts, Arc::clone(&notes));
+        let ctx = match config.context(&parts, Arc::clone(&notes)) {
+            Ok(ctx) => ctx,
+            Err(refusal) => {
+                let response = refusal.response();
+                return Box::pin(async move { Ok(response) });
+            }
+        };
         let req = Request::from_parts(parts, body);
         Box::pin(async move {
             let mut response = context::scope(ctx, inner.call(req)).await?;
@@ -389,6 +540,80 @@ mod tests {
             c.client_ip(&parts("[::ffff:10.0.0.1]:1", &["[2001:db8::5]:443"])),
             Some(ip("2001:db8::5"))
         );
+    }
+
+    fn with_tenant(values: &[&[u8]]) -> http::request::Parts {
+        let mut req = Request::builder().body(()).unwrap();
+        for v in values {
+            req.headers_mut().append(
+                "x-tenant-id",
+                http::HeaderValue::from_bytes(v).expect("header value"),
+            );
+        }
+        req.into_parts().0
+    }
+
+    fn tenant_of(layer: &ContextLayer, values: &[&[u8]]) -> Result<Option<String>, InvalidTenant> {
+        layer.config.tenant(&with_tenant(values))
+    }
+
+    #[test]
+    fn tenant_ids_from_requests_are_checked() {
+        let layer = ContextLayer::new();
+        assert_eq!(tenant_of(&layer, &[b"acme"]), Ok(Some("acme".into())));
+        assert_eq!(tenant_of(&layer, &[b" acme "]), Ok(Some("acme".into())));
+        assert_eq!(tenant_of(&layer, &[]), Ok(None));
+        assert_eq!(tenant_of(&layer, &[b"  "]), Ok(None));
+        // UTF-8 is a tenant, not "no tenant" (`to_str` refuses it).
+        assert_eq!(
+            tenant_of(&layer, &["café".as_bytes()]),
+            Ok(Some("café".into()))
+        );
+        assert_eq!(
+            tenant_of(&layer, &[b"caf\xe9"]),
+            Err(InvalidTenant::NotUtf8)
+        );
+        assert_eq!(
+            tenant_of(&layer, &[b"a\tb"]),
+            Err(InvalidTenant::ControlCharacter)
+        );
+        assert_eq!(
+            tenant_of(&layer, &["a\u{85}b".as_bytes()]),
+            Err(InvalidTenant::ControlCharacter)
+        );
+        assert_eq!(
+            tenant_of(&layer, &[b"a", b"b"]),
+            Err(InvalidTenant::Ambiguous)
+        );
+        let long = vec![b'x'; MAX_TENANT_LEN + 1];
+        assert!(matches!(
+            tenant_of(&layer, &[&long]),
+            Err(InvalidTenant::TooLong { .. })
+        ));
+        assert_eq!(
+            tenant_of(&layer, &[&long[..MAX_TENANT_LEN]]).map(|t| t.map(|t| t.len())),
+            Ok(Some(MAX_TENANT_LEN))
+        );
+        let short = ContextLayer::new().max_tenant_len(4);
+        assert!(tenant_of(&short, &[b"acme"]).is_ok());
+        assert!(tenant_of(&short, &[b"acmes"]).is_err());
+        // The closure's answer is checked too.
+        let from_fn = ContextLayer::new().tenant_from(|_| Some("x".repeat(300)));
+        assert!(tenant_of(&from_fn, &[]).is_err());
+    }
+
+    #[test]
+    fn an_invalid_tenant_header_name_does_not_panic_and_fails_closed() {
+        assert!(ContextLayer::new().try_tenant_header("bad name").is_err());
+        let layer = ContextLayer::new().tenant_header("bad name\n");
+        let notes = Arc::new(ResponseNotes::default());
+        assert!(matches!(
+            layer.config.context(&with_tenant(&[b"acme"]), notes),
+            Err(Refusal::Misconfigured)
+        ));
+        // A valid name afterwards repairs it.
+        let layer = layer.tenant_header("x-org");
+        assert!(layer.config.misconfigured.is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod service;
 
 pub use cache_headers::CacheHeaderOptions;
 pub use conditional::ConditionalLayer;
-pub use context_layer::{ContextLayer, ContextService};
+pub use context_layer::{ContextLayer, ContextService, InvalidHeaderName};
 pub use fields::{Fields, FieldsLayer};
 pub use identity::Identity;
 pub use rate_limited::{

@@ -108,12 +108,17 @@ impl Store for MemoryStore {
             map.insert(
                 &q.keys[0],
                 used.to_string().into_bytes(),
-                Some(now + q.window * 2),
+                Some(deadline(now, q.window.saturating_mul(2))),
                 now,
             );
         }
-        map.insert(put.key, put.value.to_vec(), Some(now + put.ttl), now);
-        let min_expiry = now + put.ttl;
+        map.insert(
+            put.key,
+            put.value.to_vec(),
+            Some(deadline(now, put.ttl)),
+            now,
+        );
+        let min_expiry = deadline(now, put.ttl);
         for dep in put.deps {
             if let Some(slot) = map.keys.get_mut(dep.as_str())
                 && let Some(e) = slot.expires
@@ -156,7 +161,12 @@ impl Store for MemoryStore {
             .iter()
             .map(|key| {
                 map.version(key, now).unwrap_or_else(|| {
-                    map.insert(key, fresh.to_string().into_bytes(), Some(now + ttl), now);
+                    map.insert(
+                        key,
+                        fresh.to_string().into_bytes(),
+                        Some(deadline(now, ttl)),
+                        now,
+                    );
                     fresh
                 })
             })
@@ -177,7 +187,12 @@ impl Store for MemoryStore {
         if map.get(key, now).is_some() {
             return Ok(false);
         }
-        map.insert(key, token.as_bytes().to_vec(), Some(now + ttl), now);
+        map.insert(
+            key,
+            token.as_bytes().to_vec(),
+            Some(deadline(now, ttl)),
+            now,
+        );
         Ok(true)
     }
 
@@ -210,4 +225,13 @@ impl Store for MemoryStore {
                 .sum(),
         ))
     }
+}
+
+/// `now + ttl`, saturating: `Instant + Duration` panics on overflow, and a
+/// TTL is configuration (capped at `MAX_TTL` by the builder and the options,
+/// but the store does not rely on it). 100 years is "never" here.
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }

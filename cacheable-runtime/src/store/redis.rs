@@ -283,26 +283,68 @@ impl TlsSettings {
     }
 }
 
-/// `redis://user:secret@host/` → `redis://user:***@host/`
+/// `redis://user:secret@host/` → `redis://user:***@host/`: the form of a URL
+/// that may be printed (`Debug`, errors, logs).
+///
+/// The URL is parsed with the `url` crate, as redis-rs parses it, so the
+/// password is exactly what redis-rs would send, whatever it contains (`/`,
+/// `@`, `:`, `#`, `?`, percent-escapes). A password, a user name given without
+/// a password (redis-rs may send it as the password), query parameters other
+/// than `db`, `protocol` and `insecure` (`redis+unix:///s.sock?pass=..`) and
+/// the fragment are replaced with `***`. A URL that does not parse, or that
+/// parses only as something redis-rs cannot use (no host, a path that is not
+/// a database number: where a raw `/` or `@` split a password), is printed as
+/// `<unparsable url>`, never raw.
 pub(crate) fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
+    const MASK: &str = "***";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparsable url>".to_owned();
     };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_owned()
-            };
-            format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
-        }
-        None => url.to_owned(),
+    // A TCP URL without a host (`redis:/user:pw@h`, one slash) parses, with
+    // the credentials in its path: not a URL redis-rs can use, never printed.
+    let unix = matches!(parsed.scheme(), "unix" | "redis+unix");
+    if !unix && parsed.host_str().is_none_or(str::is_empty) {
+        return "<unparsable url>".to_owned();
     }
+    // `set_password`/`set_username` fail only on URLs without a host
+    // (`cannot-be-a-base`); such a URL is not printed at all.
+    let masked_userinfo = if parsed.password().is_some() {
+        parsed.set_password(Some(MASK))
+    } else if parsed.username().is_empty() {
+        Ok(())
+    } else {
+        parsed.set_username(MASK)
+    };
+    if masked_userinfo.is_err() {
+        return "<unparsable url>".to_owned();
+    }
+    // The path of a TCP URL is the database number; anything else there is
+    // a piece of a malformed URL (a raw `/` or `@` in a password).
+    if !unix
+        && !parsed
+            .path()
+            .trim_start_matches('/')
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    {
+        return "<unparsable url>".to_owned();
+    }
+    if parsed.query().is_some() {
+        // Only known, harmless parameters are shown; any other (`pass`,
+        // or a piece of a malformed URL) is masked, name and value.
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| match &*k {
+                "db" | "protocol" | "insecure" => (k.into_owned(), v.into_owned()),
+                _ => (MASK.to_owned(), MASK.to_owned()),
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    if parsed.fragment().is_some() {
+        parsed.set_fragment(Some(MASK));
+    }
+    parsed.to_string()
 }
 
 impl RedisStore {
@@ -512,5 +554,30 @@ mod tests {
         assert_eq!(mask_url("rediss://:secret@h/"), "rediss://:***@h/");
         assert_eq!(mask_url("redis://h:6379/"), "redis://h:6379/");
         assert_eq!(mask_url("redis://secret@h"), "redis://***@h");
+    }
+
+    #[test]
+    fn masks_passwords_with_delimiters_and_escapes() {
+        // `@` in the password: the authority ends at the last `@`.
+        assert_eq!(mask_url("redis://u:p@ss@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(mask_url("redis://u:p%2Fw%40d@h/"), "redis://u:***@h/");
+        // `/`, `#` or `?` unescaped end the authority: redis-rs cannot use
+        // such a URL either; it is never printed.
+        for raw in [
+            "redis://u:pa/ss@h/",
+            "redis://u:pa#ss@h/",
+            "redis://u:pa?ss@h/",
+            "not a url with secret",
+            "redis:/u:secret@h/",
+            "redis:u:secret@h",
+            "redis://u:x@h/secret@h2/0",
+            "",
+        ] {
+            assert_eq!(mask_url(raw), "<unparsable url>", "{raw}");
+        }
+        assert_eq!(
+            mask_url("redis+unix:///tmp/r.sock?db=1&pass=secret#frag"),
+            "redis+unix:///tmp/r.sock?db=1&***=***#***"
+        );
     }
 }
