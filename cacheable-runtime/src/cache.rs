@@ -168,6 +168,7 @@ pub struct CacheBuilder {
     tenant_quota: Option<u64>,
     require_tenant: bool,
     tls: TlsSettings,
+    memory_capacity: u64,
 }
 
 #[derive(Clone)]
@@ -215,6 +216,7 @@ impl Default for CacheBuilder {
             tenant_quota: None,
             require_tenant: false,
             tls: TlsSettings::default(),
+            memory_capacity: crate::store::memory::DEFAULT_CAPACITY,
         }
     }
 }
@@ -237,9 +239,23 @@ impl CacheBuilder {
         self
     }
 
-    /// Use the embedded in-process store (no Redis).
+    /// Use the embedded in-process store (no Redis), bounded by
+    /// [`memory_capacity`](Self::memory_capacity).
     pub fn memory(mut self) -> Self {
         self.backend = Some(Backend::Memory);
+        self
+    }
+
+    /// The most the embedded store holds, in bytes (default 64 MiB; 0 is a
+    /// [`CacheError::Config`]): each key weighs its key and value bytes plus
+    /// 480 bytes of bookkeeping (measured: a full store costs the process its
+    /// capacity), and the least recently used keys are evicted
+    /// past the capacity (moka, applied in batches: at most a few hundred
+    /// keys over between two). Evicting is always safe: an evicted entry is a
+    /// miss, an evicted version counter matches nothing. Only used with
+    /// [`memory`](Self::memory).
+    pub fn memory_capacity(mut self, bytes: u64) -> Self {
+        self.memory_capacity = bytes;
         self
     }
 
@@ -360,7 +376,7 @@ impl CacheBuilder {
     ///
     /// # Errors
     /// [`CacheError::Config`] for: no store chosen, a bad prefix, a zero TTL or
-    /// timeout, a zero-TTL policy, an unparsable Redis URL.
+    /// timeout, a zero memory capacity, a zero-TTL policy, an unparsable Redis URL.
     #[allow(clippy::unused_async)]
     pub async fn build(self) -> Result<Cache, CacheError> {
         self.build_sync()
@@ -391,9 +407,12 @@ impl CacheBuilder {
         if let Some((name, _)) = self.policies.iter().find(|(_, p)| p.ttl.is_zero()) {
             return config(format!("policy `{name}` has a zero ttl"));
         }
+        if self.memory_capacity == 0 {
+            return config("memory_capacity must be greater than zero".into());
+        }
         let store = match self.backend {
             None => return config("no store: call .redis_url(..) or .memory()".into()),
-            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new()),
+            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new(self.memory_capacity)),
             Some(Backend::Redis(url)) => {
                 AnyStore::Redis(RedisStore::new(&url, self.op_timeout, &self.tls)?)
             }
