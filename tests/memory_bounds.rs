@@ -87,7 +87,10 @@ async fn cacheable_ten_times_the_capacity_stays_within_it() {
         assert_eq!(page(&cache, i).await, blob(i));
     }
     let recomputed = COMPUTED.load(Ordering::SeqCst) - n as usize;
-    assert!(recomputed < 10, "{recomputed} of the last 100 calls recomputed");
+    assert!(
+        recomputed < 10,
+        "{recomputed} of the last 100 calls recomputed"
+    );
     // ...and no call, hit or miss, returns another argument's value.
     for i in (0..n).rev() {
         assert_eq!(page(&cache, i).await, blob(i));
