@@ -77,7 +77,7 @@ pub(crate) const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 /// so that the capacity is what the process pays: the
 /// `memory_store_overhead_per_key` test fills a 64 MiB store with a million
 /// 20-byte keys of 16-byte values and the resident set grows by 64.2 MiB
-/// (about 514 bytes per key kept; at 320 it grew by 1.4× the capacity).
+/// (about 514 bytes per key kept).
 pub(crate) const ENTRY_OVERHEAD: u64 = 480;
 
 #[derive(Debug)]
