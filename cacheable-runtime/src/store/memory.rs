@@ -111,7 +111,7 @@ impl Expiry<String, Arc<Slot>> for Deadline {
     }
 }
 
-fn weigh(key: &String, slot: &Arc<Slot>) -> u32 {
+fn weigh(key: &str, slot: &Slot) -> u32 {
     u32::try_from(key.len() as u64 + slot.value.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
@@ -137,7 +137,7 @@ impl MemoryStore {
         Self {
             keys: Cache::builder()
                 .max_capacity(capacity)
-                .weigher(weigh)
+                .weigher(|k: &String, s: &Arc<Slot>| weigh(k, s))
                 .expire_after(Deadline)
                 .eviction_policy(EvictionPolicy::lru())
                 .build(),
