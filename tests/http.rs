@@ -792,6 +792,11 @@ mod cached {
         assert_eq!(v, serde_json::json!("first item of acme"));
         assert_eq!(h(&hdrs, "x-cache"), Some("miss"));
         assert_eq!(h(&hdrs, "cache-control"), Some("private, max-age=30"));
+        // That global value is never stored: another tenant gets its own,
+        // and the response is still private.
+        let (_, hdrs, v) = get_json(&r, "/summary", &[("x-tenant-id", "globex")]).await;
+        assert_eq!(v, serde_json::json!("first item of globex"));
+        assert_eq!(h(&hdrs, "cache-control"), Some("private, max-age=30"));
     }
 
     /// The tenant comes from the client: an over-long, malformed or doubled

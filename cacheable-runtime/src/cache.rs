@@ -169,6 +169,7 @@ pub struct CacheBuilder {
     tenant_quota: Option<u64>,
     require_tenant: bool,
     tls: TlsSettings,
+    memory_capacity: u64,
 }
 
 #[derive(Clone)]
@@ -216,6 +217,7 @@ impl Default for CacheBuilder {
             tenant_quota: None,
             require_tenant: false,
             tls: TlsSettings::default(),
+            memory_capacity: crate::store::memory::DEFAULT_CAPACITY,
         }
     }
 }
@@ -238,9 +240,23 @@ impl CacheBuilder {
         self
     }
 
-    /// Use the embedded in-process store (no Redis).
+    /// Use the embedded in-process store (no Redis), bounded by
+    /// [`memory_capacity`](Self::memory_capacity).
     pub fn memory(mut self) -> Self {
         self.backend = Some(Backend::Memory);
+        self
+    }
+
+    /// The most the embedded store holds, in bytes (default 64 MiB; 0 is a
+    /// [`CacheError::Config`]): each key weighs its key and value bytes plus
+    /// 480 bytes of bookkeeping (measured: a full store costs the process its
+    /// capacity), and the least recently used keys are evicted
+    /// past the capacity (moka, applied in batches: at most a few hundred
+    /// keys over between two). Evicting is always safe: an evicted entry is a
+    /// miss, an evicted version counter matches nothing. Only used with
+    /// [`memory`](Self::memory).
+    pub fn memory_capacity(mut self, bytes: u64) -> Self {
+        self.memory_capacity = bytes;
         self
     }
 
@@ -412,9 +428,10 @@ impl CacheBuilder {
     ///
     /// # Errors
     /// [`CacheError::Config`] for: no store chosen, a bad prefix, a zero TTL or
-    /// timeout, a zero-TTL policy, an unparsable Redis URL, and any value out
-    /// of range: a TTL over 10 years, a timeout, wait or cool-down over an
-    /// hour, a zero lease or breaker threshold, a zero quota.
+    /// timeout, a zero memory capacity, a zero-TTL policy, an unparsable
+    /// Redis URL, and any value out of range: a TTL over 10 years, a timeout,
+    /// wait or cool-down over an hour, a zero lease or breaker threshold, a
+    /// zero quota.
     #[allow(clippy::unused_async)]
     pub async fn build(self) -> Result<Cache, CacheError> {
         self.build_sync()
@@ -450,9 +467,12 @@ impl CacheBuilder {
         if let Err(m) = self.check_ranges() {
             return config(m);
         }
+        if self.memory_capacity == 0 {
+            return config("memory_capacity must be greater than zero".into());
+        }
         let store = match self.backend {
             None => return config("no store: call .redis_url(..) or .memory()".into()),
-            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new()),
+            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new(self.memory_capacity)),
             Some(Backend::Redis(url)) => {
                 AnyStore::Redis(RedisStore::new(&url, self.op_timeout, &self.tls)?)
             }
@@ -524,6 +544,9 @@ struct Spec {
     cache_none: bool,
     private: bool,
     counters: Arc<Counters>,
+    /// One of this call's store operations failed for availability: skip
+    /// the rest (see `op_in`).
+    degraded: std::sync::atomic::AtomicBool,
 }
 
 /// A value served from the cache.
@@ -534,6 +557,10 @@ struct Hit<V> {
     deps: Vec<Dep>,
     stored_at_ms: u64,
     fresh_until_ms: u64,
+    /// The value depends on a tenant's data (its own key, or a nested call
+    /// recorded in its dependencies): an HTTP response built from it is
+    /// personal.
+    private: bool,
 }
 
 /// XFetch (probabilistic early refresh, Vattani et al.): a hit turns into a
@@ -653,6 +680,28 @@ impl Cache {
                 Err(CacheError::Timeout(inner.op_timeout))
             }
         }
+    }
+
+    /// A store operation of one call. Once one of the call's operations failed
+    /// for availability (a timeout, a broken connection), its remaining ones
+    /// are skipped: a miss with Redis unresponsive costs one `op_timeout`, not
+    /// one per step (snapshot, lease, write, release).
+    async fn op_in<T>(
+        &self,
+        spec: &Spec,
+        fut: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        use std::sync::atomic::Ordering;
+        if spec.degraded.load(Ordering::Relaxed) {
+            return Err(CacheError::CircuitOpen);
+        }
+        let result = self.op(fut).await;
+        if let Err(e) = &result
+            && (e.is_availability() || matches!(e, CacheError::CircuitOpen))
+        {
+            spec.degraded.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     /// Counts and logs (rate-limited) an error that the caller will not see.
@@ -790,6 +839,7 @@ impl Cache {
             private: tenant.is_some(),
             name: site.name,
             counters: self.inner.stats.function(site.name),
+            degraded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -830,6 +880,7 @@ impl Cache {
             private: tenant.is_some(),
             name,
             counters: self.inner.stats.function(name),
+            degraded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -850,7 +901,7 @@ impl Cache {
         }
         let store = &self.inner.store;
         let at = Instant::now();
-        let values = self.op(store.mget(&spec.keys)).await?;
+        let values = self.op_in(spec, store.mget(&spec.keys)).await?;
         if values.len() != spec.keys.len() {
             return Err(CacheError::Store(format!(
                 "MGET of {} keys answered {} values",
@@ -906,6 +957,7 @@ impl Cache {
             now_ms: now,
             stored_at_ms: env.stored_at_ms,
             fresh_until_ms: env.fresh_until_ms,
+            private: spec.private || env.deps.iter().any(|d| key::is_tenant_key(d.key)),
             deps: if collecting() {
                 env.deps.iter().map(|d| d.owned()).collect()
             } else {
@@ -950,7 +1002,7 @@ impl Cache {
             return Ok(true);
         }
         let keys: Vec<String> = extra.iter().map(|(k, _)| k.clone()).collect();
-        let current = self.op(self.inner.store.mget(&keys)).await?;
+        let current = self.op_in(spec, self.inner.store.mget(&keys)).await?;
         Ok(current.len() == extra.len()
             && current
                 .iter()
@@ -1107,16 +1159,20 @@ impl Cache {
         };
         let lease_key = crate::flight::lease_key(&spec.keys[0], &miss.versions);
         if let Some(dead) = dead_lease.filter(|d| d.0 == lease_key)
-            && let Err(e) = self.op(self.inner.store.release(&dead.0, &dead.1)).await
+            && let Err(e) = self
+                .op_in(spec, self.inner.store.release(&dead.0, &dead.1))
+                .await
         {
             self.report(Some(&spec.counters), "release", &e);
         }
         let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
         let (lease, held_elsewhere) = match self
-            .op(self
-                .inner
-                .store
-                .try_lease(&lease_key, &token, self.inner.lease_ttl))
+            .op_in(
+                spec,
+                self.inner
+                    .store
+                    .try_lease(&lease_key, &token, self.inner.lease_ttl),
+            )
             .await
         {
             Ok(true) => {
@@ -1156,7 +1212,7 @@ impl Cache {
         guard.complete();
         if let Some(lease) = lease {
             if let Err(e) = self
-                .op(self.inner.store.release(lease.key(), lease.token()))
+                .op_in(spec, self.inner.store.release(lease.key(), lease.token()))
                 .await
             {
                 self.report(Some(&spec.counters), "release", &e);
@@ -1170,7 +1226,7 @@ impl Cache {
         self.inner.stats.hit(&spec.counters, spec.name, false);
         report_deps(&hit.deps);
         note_cache(
-            spec,
+            hit.private,
             true,
             hit.fresh_until_ms.saturating_sub(hit.now_ms),
             hit.now_ms.saturating_sub(hit.stored_at_ms),
@@ -1180,7 +1236,8 @@ impl Cache {
 
     fn serve_stale<A: Adapter<O>, O>(&self, spec: &Spec, value: A::Value) -> O {
         self.inner.stats.hit(&spec.counters, spec.name, true);
-        note_cache(spec, true, 0, 0);
+        // Its dependencies were not looked at: private, to be safe.
+        note_cache(true, true, 0, 0);
         A::rebuild(value)
     }
 
@@ -1209,7 +1266,7 @@ impl Cache {
         let collected =
             std::mem::take(&mut *collector.lock().unwrap_or_else(PoisonError::into_inner));
         note_cache(
-            spec,
+            spec.private,
             false,
             u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX),
             0,
@@ -1235,6 +1292,12 @@ impl Cache {
             }
         }
         report_deps(&deps);
+        if !spec.tenant_scoped && deps.iter().any(|d| key::is_tenant_key(&d.key)) {
+            // A `global` value computed from a tenant's cached data would be
+            // served to every tenant: not stored (guarantee 1).
+            self.report(Some(&spec.counters), "write", &CacheError::TenantDependency);
+            return out;
+        }
         let since_snapshot = miss.at.elapsed();
         if since_snapshot >= self.inner.write_guard {
             tracing::debug!(key = %spec.keys[0], ?since_snapshot, "computation outlived the write guard; not stored");
@@ -1273,10 +1336,12 @@ impl Cache {
         }
         let ttl = spec.ttl.saturating_add(spec.stale);
         let mut created = self
-            .op(self
-                .inner
-                .store
-                .ensure(&missing, envelope::fresh_version(), ttl))
+            .op_in(
+                spec,
+                self.inner
+                    .store
+                    .ensure(&missing, envelope::fresh_version(), ttl),
+            )
             .await?
             .into_iter();
         miss.versions
@@ -1318,7 +1383,7 @@ impl Cache {
             versions: &versions,
             quota: self.quota_for(spec),
         };
-        if let Err(e) = self.op(self.inner.store.put(&put)).await {
+        if let Err(e) = self.op_in(spec, self.inner.store.put(&put)).await {
             self.report(Some(&spec.counters), "write", &e);
         }
     }
@@ -1740,14 +1805,14 @@ fn sample_hit() -> bool {
     })
 }
 
-fn note_cache(spec: &Spec, hit: bool, max_age_ms: u64, age_ms: u64) {
+fn note_cache(private: bool, hit: bool, max_age_ms: u64, age_ms: u64) {
     context::with_current(|c| {
         if let Some(notes) = c.and_then(context::Context::notes) {
             notes.record_cache(context::CacheNote {
                 hit,
                 max_age: Duration::from_millis(max_age_ms),
                 age: Duration::from_millis(age_ms),
-                private: spec.private,
+                private,
             });
         }
     });

@@ -50,6 +50,11 @@ pub enum CacheError {
     /// invalidation should have removed.
     #[error("an invalidation is pending; no cached value is served until it reaches the store")]
     InvalidationPending,
+    /// A `global` value (or one outside any tenant) was computed from
+    /// tenant-scoped cached calls: it is not stored, so that one tenant's data
+    /// never reaches another through the shared entry.
+    #[error("a global value computed from tenant-scoped cached calls is not cached")]
+    TenantDependency,
     /// The operation needs a capability this store does not have.
     #[error("not supported by this store: {0}")]
     Unsupported(&'static str),
@@ -77,6 +82,7 @@ impl CacheError {
             Self::Config(_) => "config",
             Self::Store(_) => "store",
             Self::InvalidationPending => "invalidation_pending",
+            Self::TenantDependency => "tenant_dependency",
             Self::Unsupported(_) => "unsupported",
             Self::NoTenant => "no_tenant",
         }

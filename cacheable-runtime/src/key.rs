@@ -131,6 +131,12 @@ pub(crate) fn hash_part(hash: u128) -> String {
     out
 }
 
+/// Whether `key` lives in a tenant's namespace (`{prefix}:{t:<tenant>}:…`);
+/// prefixes cannot contain `{`, so this cannot be fooled by one.
+pub(crate) fn is_tenant_key(key: &str) -> bool {
+    key.contains(":{t:")
+}
+
 /// `{ns}:v:g`
 pub(crate) fn generation_key(ns: &str) -> String {
     let mut k = String::with_capacity(ns.len() + 4);

@@ -1,6 +1,10 @@
 //! In-process counters behind `Cache::stats()`: relaxed atomics, a few
 //! nanoseconds per call. Per-function counters are looked up once per call in
 //! a read-locked map keyed by the function's static name.
+//!
+//! Bounds: the per-function map holds at most [`MAX_FUNCTIONS`] names (its
+//! keys are static names of call sites, so a real binary stays far below);
+//! the log limiter is a fixed array of 8 slots whatever the error kinds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -65,11 +69,19 @@ impl std::hash::Hasher for FnvHasher {
     }
 }
 
+/// The most functions with counters of their own. Past it, a new name's
+/// calls count in the totals only (through one shared overflow record that
+/// `Stats::functions` does not list), so the map never grows without bound.
+pub(crate) const MAX_FUNCTIONS: usize = 1024;
+
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     pub total: Counters,
     pub invalidations: AtomicU64,
+    /// At most [`MAX_FUNCTIONS`] entries.
     functions: RwLock<HashMap<&'static str, Arc<Counters>, Fnv>>,
+    /// Counters of the functions past [`MAX_FUNCTIONS`].
+    overflow: Arc<Counters>,
 }
 
 impl Registry {
@@ -86,6 +98,9 @@ impl Registry {
             .functions
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_FUNCTIONS && !map.contains_key(name) {
+            return Arc::clone(&self.overflow);
+        }
         Arc::clone(map.entry(name).or_default())
     }
 
@@ -277,6 +292,10 @@ fn ratio(hits: u64, misses: u64) -> f64 {
 
 /// Logs at most one line per error kind per interval, with the number of
 /// lines suppressed since the last one: errors are never a log flood.
+///
+/// Bounded by construction: kinds hash into a fixed array of 8 slots (two
+/// atomics each), so any number of distinct kinds costs no memory and logs
+/// at most 8 lines per interval.
 #[derive(Debug)]
 pub(crate) struct LogLimiter {
     epoch: std::time::Instant,
@@ -325,5 +344,43 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(l.admit("timeout"), Some(100));
+    }
+
+    #[test]
+    fn a_million_error_kinds_log_at_most_one_line_per_slot() {
+        let l = LogLimiter::new(Duration::from_secs(3600));
+        let admitted = (0..1_000_000u32)
+            .filter(|i| l.admit(&format!("kind-{i}")).is_some())
+            .count();
+        assert!(admitted <= 8, "{admitted} lines logged in one interval");
+    }
+
+    #[test]
+    fn a_million_function_names_keep_at_most_max_functions() {
+        // A million distinct static names, from one leaked buffer.
+        let all: &'static str = Box::leak(
+            (0..1_000_000u32)
+                .map(|i| format!("f{i:07}"))
+                .collect::<String>()
+                .into_boxed_str(),
+        );
+        let r = Registry::default();
+        for i in 0..1_000_000 {
+            let name = &all[i * 8..i * 8 + 8];
+            let f = r.function(name);
+            r.miss(&f, name);
+        }
+        let stats = r.snapshot();
+        assert_eq!(stats.functions().count(), MAX_FUNCTIONS);
+        assert_eq!(
+            stats.misses, 1_000_000,
+            "every call still counts in the totals"
+        );
+        assert_eq!(stats.function("f0000000").map(|f| f.misses), Some(1));
+        assert!(stats.function("f0999999").is_none());
+        // A name that has its counters keeps them.
+        let f = r.function("f0000000");
+        r.miss(&f, "f0000000");
+        assert_eq!(r.snapshot().function("f0000000").map(|f| f.misses), Some(2));
     }
 }

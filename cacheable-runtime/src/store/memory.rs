@@ -1,50 +1,162 @@
 //! The embedded in-process store behind `Cache::memory()`.
 //!
-//! Same semantics as the Redis store (compare-and-set, version counters with
-//! expiry, leases), under one mutex. Expired keys are dropped when touched and
-//! by a sweep every few thousand writes, so memory stays bounded by live keys.
+//! Same semantics as the Redis store (compare-and-set writes that check the
+//! snapshotted dependency versions, version counters with expiry, leases,
+//! the tenant quota), on a [`moka`] cache bounded in bytes.
+//!
+//! # Bound
+//!
+//! Every key is weighed as `key.len() + value.len() +` [`ENTRY_OVERHEAD`]
+//! bytes, and moka keeps the sum under the capacity
+//! (`CacheBuilder::memory_capacity`, default [`DEFAULT_CAPACITY`]) by evicting
+//! the least recently used keys. Moka applies writes to its eviction policy
+//! in batches: between two batches the weighed size can run over by at most
+//! the pending writes (a few hundred keys); every write past that point runs
+//! the batch inline, so a flood never grows the store beyond that.
+//! `used_memory` reports the weighed size after running the pending batch.
+//!
+//! Each key expires on its own deadline (moka's [`Expiry`], from the deadline
+//! stored in the slot); reads check the deadline too, so an expired key is
+//! never seen even before moka drops it.
+//!
+//! # Why evicting any key is safe
+//!
+//! Eviction needs no coordination with the consistency protocol (`cache`
+//! module docs): an evicted entry is a miss; an evicted version counter is no
+//! version, which matches nothing (step 1), and is recreated at a fresh
+//! version that never repeats an old one (step 3); a write whose dependency
+//! counter was evicted since its snapshot is refused (step 4); an evicted
+//! lease lets a second caller compute (stampede control degrades, never
+//! correctness); an evicted quota counter forgets part of a tenant's
+//! window, as Redis' `allkeys-lru` would. So plain size-based eviction, which
+//! Redis itself does under `maxmemory`, is all this needs.
+//!
+//! LRU rather than moka's default TinyLFU: TinyLFU may refuse to admit a new
+//! key that is colder than the victims, and a store that drops a counter it
+//! was just asked to create (`ensure`) would refuse the very write that
+//! follows (step 4) for every new tag while the store is full. Like Redis, a
+//! write here is always kept until it is the least recently used.
+//!
+//! # Atomicity
+//!
+//! Multi-key operations (`put`, `bump`, `ensure`, `clear`, `try_lease`,
+//! `release`) are serialized by one writer mutex held around their
+//! read-check-write: each is atomic with respect to the others, as Redis runs
+//! each script alone. Moka's per-key entry API would not do: `put` checks
+//! several keys (the dependency counters, the entry, the quota counters)
+//! before writing several. The mutex is held for microseconds and never
+//! across an `.await`.
+//!
+//! Reads (`mget`) take no lock and read each key atomically, not all keys at
+//! one instant. That is enough: a reader serves an entry only if every
+//! dependency counter it reads after the entry holds the entry's version.
+//! An invalidation that returned before the read started has changed (or
+//! removed) a counter before the reader reads it, so the reader sees a
+//! mismatch; a read that overlaps an invalidation may see it partly, which
+//! is allowed (it has not returned). A write that a reader sees half done
+//! (the quota counter updated, the entry not yet, or the entry written and
+//! its dependency counters not yet kept alive longer) is a state the reader
+//! could have read at one instant anyway.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
 
 use super::{Put, Store, parse_version};
 use crate::error::CacheError;
 
-#[derive(Debug, Default)]
-pub(crate) struct MemoryStore {
-    map: Mutex<Map>,
-}
+/// Default capacity of the memory store: 64 MiB.
+pub(crate) const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
 
-#[derive(Debug, Default)]
-struct Map {
-    keys: HashMap<String, Slot>,
-    writes: u64,
-}
+/// Bytes counted per key beyond its key and value: moka's entry (the key's
+/// `Arc`, the value entry with its timestamps and order-queue nodes, the
+/// hash-table slot) plus this store's slot and its heap allocations. Chosen
+/// so that the capacity is what the process pays: the
+/// `memory_store_overhead_per_key` test fills a 64 MiB store with a million
+/// 20-byte keys of 16-byte values and the resident set grows by 64.2 MiB
+/// (about 514 bytes per key kept).
+pub(crate) const ENTRY_OVERHEAD: u64 = 480;
 
 #[derive(Debug)]
 struct Slot {
-    value: Vec<u8>,
-    expires: Option<Instant>,
+    value: Box<[u8]>,
+    expires: Instant,
 }
 
 impl Slot {
     fn live(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|e| e > now)
+        self.expires > now
     }
 }
 
-impl Map {
-    fn get(&self, key: &str, now: Instant) -> Option<&Slot> {
+/// Expires each key at the deadline in its slot.
+struct Deadline;
+
+impl Expiry<String, Arc<Slot>> for Deadline {
+    fn expire_after_create(&self, _: &String, slot: &Arc<Slot>, now: Instant) -> Option<Duration> {
+        Some(slot.expires.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        slot: &Arc<Slot>,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(slot.expires.saturating_duration_since(now))
+    }
+}
+
+fn weigh(key: &str, slot: &Slot) -> u32 {
+    u32::try_from(key.len() as u64 + slot.value.len() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+}
+
+pub(crate) struct MemoryStore {
+    keys: Cache<String, Arc<Slot>>,
+    /// Serializes the multi-key operations (see the module docs).
+    writer: Mutex<()>,
+    capacity: u64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("capacity", &self.capacity)
+            .field("keys", &self.keys.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// A store that holds at most `capacity` weighed bytes (see the module docs).
+    pub(crate) fn new(capacity: u64) -> Self {
+        Self {
+            keys: Cache::builder()
+                .max_capacity(capacity)
+                .weigher(|k: &String, s: &Arc<Slot>| weigh(k, s))
+                .expire_after(Deadline)
+                .eviction_policy(EvictionPolicy::lru())
+                .build(),
+            writer: Mutex::new(()),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &str, now: Instant) -> Option<Arc<Slot>> {
         self.keys.get(key).filter(|s| s.live(now))
     }
 
-    fn insert(&mut self, key: &str, value: Vec<u8>, expires: Option<Instant>, now: Instant) {
-        self.writes += 1;
-        if self.writes.is_multiple_of(4096) {
-            self.keys.retain(|_, s| s.live(now));
-        }
-        self.keys.insert(key.to_owned(), Slot { value, expires });
+    fn insert(&self, key: &str, value: Box<[u8]>, expires: Instant) {
+        self.keys
+            .insert(key.to_owned(), Arc::new(Slot { value, expires }));
     }
 
     fn counter(&self, key: &str, now: Instant) -> u64 {
@@ -56,94 +168,81 @@ impl Map {
     /// The version stored at `key`, if it is a valid one (as Redis' scripts
     /// judge it: see [`parse_version`]).
     fn version(&self, key: &str, now: Instant) -> Option<u64> {
-        parse_version(self.get(key, now).map(|s| s.value.as_slice()))
-    }
-}
-
-impl MemoryStore {
-    pub(crate) fn new() -> Self {
-        Self::default()
+        parse_version(self.get(key, now).as_deref().map(|s| &*s.value))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Map> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The weighed size once moka's pending writes are applied: at most the
+    /// capacity.
+    pub(crate) fn weighed_size(&self) -> u64 {
+        self.keys.run_pending_tasks();
+        self.keys.weighted_size()
     }
 }
 
 impl Store for MemoryStore {
     async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
         let now = Instant::now();
-        let map = self.lock();
         Ok(keys
             .iter()
-            .map(|k| map.get(k, now).map(|s| s.value.clone()))
+            .map(|k| self.get(k, now).map(|s| s.value.to_vec()))
             .collect())
     }
 
     async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
+        let _writer = self.lock();
         let now = Instant::now();
-        let mut map = self.lock();
         // A version that moved, expired or went bad since the snapshot: the
         // entry could never be read, so it is not written.
         if put
             .deps
             .iter()
             .zip(put.versions)
-            .any(|(k, v)| map.version(k, now) != Some(*v))
+            .any(|(k, v)| self.version(k, now) != Some(*v))
         {
             return Ok(false);
         }
         if !put
             .expect
-            .matches(map.get(put.key, now).map(|s| s.value.as_slice()))
+            .matches(self.get(put.key, now).as_deref().map(|s| &*s.value))
         {
             return Ok(false);
         }
         if let Some(q) = &put.quota {
             let size = put.value.len() as u64;
-            let used = map.counter(&q.keys[0], now) + size;
-            if used + map.counter(&q.keys[1], now) > q.limit {
+            let used = self.counter(&q.keys[0], now) + size;
+            if used + self.counter(&q.keys[1], now) > q.limit {
                 return Err(CacheError::Quota { limit: q.limit });
             }
-            map.insert(
+            self.insert(
                 &q.keys[0],
-                used.to_string().into_bytes(),
-                Some(deadline(now, q.window.saturating_mul(2))),
-                now,
+                used.to_string().into_bytes().into(),
+                deadline(now, q.window.saturating_mul(2)),
             );
         }
-        map.insert(
-            put.key,
-            put.value.to_vec(),
-            Some(deadline(now, put.ttl)),
-            now,
-        );
-        let min_expiry = deadline(now, put.ttl);
+        let expires = deadline(now, put.ttl);
+        self.insert(put.key, put.value.into(), expires);
+        // Keep every dependency counter alive at least as long as the entry.
         for dep in put.deps {
-            if let Some(slot) = map.keys.get_mut(dep.as_str())
-                && let Some(e) = slot.expires
-                && e < min_expiry
+            if let Some(slot) = self.get(dep, now)
+                && slot.expires < expires
             {
-                slot.expires = Some(min_expiry);
+                self.insert(dep, slot.value.clone(), expires);
             }
         }
         Ok(true)
     }
 
     async fn bump(&self, keys: &[String]) -> Result<(), CacheError> {
+        let _writer = self.lock();
         let now = Instant::now();
-        let mut map = self.lock();
         for key in keys {
-            let Some(slot) = map.get(key, now) else {
+            let Some(slot) = self.get(key, now) else {
                 continue;
             };
-            let expires = slot.expires;
             // Redis' INCR stops at i64::MAX; so does this.
-            match map.version(key, now).filter(|v| *v < i64::MAX as u64) {
-                Some(v) => map.insert(key, (v + 1).to_string().into_bytes(), expires, now),
-                None => {
-                    map.keys.remove(key.as_str());
-                }
+            match parse_version(Some(&slot.value)).filter(|v| *v < i64::MAX as u64) {
+                Some(v) => self.insert(key, (v + 1).to_string().into_bytes().into(), slot.expires),
+                None => self.keys.invalidate(key.as_str()),
             }
         }
         Ok(())
@@ -155,17 +254,16 @@ impl Store for MemoryStore {
         fresh: u64,
         ttl: Duration,
     ) -> Result<Vec<u64>, CacheError> {
+        let _writer = self.lock();
         let now = Instant::now();
-        let mut map = self.lock();
         Ok(keys
             .iter()
             .map(|key| {
-                map.version(key, now).unwrap_or_else(|| {
-                    map.insert(
+                self.version(key, now).unwrap_or_else(|| {
+                    self.insert(
                         key,
-                        fresh.to_string().into_bytes(),
-                        Some(deadline(now, ttl)),
-                        now,
+                        fresh.to_string().into_bytes().into(),
+                        deadline(now, ttl),
                     );
                     fresh
                 })
@@ -175,35 +273,35 @@ impl Store for MemoryStore {
 
     async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {
         let head = format!("{prefix}:{{");
-        let mut map = self.lock();
-        let before = map.keys.len();
-        map.keys.retain(|k, _| !k.starts_with(&head));
-        Ok((before - map.keys.len()) as u64)
+        let _writer = self.lock();
+        let now = Instant::now();
+        let mut removed = 0;
+        for (key, _) in &self.keys {
+            if key.starts_with(&head) && self.keys.remove(key.as_str()).is_some_and(|s| s.live(now))
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     async fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let _writer = self.lock();
         let now = Instant::now();
-        let mut map = self.lock();
-        if map.get(key, now).is_some() {
+        if self.get(key, now).is_some() {
             return Ok(false);
         }
-        map.insert(
-            key,
-            token.as_bytes().to_vec(),
-            Some(deadline(now, ttl)),
-            now,
-        );
+        self.insert(key, token.as_bytes().into(), deadline(now, ttl));
         Ok(true)
     }
 
     async fn release(&self, key: &str, token: &str) -> Result<(), CacheError> {
-        let now = Instant::now();
-        let mut map = self.lock();
-        if map
-            .get(key, now)
-            .is_some_and(|s| s.value == token.as_bytes())
+        let _writer = self.lock();
+        if self
+            .get(key, Instant::now())
+            .is_some_and(|s| &*s.value == token.as_bytes())
         {
-            map.keys.remove(key);
+            self.keys.invalidate(key);
         }
         Ok(())
     }
@@ -217,13 +315,148 @@ impl Store for MemoryStore {
     }
 
     async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
-        let map = self.lock();
-        Ok(Some(
-            map.keys
-                .iter()
-                .map(|(k, s)| (k.len() + s.value.len() + 48) as u64)
-                .sum(),
-        ))
+        Ok(Some(self.weighed_size()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Expect;
+
+    const MIB: u64 = 1024 * 1024;
+
+    async fn write(store: &MemoryStore, key: &str, value: &[u8]) -> bool {
+        store
+            .put(&Put {
+                key,
+                value,
+                ttl: Duration::from_secs(60),
+                expect: Expect::Any,
+                deps: &[],
+                versions: &[],
+                quota: None,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// The value written at key `i`: its index in every byte run, so a read
+    /// that returned another key's bytes is told apart.
+    fn value(i: u64, len: usize) -> Vec<u8> {
+        i.to_le_bytes().iter().copied().cycle().take(len).collect()
+    }
+
+    fn rss_kib() -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    #[tokio::test]
+    async fn ten_times_the_capacity_stays_within_it() {
+        let store = MemoryStore::new(MIB);
+        let n = 10 * 1024;
+        for i in 0..n {
+            assert!(write(&store, &format!("p:{{t}}:k{i}"), &value(i, 1024)).await);
+        }
+        let used = store.used_memory().await.unwrap().unwrap();
+        assert!(used <= MIB, "{used} bytes used, capacity {MIB}");
+        assert!(used > MIB / 2, "the store still holds entries: {used}");
+        let keys: Vec<String> = (0..n).map(|i| format!("p:{{t}}:k{i}")).collect();
+        let read = store.mget(&keys).await.unwrap();
+        let mut found = 0;
+        for (i, v) in (0..n).zip(&read) {
+            if let Some(v) = v {
+                assert_eq!(*v, value(i, 1024), "key {i} read another value");
+                found += 1;
+            }
+        }
+        assert!(found > 100, "only {found} entries left");
+        // The most recent writes are kept (least recently used go first).
+        assert!(read[n as usize - 1].is_some());
+    }
+
+    #[tokio::test]
+    async fn a_million_keys_in_a_small_store() {
+        let store = MemoryStore::new(MIB);
+        let before = rss_kib();
+        for i in 0..1_000_000u64 {
+            write(&store, &format!("p:{{t}}:key{i:08}"), &value(i, 16)).await;
+        }
+        let used = store.weighed_size();
+        let after = rss_kib();
+        println!(
+            "1,000,000 keys into a 1 MiB memory store: VmRSS {before:?} KiB before, {after:?} KiB \
+             after; {used} bytes weighed, {} keys",
+            store.keys.entry_count()
+        );
+        assert!(used <= MIB, "{used} bytes used, capacity {MIB}");
+        // The HashMap store this replaces held all of them: well over 100 MiB.
+        if let (Some(b), Some(a)) = (before, after) {
+            assert!(a.saturating_sub(b) < 48 * 1024, "RSS grew {} KiB", a - b);
+        }
+        let last = format!("p:{{t}}:key{:08}", 999_999);
+        let read = store.mget(&[last]).await.unwrap();
+        assert_eq!(read[0].as_deref(), Some(&value(999_999, 16)[..]));
+    }
+
+    /// Measures what a full store costs the process, against its capacity
+    /// (what [`ENTRY_OVERHEAD`] is chosen for): with small keys, the
+    /// bookkeeping is most of it. Run alone:
+    /// `cargo test -p cacheable-runtime --lib memory_store_overhead_per_key -- --ignored --nocapture`
+    #[tokio::test]
+    #[ignore = "a measurement, not a check: run alone"]
+    async fn memory_store_overhead_per_key() {
+        let capacity = 64 * MIB;
+        let store = MemoryStore::new(capacity);
+        let before = rss_kib().unwrap();
+        for i in 0..1_000_000u64 {
+            write(&store, &format!("p:{{t}}:key{i:08}"), &value(i, 16)).await;
+        }
+        let used = store.weighed_size();
+        let keys = store.keys.entry_count();
+        let after = rss_kib().unwrap();
+        let grown = (after - before) * 1024;
+        println!(
+            "1,000,000 keys of 20 + 16 bytes into {capacity} bytes: VmRSS {before} -> {after} KiB \
+             ({grown} bytes, {} per key kept), {used} bytes weighed, {keys} keys kept",
+            grown / keys
+        );
+        assert!(grown <= capacity + 8 * MIB, "grew {grown} for {capacity}");
+    }
+
+    #[tokio::test]
+    async fn clear_removes_only_the_prefix() {
+        let store = MemoryStore::new(MIB);
+        write(&store, "a:{t}:1", b"x").await;
+        write(&store, "a:{t}:2", b"y").await;
+        write(&store, "ab:{t}:1", b"z").await;
+        assert_eq!(store.clear("a").await.unwrap(), 2);
+        let read = store
+            .mget(&["a:{t}:1".into(), "ab:{t}:1".into()])
+            .await
+            .unwrap();
+        assert_eq!(read, vec![None, Some(b"z".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn each_key_expires_on_its_own_deadline() {
+        let store = MemoryStore::new(MIB);
+        let short = Put {
+            key: "s",
+            value: b"1",
+            ttl: Duration::from_millis(30),
+            expect: Expect::Any,
+            deps: &[],
+            versions: &[],
+            quota: None,
+        };
+        assert!(store.put(&short).await.unwrap());
+        assert!(write(&store, "l", b"2").await);
+        std::thread::sleep(Duration::from_millis(40));
+        let read = store.mget(&["s".into(), "l".into()]).await.unwrap();
+        assert_eq!(read, vec![None, Some(b"2".to_vec())]);
     }
 }
 
