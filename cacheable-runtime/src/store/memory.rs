@@ -319,6 +319,15 @@ impl Store for MemoryStore {
     }
 }
 
+/// `now + ttl`, saturating: `Instant + Duration` panics on overflow, and a
+/// TTL is configuration (capped at `MAX_TTL` by the builder and the options,
+/// but the store does not rely on it). 100 years is "never" here.
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,13 +467,4 @@ mod tests {
         let read = store.mget(&["s".into(), "l".into()]).await.unwrap();
         assert_eq!(read, vec![None, Some(b"2".to_vec())]);
     }
-}
-
-/// `now + ttl`, saturating: `Instant + Duration` panics on overflow, and a
-/// TTL is configuration (capped at `MAX_TTL` by the builder and the options,
-/// but the store does not rely on it). 100 years is "never" here.
-fn deadline(now: Instant, ttl: Duration) -> Instant {
-    now.checked_add(ttl)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-        .unwrap_or(now)
 }
