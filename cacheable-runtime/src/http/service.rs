@@ -1,7 +1,7 @@
 //! The one tower service behind the layers that rewrite a response
 //! ([`ConditionalLayer`](super::ConditionalLayer), [`FieldsLayer`](super::FieldsLayer)):
 //! [`AfterResponse`] reads what it needs from the request, calls the inner
-//! service, and hands the response to a [`ResponseStep`]; and [`buffer`],
+//! service, and hands the response to a [`ResponseStep`]; and `buffer`,
 //! the bounded body buffering both need.
 
 use std::collections::VecDeque;
