@@ -1,0 +1,265 @@
+//! The cache-aside engine: a call site's lookup, then on a miss the single
+//! flight and the cross-process lease (see `crate::flight`), serving hits
+//! and stale values, and the response notes for HTTP.
+
+use super::*;
+
+impl Cache {
+    // ----- the cache-aside engine -----
+
+    pub(crate) async fn run_site<A, O, F>(
+        &self,
+        site: &'static Site,
+        key: Result<KeySource, crate::key::HashError>,
+        tags: Vec<String>,
+        body: F,
+    ) -> O
+    where
+        A: Adapter<O>,
+        F: Future<Output = O>,
+    {
+        let key = match key {
+            Ok(k) => k,
+            Err(e) => {
+                let counters = self.inner.stats.function(site.name);
+                self.report(Some(&counters), "key", &CacheError::Codec(e.to_string()));
+                mark_incomplete();
+                return body.await;
+            }
+        };
+        let spec = match self.site_spec(site, &key, &tags) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let counters = self.inner.stats.function(site.name);
+                self.report(Some(&counters), "tenant", &e);
+                self.inner.stats.miss(&counters, site.name);
+                return body.await;
+            }
+        };
+        self.cache_aside::<A, O, F>(&spec, body).await
+    }
+
+    pub(super) async fn cache_aside<A, O, F>(&self, spec: &Spec, body: F) -> O
+    where
+        A: Adapter<O>,
+        F: Future<Output = O>,
+    {
+        // Hit latency is timed on one hit in HIT_SAMPLE: two clock reads on
+        // every hit would cost more than the rest of the bookkeeping.
+        let started = sample_hit().then(Instant::now);
+        match self.lookup::<A::Value>(spec, true).await {
+            Ok(Lookup::Hit(hit)) => {
+                if let Some(started) = started {
+                    let elapsed = started.elapsed() * HIT_SAMPLE;
+                    self.inner
+                        .stats
+                        .hit_time(&spec.counters, spec.name, elapsed);
+                }
+                self.serve_hit::<A, O>(spec, hit)
+            }
+            // The miss path is boxed: it runs once per computation, and keeping
+            // its state out of line keeps every caller's future small (nested
+            // cached calls would otherwise grow it by the whole engine each).
+            Ok(Lookup::Stale { value, miss }) => {
+                Box::pin(self.fill::<A, O, F>(spec, miss, Some(value), body)).await
+            }
+            Ok(Lookup::Miss(miss)) => Box::pin(self.fill::<A, O, F>(spec, miss, None, body)).await,
+            Err(e) => {
+                self.report(Some(&spec.counters), "read", &e);
+                self.inner.stats.miss(&spec.counters, spec.name);
+                self.uncached(spec, body).await
+            }
+        }
+    }
+
+    /// Runs the body without the cache (the store failed), still timing it:
+    /// the time spent in queries is reported whether or not Redis answers.
+    pub(super) async fn uncached<O, F: Future<Output = O>>(&self, spec: &Spec, body: F) -> O {
+        mark_incomplete();
+        let started = Instant::now();
+        let out = body.await;
+        self.inner
+            .stats
+            .computed(&spec.counters, spec.name, started.elapsed());
+        out
+    }
+
+    /// A miss (or a stale hit): one caller per process computes (single
+    /// flight), one process per key holds a lease; the others wait for its
+    /// value, or take the stale value at once. The steps, and the tests that
+    /// break when one is removed, are in the `flight` module's docs.
+    pub(super) async fn fill<A, O, F>(
+        &self,
+        spec: &Spec,
+        mut miss: Miss,
+        mut stale: Option<A::Value>,
+        body: F,
+    ) -> O
+    where
+        A: Adapter<O>,
+        F: Future<Output = O>,
+    {
+        // Flights are keyed by versions: create missing counters first, so
+        // that callers arriving before and after the leader's snapshot
+        // agree on them and join one flight.
+        miss = match self.complete(spec, miss).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.report(Some(&spec.counters), "snapshot", &e);
+                self.inner.stats.miss(&spec.counters, spec.name);
+                return self.uncached(spec, body).await;
+            }
+        };
+        // The lease of a leader of this process that abandoned the flight
+        // this caller now takes over.
+        let mut dead_lease = None;
+        let mut guard = loop {
+            let follower = match self.inner.flights.join(&spec.keys[0], &miss.versions) {
+                Flight::Leader(guard) => break guard,
+                Flight::Follower(follower) => follower,
+            };
+            if let Some(value) = stale.take() {
+                return self.serve_stale::<A, O>(spec, value);
+            }
+            // A live leader in this process: wait for it however long it takes.
+            match follower.wait().await {
+                // Join again: the first follower to get there leads.
+                Outcome::Abandoned(lease) => dead_lease = lease,
+                Outcome::Done => match self.lookup::<A::Value>(spec, false).await {
+                    Ok(Lookup::Hit(hit)) => return self.serve_hit::<A, O>(spec, hit),
+                    Ok(Lookup::Stale { value, .. }) => {
+                        return self.serve_stale::<A, O>(spec, value);
+                    }
+                    // The versions moved on: the leader's value predates an
+                    // invalidation. Join (or lead) the flight of the new ones.
+                    Ok(Lookup::Miss(m)) if m.versions != miss.versions => {
+                        miss = match self.complete(spec, m).await {
+                            Ok(m) => m,
+                            Err(e) => {
+                                self.report(Some(&spec.counters), "snapshot", &e);
+                                self.inner.stats.miss(&spec.counters, spec.name);
+                                return self.uncached(spec, body).await;
+                            }
+                        };
+                    }
+                    // The leader's value was not cacheable (an `Err`, a failed
+                    // write): compute, as it did.
+                    Ok(Lookup::Miss(m)) => return self.compute::<A, O, F>(spec, m, body).await,
+                    Err(e) => {
+                        self.report(Some(&spec.counters), "read", &e);
+                        return self.uncached(spec, body).await;
+                    }
+                },
+            }
+        };
+        let lease_key = crate::flight::lease_key(&spec.keys[0], &miss.versions);
+        if let Some(dead) = dead_lease.filter(|d| d.0 == lease_key)
+            && let Err(e) = self
+                .op_in(spec, self.inner.store.release(&dead.0, &dead.1))
+                .await
+        {
+            self.report(Some(&spec.counters), "release", &e);
+        }
+        let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
+        let (lease, held_elsewhere) = match self
+            .op_in(
+                spec,
+                self.inner
+                    .store
+                    .try_lease(&lease_key, &token, self.inner.lease_ttl),
+            )
+            .await
+        {
+            Ok(true) => {
+                guard.hold_lease(&lease_key, &token);
+                let lease = LeaseGuard::new(Arc::clone(&self.inner), lease_key, token);
+                (Some(lease), false)
+            }
+            Ok(false) => (None, true),
+            Err(e) => {
+                self.report(Some(&spec.counters), "lease", &e);
+                (None, false)
+            }
+        };
+        if held_elsewhere {
+            if let Some(value) = stale {
+                guard.complete();
+                return self.serve_stale::<A, O>(spec, value);
+            }
+            // Another process computes this key: wait for its value, bounded
+            // (that process may be gone).
+            let deadline = Instant::now() + self.inner.lease_wait;
+            let mut pause = Duration::from_millis(5);
+            while Instant::now() < deadline {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+                match self.lookup::<A::Value>(spec, false).await {
+                    Ok(Lookup::Hit(hit)) => {
+                        guard.complete();
+                        return self.serve_hit::<A, O>(spec, hit);
+                    }
+                    Ok(Lookup::Stale { miss: m, .. } | Lookup::Miss(m)) => miss = m,
+                    Err(_) => break,
+                }
+            }
+        }
+        let out = self.compute::<A, O, F>(spec, miss, body).await;
+        guard.complete();
+        if let Some(lease) = lease {
+            if let Err(e) = self
+                .op_in(spec, self.inner.store.release(lease.key(), lease.token()))
+                .await
+            {
+                self.report(Some(&spec.counters), "release", &e);
+            }
+            lease.disarm();
+        }
+        out
+    }
+
+    pub(super) fn serve_hit<A: Adapter<O>, O>(&self, spec: &Spec, hit: Hit<A::Value>) -> O {
+        self.inner.stats.hit(&spec.counters, spec.name, false);
+        report_deps(&hit.deps);
+        note_cache(
+            hit.private,
+            true,
+            hit.fresh_until_ms.saturating_sub(hit.now_ms),
+            hit.now_ms.saturating_sub(hit.stored_at_ms),
+        );
+        A::rebuild(hit.value)
+    }
+
+    pub(super) fn serve_stale<A: Adapter<O>, O>(&self, spec: &Spec, value: A::Value) -> O {
+        self.inner.stats.hit(&spec.counters, spec.name, true);
+        // Its dependencies were not looked at: private, to be safe.
+        note_cache(true, true, 0, 0);
+        A::rebuild(value)
+    }
+}
+
+/// One hit in this many is timed (its time, scaled, goes into `hit_time`).
+pub(super) const HIT_SAMPLE: u32 = 16;
+
+pub(super) fn sample_hit() -> bool {
+    thread_local! {
+        static HITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    HITS.with(|h| {
+        let n = h.get().wrapping_add(1);
+        h.set(n);
+        n % HIT_SAMPLE == 0
+    })
+}
+
+pub(super) fn note_cache(private: bool, hit: bool, max_age_ms: u64, age_ms: u64) {
+    context::with_current(|c| {
+        if let Some(notes) = c.and_then(context::Context::notes) {
+            notes.record_cache(context::CacheNote {
+                hit,
+                max_age: Duration::from_millis(max_age_ms),
+                age: Duration::from_millis(age_ms),
+                private,
+            });
+        }
+    });
+}

@@ -1,0 +1,482 @@
+//! The cache service and the cache-aside engine behind `#[cacheable]`.
+//!
+//! # Consistency (guarantee 2)
+//!
+//! Invalidation is O(1) and never scans: every tag has a version counter per
+//! tenant (and one across all tenants), every tenant a generation counter,
+//! every service-API key one of its own. The protocol, step by step, with the
+//! test that breaks when a step is removed (`tests/cache.rs` unless named):
+//!
+//! 1. **Read.** A read fetches the entry and the current versions it depends
+//!    on in one `MGET` and serves the entry only if every recorded version
+//!    equals the current one. A missing or unreadable counter (expired,
+//!    evicted, lost in a restart, garbage) is no version: it matches nothing.
+//!    Tests: `evicted_counters_never_match` (allkeys-lru), `garbage_in_a_counter_is_repaired`.
+//! 2. **Snapshot before computing.** A miss records the versions it read
+//!    *before* the function runs; counters it found missing are created at a
+//!    fresh version first (`ENSURE`), so the snapshot is always of real
+//!    versions. A value whose computation overlapped an invalidation carries
+//!    the old version and is never served after it (the stale-set race).
+//!    Tests: `stale_set_race_*` in the suite.
+//! 3. **Counters never repeat.** A counter is created at a fresh version
+//!    (`envelope::fresh_version`: time in µs × 1000 plus a random part), never
+//!    at 0, and invalidations only increment existing counters. One that
+//!    expires and comes back cannot return to a value a computation
+//!    snapshotted (no ABA). Tests: `counter_expiry_during_a_computation`,
+//!    `counters_lost_in_a_restart_never_match`.
+//! 4. **Writes check their snapshot.** The write script refuses an entry when
+//!    a version key in its slot no longer holds the snapshotted version; the
+//!    others are checked on every read (step 1). Writes are also
+//!    compare-and-set on the entry bytes the miss observed.
+//! 5. **Failed invalidations are kept** (see the `invalidation` module): retried
+//!    until they land, and until then this process serves nothing from the
+//!    store. Test: `failed_invalidation_is_retried_and_blocks_reads`.
+//!
+//! None of this depends on clocks or TTLs: the write guard (the longest
+//! computation whose value is stored, measured from the snapshot) is a
+//! policy, not a safety margin. Counters never grow without bound: a version
+//! key lives as long as the longest-lived entry that refers to it (writes
+//! extend it), and invalidations never create one.
+//!
+//! A Redis that comes back with older data (restored from a snapshot, or
+//! a replica promoted before an invalidation reached it) is detected by its
+//! `run_id` and cleared before the next read (see `crate::invalidation`); a
+//! Redis Cluster's shards are not checked, so run it without persistence.
+//!
+//! # Layout
+//!
+//! This file owns the `Cache` handle, its shared state and the types one
+//! call passes between the steps, plus the read/write service API (`get`,
+//! `set`, `get_or_compute`, `stats`, `health`). The steps live beside it:
+//! `builder` (configuration), `spec` (what a call resolves to), `read`
+//! (lookup, dependency check, early refresh), `fill` (the cache-aside
+//! engine, single flight, leases), `write` (compute, snapshot, store,
+//! dependency collector), `invalidate` (invalidations, retries, server
+//! checks) and `global`. It is over 400 lines because the protocol above is
+//! written down here, next to the state it governs.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::breaker::{Breaker, BreakerState, Pass};
+use crate::codec;
+use crate::context;
+use crate::envelope::{self, Dep, DepRef, KIND_VALUE, now_ms};
+use crate::error::CacheError;
+use crate::flight::{Flight, Flights, LeaseGuard, Outcome};
+use crate::key::{self, KeyHasher};
+use crate::options::{CacheOptions, TtlPolicy};
+use crate::private::{Adapter, Plain, ResultOf, Site, Ttl};
+use crate::stats::{Counters, LogLimiter, Registry, Stats};
+use crate::store::cluster::ClusterStore;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::{RedisStore, TlsSettings};
+use crate::store::{AnyStore, Expect, Put, Quota, Store, parse_version};
+use crate::tenant::{self, TenantId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+mod builder;
+mod fill;
+mod global;
+mod invalidate;
+mod read;
+mod spec;
+mod write;
+
+pub use builder::CacheBuilder;
+use fill::note_cache;
+pub(crate) use global::warn_no_cache;
+pub use global::{global, set_global};
+use write::{collecting, mark_incomplete, report_deps};
+
+tokio::task_local! {
+    /// Dependencies reported by cached calls made while a value is computed.
+    static DEPS: Arc<Mutex<Collected>>;
+}
+
+/// What the cached calls made during one computation reported.
+#[derive(Default)]
+struct Collected {
+    deps: Vec<Dep>,
+    /// A nested cached call ran uncached: its dependencies are unknown, so
+    /// the enclosing value must not be stored (guarantee 8).
+    incomplete: bool,
+}
+
+/// The key part of a cached call.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// xxh3-128 of the arguments.
+    Hash(u128),
+    /// A rendered `key = ".."` template, identity included and escaped.
+    Template(String),
+}
+
+/// A cache: a store plus configuration. Cheap to clone; every operation takes
+/// `&self` and is safe to call from many tasks and threads.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("store", &self.inner.store)
+            .field("prefix", &self.inner.prefix)
+            .field("default_ttl", &self.inner.default_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: AnyStore,
+    pub(crate) prefix: String,
+    default_ttl: Duration,
+    policies: HashMap<String, TtlPolicy>,
+    pub(crate) op_timeout: Duration,
+    breaker: Breaker,
+    pub(crate) stats: Registry,
+    /// Single flight in this process (see `flight`): at most `MAX_FLIGHTS` entries.
+    flights: Flights,
+    log: LogLimiter,
+    lease_ttl: Duration,
+    lease_wait: Duration,
+    write_guard: Duration,
+    evict_wait: Duration,
+    tenant_quota: Option<u64>,
+    /// A non-global call needs a tenant (see `CacheBuilder::require_tenant`).
+    require_tenant: bool,
+    /// Rate-limiter state of this cache (see `rate_limit`).
+    pub(crate) rate_state: crate::rate_limit::State,
+    /// Invalidations that failed and are retried.
+    pending: crate::invalidation::Pending,
+    /// Whether the server must be checked before the next read.
+    server: crate::invalidation::ServerCheck,
+}
+
+/// The result of a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The store answered a `PING`.
+    pub reachable: bool,
+    /// The round trip of that `PING`.
+    pub latency: Option<Duration>,
+    /// The circuit breaker's state.
+    pub breaker: BreakerState,
+    /// `"memory"`, `"redis"` or `"redis-cluster"`.
+    pub backend: &'static str,
+    /// Memory used by the store (Redis `used_memory`), when it answered.
+    pub used_memory: Option<u64>,
+    /// Why it is not reachable.
+    pub error: Option<String>,
+}
+
+/// Everything one cached call needs, resolved once.
+struct Spec {
+    /// The function's name, for per-function statistics.
+    name: &'static str,
+    /// The namespace (tenant or global) of the entry.
+    ns: String,
+    /// The entry belongs to a tenant (not the global space).
+    tenant_scoped: bool,
+    /// `keys[0]` is the entry; `keys[1..]` the version keys it depends on.
+    keys: Vec<String>,
+    ttl: Duration,
+    stale: Duration,
+    cache_none: bool,
+    private: bool,
+    counters: Arc<Counters>,
+    /// One of this call's store operations failed for availability: skip
+    /// the rest (see `op_in`).
+    degraded: std::sync::atomic::AtomicBool,
+}
+
+/// A value served from the cache.
+struct Hit<V> {
+    value: V,
+    /// The time of the lookup (unix ms), read once per hit.
+    now_ms: u64,
+    deps: Vec<Dep>,
+    stored_at_ms: u64,
+    fresh_until_ms: u64,
+    /// The value depends on a tenant's data (its own key, or a nested call
+    /// recorded in its dependencies): an HTTP response built from it is
+    /// personal.
+    private: bool,
+}
+
+enum Lookup<V> {
+    Hit(Hit<V>),
+    Stale { value: V, miss: Miss },
+    Miss(Miss),
+}
+
+/// What a miss observed: the compare-and-set expectation, the versions
+/// (`None`: missing or unreadable, to be created before computing) and when.
+struct Miss {
+    expect: Expect,
+    versions: Vec<Option<u64>>,
+    /// When the versions were read: the write guard runs from here.
+    at: Instant,
+}
+
+impl Cache {
+    /// A builder.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// A cache on the embedded in-process store, with default settings.
+    pub fn memory() -> Cache {
+        CacheBuilder::default()
+            .memory()
+            .build_sync()
+            .expect("the default memory configuration is valid")
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    // ----- store access with timeout and breaker -----
+
+    async fn op<T>(
+        &self,
+        fut: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        let inner = &self.inner;
+        match inner.breaker.enter() {
+            Pass::Go => {}
+            Pass::Refused => return Err(CacheError::CircuitOpen),
+            Pass::Probe => {
+                // A background PING probes: no call waits for its timeout.
+                let cache = self.clone();
+                crate::breaker::spawn_probe(async move {
+                    let inner = &cache.inner;
+                    inner
+                        .breaker
+                        .probe(inner.op_timeout, || inner.store.ping())
+                        .await;
+                });
+                return Err(CacheError::CircuitOpen);
+            }
+        }
+        match tokio::time::timeout(inner.op_timeout, fut).await {
+            Ok(Ok(v)) => {
+                inner.breaker.success();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if e.is_availability() {
+                    inner.server.distrust();
+                    inner.breaker.failure();
+                } else {
+                    inner.breaker.success();
+                }
+                Err(e)
+            }
+            Err(_) => {
+                inner.server.distrust();
+                inner.breaker.failure();
+                Err(CacheError::Timeout(inner.op_timeout))
+            }
+        }
+    }
+
+    /// A store operation of one call. Once one of the call's operations failed
+    /// for availability (a timeout, a broken connection), its remaining ones
+    /// are skipped: a miss with Redis unresponsive costs one `op_timeout`, not
+    /// one per step (snapshot, lease, write, release).
+    async fn op_in<T>(
+        &self,
+        spec: &Spec,
+        fut: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        use std::sync::atomic::Ordering;
+        if spec.degraded.load(Ordering::Relaxed) {
+            return Err(CacheError::CircuitOpen);
+        }
+        let result = self.op(fut).await;
+        if let Err(e) = &result
+            && (e.is_availability() || matches!(e, CacheError::CircuitOpen))
+        {
+            spec.degraded.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Counts and logs (rate-limited) an error that the caller will not see.
+    fn report(&self, counters: Option<&Counters>, op: &'static str, e: &CacheError) {
+        self.inner.stats.error(counters, e.kind());
+        if let Some(suppressed) = self.inner.log.admit(e.kind()) {
+            if op == "evict" {
+                tracing::warn!(op, error = %e, suppressed,
+                    "invalidation failed; it is retried until it lands, and this process serves no cached value until then");
+            } else {
+                tracing::warn!(op, error = %e, suppressed, "cache operation failed; the call runs uncached");
+            }
+        }
+    }
+}
+
+impl Cache {
+    // ----- the service API -----
+
+    /// Reads `key` (in the options' tenant, or the current one).
+    ///
+    /// # Errors
+    /// Store, timeout, breaker or codec errors. Use [`Cache::get_or_compute`]
+    /// for cache-aside that never fails on cache errors.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        opts: &CacheOptions,
+    ) -> Result<Option<T>, CacheError> {
+        let spec = self.user_spec(key, opts, "cache.get")?;
+        let found = match self.lookup::<T>(&spec, false).await? {
+            Lookup::Hit(hit) => {
+                report_deps(&hit.deps);
+                Some(hit.value)
+            }
+            Lookup::Stale { .. } | Lookup::Miss(_) => None,
+        };
+        if found.is_some() {
+            self.inner.stats.hit(&spec.counters, spec.name, false);
+        } else {
+            self.inner.stats.miss(&spec.counters, spec.name);
+        }
+        Ok(found)
+    }
+
+    /// Writes `value` under `key`, tagged with the options' tags.
+    ///
+    /// # Errors
+    /// Store, timeout, breaker or codec errors; [`CacheError::Lossy`] for a
+    /// value that would not read back as written (NaN, `Some(None)`).
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        opts: &CacheOptions,
+    ) -> Result<(), CacheError> {
+        let spec = self.user_spec(key, opts, "cache.set")?;
+        if self.inner.pending.active() {
+            return Err(CacheError::InvalidationPending);
+        }
+        let ttl = spec.ttl.saturating_add(spec.stale);
+        let versions: Vec<u64> = self
+            .op(self
+                .inner
+                .store
+                .ensure(&spec.keys[1..], envelope::fresh_version(), ttl))
+            .await?;
+        let deps: Vec<Dep> = spec.keys[1..]
+            .iter()
+            .zip(&versions)
+            .map(|(k, v)| Dep {
+                key: k.clone(),
+                version: *v,
+            })
+            .collect();
+        let payload = codec::encode(value)?;
+        let raw = envelope::encode(KIND_VALUE, spec.ttl, Duration::ZERO, &deps, &payload)?;
+        let dep_keys = &spec.keys[1..];
+        let put = Put {
+            key: &spec.keys[0],
+            value: &raw,
+            ttl,
+            expect: Expect::Any,
+            deps: dep_keys,
+            versions: &versions,
+            quota: self.quota_for(&spec),
+        };
+        self.op(self.inner.store.put(&put)).await?;
+        Ok(())
+    }
+
+    /// Cache-aside for query results: returns the cached value of `key`, or
+    /// runs `compute` and caches its `Ok` value with the options' tags and TTL.
+    /// Cache errors never fail the call.
+    ///
+    /// # Errors
+    /// Only the errors of `compute`.
+    pub async fn get_or_compute<T, E, F, Fut>(
+        &self,
+        key: &str,
+        opts: &CacheOptions,
+        compute: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Ok(spec) = self.user_spec(key, opts, "cache.get_or_compute") else {
+            // No tenant under `require_tenant` (counted and logged): uncached.
+            return compute().await;
+        };
+        self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(&spec, async move { compute().await })
+            .await
+    }
+
+    /// Computations this process runs now under single flight (one per key
+    /// and version snapshot; bounded, and zero when none runs).
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights.len()
+    }
+
+    /// Counters since the cache was built.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Pings the store (bypassing the breaker) and reports reachability,
+    /// latency, breaker state and memory use.
+    pub async fn health(&self) -> Health {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let ping = tokio::time::timeout(inner.op_timeout, inner.store.ping()).await;
+        let latency = started.elapsed();
+        let error = match ping {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(CacheError::Timeout(inner.op_timeout).to_string()),
+        };
+        let used_memory = if error.is_none() {
+            tokio::time::timeout(inner.op_timeout, inner.store.used_memory())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+        } else {
+            None
+        };
+        Health {
+            reachable: error.is_none(),
+            latency: error.is_none().then_some(latency),
+            breaker: inner.breaker.state(),
+            backend: inner.store.backend(),
+            used_memory,
+            error,
+        }
+    }
+
+    /// Hashes arguments the way `#[cacheable]` does, for building keys by hand.
+    pub fn hash_args(
+        f: impl FnOnce(&mut KeyHasher) -> Result<(), crate::key::HashError>,
+    ) -> Option<String> {
+        let mut h = KeyHasher::new();
+        f(&mut h).ok()?;
+        Some(h.finish_hex())
+    }
+}

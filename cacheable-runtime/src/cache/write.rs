@@ -1,0 +1,177 @@
+//! The write path: running the body under the dependency collector,
+//! the version snapshot before it (steps 2 and 4 of the protocol), and the
+//! compare-and-set write of the entry.
+
+use super::*;
+
+impl Cache {
+    /// Runs the body under a dependency collector and stores its result with
+    /// the versions observed before it started.
+    pub(super) async fn compute<A, O, F>(&self, spec: &Spec, miss: Miss, body: F) -> O
+    where
+        A: Adapter<O>,
+        F: Future<Output = O>,
+    {
+        self.inner.stats.miss(&spec.counters, spec.name);
+        let versions = match self.snapshot(spec, &miss).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.report(Some(&spec.counters), "snapshot", &e);
+                None
+            }
+        };
+        let collector = Arc::new(Mutex::new(Collected::default()));
+        let started = Instant::now();
+        let out = DEPS.scope(Arc::clone(&collector), body).await;
+        let elapsed = started.elapsed();
+        self.inner
+            .stats
+            .computed(&spec.counters, spec.name, elapsed);
+        let collected =
+            std::mem::take(&mut *collector.lock().unwrap_or_else(PoisonError::into_inner));
+        note_cache(
+            spec.private,
+            false,
+            u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX),
+            0,
+        );
+        let Some(versions) = versions.filter(|_| !collected.incomplete) else {
+            // Without a snapshot, or with a nested call whose dependencies
+            // are unknown (it ran uncached), the value cannot be checked
+            // later: it is not stored, and neither is an enclosing one.
+            mark_incomplete();
+            return out;
+        };
+        let mut deps: Vec<Dep> = spec.keys[1..]
+            .iter()
+            .zip(versions)
+            .map(|(k, version)| Dep {
+                key: k.clone(),
+                version,
+            })
+            .collect();
+        for d in collected.deps {
+            if !deps.iter().any(|x| x.key == d.key) {
+                deps.push(d);
+            }
+        }
+        report_deps(&deps);
+        if !spec.tenant_scoped && deps.iter().any(|d| key::is_tenant_key(&d.key)) {
+            // A `global` value computed from a tenant's cached data would be
+            // served to every tenant: not stored (guarantee 1).
+            self.report(Some(&spec.counters), "write", &CacheError::TenantDependency);
+            return out;
+        }
+        let since_snapshot = miss.at.elapsed();
+        if since_snapshot >= self.inner.write_guard {
+            tracing::debug!(key = %spec.keys[0], ?since_snapshot, "computation outlived the write guard; not stored");
+            return out;
+        }
+        if let Some(view) = A::view(&out, spec.cache_none) {
+            self.store_value(spec, &view, miss.expect, elapsed, &deps)
+                .await;
+        }
+        out
+    }
+
+    /// `miss` with every missing or unreadable counter created at a fresh
+    /// version (one `ENSURE` round trip, only when one was missing).
+    pub(super) async fn complete(&self, spec: &Spec, mut miss: Miss) -> Result<Miss, CacheError> {
+        if miss.versions.iter().all(Option::is_some) {
+            return Ok(miss);
+        }
+        let versions = self.snapshot(spec, &miss).await?;
+        miss.versions = versions.into_iter().map(Some).collect();
+        Ok(miss)
+    }
+
+    /// The versions a computation runs under: those the miss read, with
+    /// every missing or unreadable counter created at a fresh version first
+    /// (one `ENSURE` round trip, only when one was missing).
+    pub(super) async fn snapshot(&self, spec: &Spec, miss: &Miss) -> Result<Vec<u64>, CacheError> {
+        let missing: Vec<String> = spec.keys[1..]
+            .iter()
+            .zip(&miss.versions)
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(miss.versions.iter().flatten().copied().collect());
+        }
+        let ttl = spec.ttl.saturating_add(spec.stale);
+        let mut created = self
+            .op_in(
+                spec,
+                self.inner
+                    .store
+                    .ensure(&missing, envelope::fresh_version(), ttl),
+            )
+            .await?
+            .into_iter();
+        miss.versions
+            .iter()
+            .map(|v| {
+                v.or_else(|| created.next())
+                    .ok_or_else(|| CacheError::Store("version snapshot incomplete".into()))
+            })
+            .collect()
+    }
+
+    pub(super) async fn store_value<T: Serialize + ?Sized>(
+        &self,
+        spec: &Spec,
+        value: &T,
+        expect: Expect,
+        compute: Duration,
+        deps: &[Dep],
+    ) {
+        let payload = match codec::encode(value) {
+            Ok(p) => p,
+            Err(e) => return self.report(Some(&spec.counters), "encode", &e),
+        };
+        let raw = match envelope::encode(KIND_VALUE, spec.ttl, compute, deps, &payload) {
+            Ok(r) => r,
+            Err(e) => return self.report(Some(&spec.counters), "encode", &e),
+        };
+        if self.inner.pending.active() {
+            return;
+        }
+        let dep_keys: Vec<String> = deps.iter().map(|d| d.key.clone()).collect();
+        let versions: Vec<u64> = deps.iter().map(|d| d.version).collect();
+        let put = Put {
+            key: &spec.keys[0],
+            value: &raw,
+            ttl: spec.ttl.saturating_add(spec.stale),
+            expect,
+            deps: &dep_keys,
+            versions: &versions,
+            quota: self.quota_for(spec),
+        };
+        if let Err(e) = self.op_in(spec, self.inner.store.put(&put)).await {
+            self.report(Some(&spec.counters), "write", &e);
+        }
+    }
+}
+
+/// Whether this call runs inside the computation of another cached value.
+pub(super) fn collecting() -> bool {
+    DEPS.try_with(|_| ()).is_ok()
+}
+
+/// Adds `deps` to the computation that encloses this call, if any.
+pub(super) fn report_deps(deps: &[Dep]) {
+    let _ = DEPS.try_with(|c| {
+        let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
+        for d in deps {
+            if !c.deps.iter().any(|x| x.key == d.key) {
+                c.deps.push(d.clone());
+            }
+        }
+    });
+}
+
+/// Tells the enclosing computation, if any, that a nested cached call ran
+/// without the cache: the enclosing value must not be stored.
+pub(super) fn mark_incomplete() {
+    let _ = DEPS.try_with(|c| c.lock().unwrap_or_else(PoisonError::into_inner).incomplete = true);
+}
