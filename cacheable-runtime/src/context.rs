@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::task::futures::TaskLocalFuture;
 
-use crate::tenant::TenantId;
+use crate::tenant_id::TenantId;
 
 tokio::task_local! {
     static CONTEXT: Context;

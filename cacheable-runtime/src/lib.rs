@@ -20,9 +20,11 @@ mod options;
 #[doc(hidden)]
 pub mod private;
 pub mod rate_limit;
+mod site;
 mod stats;
 mod store;
 pub mod tenant;
+mod tenant_id;
 
 pub use breaker::BreakerState;
 pub use cache::{Cache, CacheBuilder, Health, KeySource, global, set_global};

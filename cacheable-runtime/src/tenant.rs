@@ -9,11 +9,10 @@
 //! non-global call without a tenant uncached (and counts a `no_tenant` error)
 //! instead of sharing the no-tenant space between tenants.
 
-use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 
 use crate::context;
+pub use crate::tenant_id::TenantId;
 
 /// The longest tenant id, in bytes, that the HTTP `ContextLayer` accepts from
 /// a request by default (`ContextLayer::max_tenant_len` changes it).
@@ -82,54 +81,6 @@ pub fn check_bytes(id: &[u8], max_len: usize) -> Result<&str, InvalidTenant> {
     let id = std::str::from_utf8(id).map_err(|_| InvalidTenant::NotUtf8)?;
     check(id, max_len)?;
     Ok(id)
-}
-
-/// A tenant identifier. Any string is valid (empty, `"a:b"`, `"*"`, 10 KB,
-/// non-ASCII): keys encode it so that no id can reach another tenant's keys.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TenantId(Arc<str>);
-
-impl TenantId {
-    /// The id as given.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for TenantId {
-    fn from(s: &str) -> Self {
-        Self(Arc::from(s))
-    }
-}
-
-impl From<String> for TenantId {
-    fn from(s: String) -> Self {
-        Self(Arc::from(s))
-    }
-}
-
-impl From<&String> for TenantId {
-    fn from(s: &String) -> Self {
-        Self(Arc::from(s.as_str()))
-    }
-}
-
-impl AsRef<str> for TenantId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
 }
 
 /// Runs `future` with `tenant` as the current tenant. The rest of the current

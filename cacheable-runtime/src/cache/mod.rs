@@ -68,7 +68,7 @@ use crate::error::CacheError;
 use crate::flight::{Flight, Flights, LeaseGuard, Outcome};
 use crate::key::{self, KeyHasher};
 use crate::options::{CacheOptions, TtlPolicy};
-use crate::private::{Adapter, Plain, ResultOf, Site, Ttl};
+use crate::site::{Adapter, Plain, ResultOf, Site, Ttl};
 use crate::stats::{Counters, LogLimiter, Registry, Stats};
 use crate::store::cluster::ClusterStore;
 use crate::store::memory::MemoryStore;

@@ -256,8 +256,10 @@ pub enum Source {
     FailClosed,
 }
 
-/// The outcome of one check.
+/// The outcome of one check. `#[non_exhaustive]`: a field may be added
+/// without a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision {
     /// Whether the call is admitted.
     pub allowed: bool,
@@ -305,6 +307,7 @@ impl Decision {
 /// with `Retry-After`, `RateLimit-Policy`, `RateLimit`, `X-RateLimit-Limit`,
 /// `X-RateLimit-Remaining` and `X-RateLimit-Reset` (see `cacheable::http`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimited {
     /// Points per window.
     pub limit: u64,
