@@ -442,24 +442,13 @@ impl Cache {
     }
 }
 
-/// Appends a caller-supplied key part: `[A-Za-z0-9_.:@-]` stay, other bytes
-/// become `%XX` (so no `{`/`}` can move the cluster hash tag).
-pub(crate) fn escape_key_into(out: &mut String, raw: &str) {
-    use fmt::Write as _;
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':' | b'@') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-}
-
 impl RateLimiter {
     /// The Redis key of `key` under `opts` (tenant, algorithm).
     pub fn redis_key(&self, key: &str, opts: &RateLimitOptions) -> String {
+        // The one escape of every key part (`key::escape_into`): no `{`, `}`
+        // or `:` of a caller can move the hash tag or split a part.
         let mut escaped = String::with_capacity(key.len());
-        escape_key_into(&mut escaped, key);
+        key::escape_into(&mut escaped, key);
         self.redis_key_raw(&escaped, opts)
     }
 
@@ -808,7 +797,7 @@ mod tests {
         let opts = RateLimitOptions::new(nz(1), Duration::from_secs(1)).tenant("a}:{b");
         assert_eq!(
             rl.redis_key("login:{x}", &opts),
-            "cacheable:{t:a%7D%3A%7Bb}:rlg:login:%7Bx%7D"
+            "cacheable:{t:a%7D%3A%7Bb}:rlg:login%3A%7Bx%7D"
         );
         let g = RateLimitOptions::new(nz(1), Duration::from_secs(1)).global();
         assert_eq!(rl.redis_key("k", &g), "cacheable:{g}:rlg:k");

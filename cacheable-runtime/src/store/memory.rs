@@ -401,10 +401,14 @@ mod tests {
             store.keys.entry_count()
         );
         assert!(used <= MIB, "{used} bytes used, capacity {MIB}");
-        // The HashMap store this replaces held all of them: well over 100 MiB.
-        if let (Some(b), Some(a)) = (before, after) {
-            assert!(a.saturating_sub(b) < 48 * 1024, "RSS grew {} KiB", a - b);
-        }
+        // The HashMap store this replaces held all of them (over 100 MiB).
+        // RSS is printed, not asserted: it is the whole test process's, and
+        // other tests of this binary run beside this one.
+        assert!(
+            store.keys.entry_count() < 100_000,
+            "{} keys kept",
+            store.keys.entry_count()
+        );
         let last = format!("p:{{t}}:key{:08}", 999_999);
         let read = store.mget(&[last]).await.unwrap();
         assert_eq!(read[0].as_deref(), Some(&value(999_999, 16)[..]));
