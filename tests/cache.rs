@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use cacheable::{BreakerState, Cache, CacheOptions, TtlPolicy, tenant};
 use cacheable_test_support::{RedisCluster, RedisServer};
+
+mod common;
+use common::slow_computation;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct User {
@@ -401,30 +403,6 @@ async fn nested_dependencies(cache: &Cache) {
         "invalidating the inner tag invalidates the outer entry"
     );
     assert_eq!(calls.get(), 4);
-}
-
-/// Starts `get_or_compute(key)` whose computation yields "old" only when
-/// released, and returns once the computation has started.
-async fn slow_computation(
-    cache: &Cache,
-    key: &'static str,
-    opts: &CacheOptions,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<String>) {
-    let (started_tx, started_rx) = oneshot::channel::<()>();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let (cache, opts) = (cache.clone(), opts.clone());
-    let slow = tokio::spawn(async move {
-        cache
-            .get_or_compute(key, &opts, || async move {
-                started_tx.send(()).unwrap();
-                go_rx.await.unwrap();
-                Ok::<_, ()>("old".to_owned())
-            })
-            .await
-            .unwrap()
-    });
-    started_rx.await.unwrap();
-    (go_tx, slow)
 }
 
 /// The stale-set race, driven deterministically: the computation starts, the

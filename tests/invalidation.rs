@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use cacheable::{Cache, CacheError, CacheOptions, cache_evict};
 use cacheable_test_support::RedisServer;
-use tokio::sync::oneshot;
+
+mod common;
+use common::slow_computation as slow;
 
 async fn redis_cache(server: &RedisServer, prefix: &str) -> Cache {
     Cache::builder()
@@ -27,30 +29,6 @@ async fn read(cache: &Cache, key: &str, opts: &CacheOptions, value: &str) -> Str
         .get_or_compute(key, opts, || async move { Ok::<_, ()>(value) })
         .await
         .unwrap()
-}
-
-/// Starts `get_or_compute(key)` whose computation returns "old" once
-/// released; returns when the computation has started (its snapshot is taken).
-async fn slow(
-    cache: &Cache,
-    key: &'static str,
-    opts: &CacheOptions,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<String>) {
-    let (started_tx, started_rx) = oneshot::channel::<()>();
-    let (go_tx, go_rx) = oneshot::channel::<()>();
-    let (cache, opts) = (cache.clone(), opts.clone());
-    let task = tokio::spawn(async move {
-        cache
-            .get_or_compute(key, &opts, || async move {
-                started_tx.send(()).unwrap();
-                go_rx.await.unwrap();
-                Ok::<_, ()>("old".to_owned())
-            })
-            .await
-            .unwrap()
-    });
-    started_rx.await.unwrap();
-    (go_tx, task)
 }
 
 fn int_reply(reply: &[u8]) -> i64 {
