@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ pub struct Context {
     user: Option<Arc<str>>,
     role: Option<Arc<str>>,
     client_ip: Option<IpAddr>,
-    notes: Option<Arc<ResponseNotes>>,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl Context {
@@ -77,10 +77,11 @@ impl Context {
         self
     }
 
-    /// Attaches a sink for response notes (used by the axum `ContextLayer`).
+    /// Attaches an observer of the calls made under this context (the axum
+    /// `ContextLayer` attaches its response notes).
     #[must_use]
-    pub fn with_notes(mut self, notes: Arc<ResponseNotes>) -> Self {
-        self.notes = Some(notes);
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -104,9 +105,9 @@ impl Context {
         self.client_ip
     }
 
-    /// The response-notes sink, if the request runs under the axum `ContextLayer`.
-    pub fn notes(&self) -> Option<&Arc<ResponseNotes>> {
-        self.notes.as_ref()
+    /// The observer of the calls made under this context, if any.
+    pub fn observer(&self) -> Option<&Arc<dyn CallObserver>> {
+        self.observer.as_ref()
     }
 }
 
@@ -209,20 +210,16 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
     }
 }
 
-/// What the macros learned while handling a request, for the HTTP layer to turn
-/// into response headers (rate-limit headers, `Cache-Control`, `Age`, `X-Cache`).
-#[derive(Debug, Default)]
-pub struct ResponseNotes {
-    inner: Mutex<NotesInner>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct NotesInner {
-    rate_limit: Option<RateLimitNote>,
-    cache: Option<CacheNote>,
-    /// The response is personal: the request carried credentials, or some
-    /// cached call made for it was tenant- or user-scoped. Never reset.
-    private: bool,
+/// Receives what the cached and rate-limited calls of a request decided.
+///
+/// The engine reports through this trait only; the axum `ContextLayer`
+/// implements it (`cacheable::http::ResponseNotes`) to turn the notes into
+/// response headers. So the engine knows nothing of HTTP.
+pub trait CallObserver: Send + Sync + std::fmt::Debug + 'static {
+    /// A rate-limit decision was taken.
+    fn record_rate_limit(&self, note: RateLimitNote);
+    /// A cached function was served (from the cache or computed).
+    fn record_cache(&self, note: CacheNote);
 }
 
 /// The most restrictive rate-limit decision taken for the request.
@@ -251,63 +248,4 @@ pub struct CacheNote {
     pub age: Duration,
     /// The key holds a tenant or a user: the response must not be stored by shared caches.
     pub private: bool,
-}
-
-impl ResponseNotes {
-    /// Records a rate-limit decision; keeps the one with the fewest points left.
-    pub fn record_rate_limit(&self, note: RateLimitNote) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        match &inner.rate_limit {
-            Some(old) if old.remaining <= note.remaining => {}
-            _ => inner.rate_limit = Some(note),
-        }
-    }
-
-    /// Records how a cached function was served. The last record wins: the
-    /// outermost cached function (the handler) finishes last.
-    ///
-    /// A private note also makes the response private for good (see
-    /// [`is_private`](Self::is_private)): a public outer call whose value was
-    /// computed from a tenant's data is still that tenant's response.
-    pub fn record_cache(&self, note: CacheNote) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.private |= note.private;
-        inner.cache = Some(note);
-    }
-
-    /// Marks the response as personal (the request carried `Authorization`,
-    /// a cookie or an identity): it is never made `public`.
-    pub fn mark_private(&self) {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .private = true;
-    }
-
-    /// Whether the response is personal: [`mark_private`](Self::mark_private)
-    /// was called, or any cached call recorded a private note.
-    pub fn is_private(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .private
-    }
-
-    /// The recorded rate-limit decision.
-    pub fn rate_limit(&self) -> Option<RateLimitNote> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .rate_limit
-            .clone()
-    }
-
-    /// The recorded cache outcome.
-    pub fn cache(&self) -> Option<CacheNote> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .cache
-            .clone()
-    }
 }

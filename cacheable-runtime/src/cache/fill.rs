@@ -253,7 +253,7 @@ pub(super) fn sample_hit() -> bool {
 
 pub(super) fn note_cache(private: bool, hit: bool, max_age_ms: u64, age_ms: u64) {
     context::with_current(|c| {
-        if let Some(notes) = c.and_then(context::Context::notes) {
+        if let Some(notes) = c.and_then(context::Context::observer) {
             notes.record_cache(context::CacheNote {
                 hit,
                 max_age: Duration::from_millis(max_age_ms),

@@ -57,7 +57,8 @@ use std::time::Duration;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::context::{CacheNote, ResponseNotes};
+use super::notes::ResponseNotes;
+use crate::context::CacheNote;
 
 /// The `X-Cache` header.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");

@@ -16,8 +16,9 @@ use tower_service::Service;
 
 use super::cache_headers::{self, CacheHeaderOptions};
 use super::identity::Identity;
+use super::notes::ResponseNotes;
 use super::rate_limited;
-use crate::context::{self, Context, ResponseNotes};
+use crate::context::{self, Context};
 use crate::tenant::{self, InvalidTenant, MAX_TENANT_LEN};
 
 type TenantFn = dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync;
@@ -385,7 +386,7 @@ impl Config {
         {
             notes.mark_private();
         }
-        let mut ctx = Context::new().with_notes(notes);
+        let mut ctx = Context::new().with_observer(notes);
         if let Some(t) = tenant {
             ctx = ctx.tenant(t);
         }

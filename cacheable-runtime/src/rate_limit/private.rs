@@ -220,7 +220,7 @@ pub async fn rate_limit_check(
     let Ok(decision) = limiter.check_full(&full, &opts).await else {
         return None;
     };
-    if let Some(notes) = ctx.and_then(context::Context::notes) {
+    if let Some(notes) = ctx.and_then(context::Context::observer) {
         notes.record_rate_limit(RateLimitNote {
             limit: decision.limit,
             remaining: decision.remaining,
