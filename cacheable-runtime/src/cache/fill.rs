@@ -64,12 +64,22 @@ impl Cache {
                 Box::pin(self.fill::<A, O, F>(spec, miss, Some(value), body)).await
             }
             Ok(Lookup::Miss(miss)) => Box::pin(self.fill::<A, O, F>(spec, miss, None, body)).await,
-            Err(e) => {
-                self.report(Some(&spec.counters), "read", &e);
-                self.inner.stats.miss(&spec.counters, spec.name);
-                self.uncached(spec, body).await
-            }
+            Err(e) => self.fail_open(spec, "read", &e, body).await,
         }
+    }
+
+    /// A store step of this call failed: counts and logs it, counts the miss,
+    /// and runs the body uncached.
+    pub(super) async fn fail_open<O, F: Future<Output = O>>(
+        &self,
+        spec: &Spec,
+        op: &'static str,
+        e: &CacheError,
+        body: F,
+    ) -> O {
+        self.report(Some(&spec.counters), op, e);
+        self.inner.stats.miss(&spec.counters, spec.name);
+        self.uncached(spec, body).await
     }
 
     /// Runs the body without the cache (the store failed), still timing it:
@@ -99,21 +109,17 @@ impl Cache {
         A: Adapter<O>,
         F: Future<Output = O>,
     {
-        // Flights are keyed by versions: create missing counters first, so
-        // that callers arriving before and after the leader's snapshot
-        // agree on them and join one flight.
-        miss = match self.complete(spec, miss).await {
-            Ok(m) => m,
-            Err(e) => {
-                self.report(Some(&spec.counters), "snapshot", &e);
-                self.inner.stats.miss(&spec.counters, spec.name);
-                return self.uncached(spec, body).await;
-            }
-        };
         // The lease of a leader of this process that abandoned the flight
         // this caller now takes over.
         let mut dead_lease = None;
         let mut guard = loop {
+            // Flights are keyed by versions: create missing counters first
+            // (a no-op when none is missing), so that callers arriving before
+            // and after the leader's snapshot agree on them and join one flight.
+            miss = match self.complete(spec, miss).await {
+                Ok(m) => m,
+                Err(e) => return self.fail_open(spec, "snapshot", &e, body).await,
+            };
             let follower = match self.inner.flights.join(&spec.keys[0], &miss.versions) {
                 Flight::Leader(guard) => break guard,
                 Flight::Follower(follower) => follower,
@@ -132,16 +138,7 @@ impl Cache {
                     }
                     // The versions moved on: the leader's value predates an
                     // invalidation. Join (or lead) the flight of the new ones.
-                    Ok(Lookup::Miss(m)) if m.versions != miss.versions => {
-                        miss = match self.complete(spec, m).await {
-                            Ok(m) => m,
-                            Err(e) => {
-                                self.report(Some(&spec.counters), "snapshot", &e);
-                                self.inner.stats.miss(&spec.counters, spec.name);
-                                return self.uncached(spec, body).await;
-                            }
-                        };
-                    }
+                    Ok(Lookup::Miss(m)) if m.versions != miss.versions => miss = m,
                     // The leader's value was not cacheable (an `Err`, a failed
                     // write): compute, as it did.
                     Ok(Lookup::Miss(m)) => return self.compute::<A, O, F>(spec, m, body).await,

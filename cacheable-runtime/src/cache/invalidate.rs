@@ -118,10 +118,7 @@ impl Cache {
                 continue;
             }
             let landed = if work.clear {
-                let limit = (inner.op_timeout * 40).max(Duration::from_secs(10));
-                tokio::time::timeout(limit, inner.store.clear(&inner.prefix))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
+                self.clear_prefix().await.is_ok()
             } else {
                 tokio::time::timeout(inner.op_timeout, inner.store.bump(&work.keys))
                     .await
@@ -158,10 +155,7 @@ impl Cache {
         if let (Some(before), Some(now)) = (known.as_deref(), id.as_deref())
             && before != now
         {
-            let limit = (inner.op_timeout * 40).max(Duration::from_secs(10));
-            tokio::time::timeout(limit, inner.store.clear(&inner.prefix))
-                .await
-                .map_err(|_| CacheError::Timeout(limit))??;
+            self.clear_prefix().await?;
             inner.stats.invalidation("server_changed");
             tracing::warn!(
                 "the Redis server changed (restart or failover): cleared this cache's keys, \
@@ -171,6 +165,18 @@ impl Cache {
         *known = id;
         inner.server.trust();
         Ok(())
+    }
+
+    /// `SCAN` + `UNLINK` of this cache's prefix, bypassing the breaker. A scan
+    /// is many round trips: bounded as a whole, generously (40 operation
+    /// timeouts, at least 10 s).
+    async fn clear_prefix(&self) -> Result<(), CacheError> {
+        let inner = &self.inner;
+        let limit = (inner.op_timeout * 40).max(Duration::from_secs(10));
+        tokio::time::timeout(limit, inner.store.clear(&inner.prefix))
+            .await
+            .map_err(|_| CacheError::Timeout(limit))?
+            .map(drop)
     }
 
     /// Invalidations that failed and wait for their retry (version keys; a
@@ -188,12 +194,7 @@ impl Cache {
     /// Store or breaker errors.
     pub async fn clear(&self) -> Result<(), CacheError> {
         let result = if self.inner.breaker.allow() {
-            // A scan is many round trips: bounded as a whole, generously.
-            let limit = (self.inner.op_timeout * 40).max(Duration::from_secs(10));
-            tokio::time::timeout(limit, self.inner.store.clear(&self.inner.prefix))
-                .await
-                .map_err(|_| CacheError::Timeout(limit))
-                .and_then(|r| r)
+            self.clear_prefix().await
         } else {
             Err(CacheError::CircuitOpen)
         };
