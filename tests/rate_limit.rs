@@ -432,6 +432,60 @@ async fn scripts_are_reloaded_after_script_flush() {
     assert_eq!((d.allowed, d.remaining, d.source), (true, 3, Source::Redis));
 }
 
+/// The calls of one command so far (`INFO commandstats`), 0 before the first.
+fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let reply = server.command(&[b"INFO", b"commandstats"]);
+    let text = String::from_utf8_lossy(&reply);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Both store paths of a decision: on Redis, one script call (`EVALSHA`)
+/// per decision and nothing counted as a failure; on `Cache::memory()`,
+/// whose store runs no scripts, the in-process limiter with the whole
+/// budget, counted as a local decision, not as a Redis failure or fallback
+/// (which would cut the budget to `points / 4` here: nothing).
+#[tokio::test]
+async fn redis_decides_by_one_script_and_memory_in_process() {
+    let server = RedisServer::start();
+    let rl = cache_on(&server).await.rate_limiter();
+    let opts = RateLimitOptions::new(nz(3), Duration::from_secs(60));
+    let before = command_calls(&server, "evalsha");
+    for left in [2, 1, 0] {
+        let d = rl.check("both", &opts).await.unwrap();
+        assert_eq!(
+            (d.allowed, d.remaining, d.source),
+            (true, left, Source::Redis)
+        );
+    }
+    let denied = rl.check("both", &opts).await.unwrap();
+    assert_eq!((denied.allowed, denied.source), (false, Source::Redis));
+    assert_eq!(command_calls(&server, "evalsha") - before, 4);
+    let s = rl.stats();
+    assert_eq!(
+        (s.allowed, s.denied, s.errors, s.fallback_local),
+        (3, 1, 0, 0)
+    );
+
+    let mem = Cache::memory().rate_limiter();
+    for left in [2, 1, 0] {
+        let d = mem.check("both", &opts).await.unwrap();
+        assert_eq!(
+            (d.allowed, d.remaining, d.source),
+            (true, left, Source::Local)
+        );
+    }
+    let denied = mem.check("both", &opts).await.unwrap();
+    assert_eq!((denied.allowed, denied.source), (false, Source::Local));
+    let s = mem.stats();
+    assert_eq!(
+        (s.allowed, s.denied, s.errors, s.fallback_local),
+        (3, 1, 0, 0)
+    );
+}
+
 // ----- #[rate_limit] end to end -----
 
 #[derive(Debug, PartialEq)]

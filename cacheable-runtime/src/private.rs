@@ -3,6 +3,7 @@
 //! Not public API: names and signatures here change without notice.
 
 use std::future::Future;
+use std::sync::LazyLock;
 
 pub use serde::Serialize;
 pub use serde::de::DeserializeOwned;
@@ -65,6 +66,29 @@ pub fn template_key(id: Identity, parts: &[KeyPart<'_>]) -> Result<KeySource, Ha
     out.push(':');
     crate::key::render_parts_into(&mut out, parts);
     Ok(KeySource::Template(out))
+}
+
+/// Decisions taken without any cache configured (no `cache = ..` and no
+/// global cache): an in-process limiter, so a missing cache never means "no
+/// limit".
+static NO_CACHE: LazyLock<Cache> = LazyLock::new(Cache::memory);
+
+/// The check of `#[rate_limit]`: `None` when the call may run, else the
+/// refusal (see `rate_limit::private::check_site`). Without a cache the
+/// decision is taken in the process, with the usual "no cache" warning.
+pub async fn rate_limit_check(
+    cache: Option<Cache>,
+    site: &'static RateLimitSite,
+    key: Option<String>,
+) -> Option<RateLimited> {
+    let limiter = match cache {
+        Some(cache) => cache.rate_limiter(),
+        None => {
+            crate::cache::warn_no_cache(site.name);
+            NO_CACHE.rate_limiter()
+        }
+    };
+    crate::rate_limit::private::check_site(&limiter, site, key).await
 }
 
 /// The key part of a `#[rate_limit(key = "..")]` template, rendered

@@ -327,7 +327,7 @@ impl CacheBuilder {
         if self.memory_capacity == 0 {
             return config("memory_capacity must be greater than zero".into());
         }
-        let store = match self.backend {
+        let store = Arc::new(match self.backend {
             None => return config("no store: call .redis_url(..) or .memory()".into()),
             Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new(self.memory_capacity)),
             Some(Backend::Redis(url)) => {
@@ -338,7 +338,12 @@ impl CacheBuilder {
                 self.op_timeout,
                 &self.tls,
             )?)),
-        };
+        });
+        let rate_limiter = crate::rate_limit::RateLimiter::new(
+            Arc::clone(&store) as Arc<dyn crate::store::ScriptHost>,
+            self.prefix.clone(),
+            self.op_timeout,
+        );
         Ok(Cache {
             inner: Arc::new(Inner {
                 store,
@@ -360,7 +365,7 @@ impl CacheBuilder {
                 evict_wait: self.evict_wait,
                 tenant_quota: self.tenant_quota,
                 require_tenant: self.require_tenant,
-                rate_state: crate::rate_limit::State::default(),
+                rate_limiter,
                 pending: crate::invalidation::Pending::default(),
                 server: crate::invalidation::ServerCheck::default(),
             }),

@@ -133,7 +133,8 @@ impl std::fmt::Debug for Cache {
 }
 
 pub(crate) struct Inner {
-    pub(crate) store: AnyStore,
+    /// Shared with the rate limiter, which sees it only as a `ScriptHost`.
+    pub(crate) store: Arc<AnyStore>,
     pub(crate) prefix: String,
     default_ttl: Duration,
     policies: HashMap<String, TtlPolicy>,
@@ -150,8 +151,9 @@ pub(crate) struct Inner {
     tenant_quota: Option<u64>,
     /// A non-global call needs a tenant (see `CacheBuilder::require_tenant`).
     require_tenant: bool,
-    /// Rate-limiter state of this cache (see `rate_limit`).
-    pub(crate) rate_state: crate::rate_limit::State,
+    /// The rate limiter on this cache's store; it owns its state (see
+    /// `rate_limit`) and is handed out by [`Cache::rate_limiter`].
+    rate_limiter: crate::rate_limit::RateLimiter,
     /// Invalidations that failed and are retried.
     pending: crate::invalidation::Pending,
     /// Whether the server must be checked before the next read.
@@ -244,8 +246,9 @@ impl Cache {
         &self.inner.prefix
     }
 
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.inner
+    /// The rate limiter on this cache's store (cheap: one `Arc` clone).
+    pub fn rate_limiter(&self) -> crate::rate_limit::RateLimiter {
+        self.inner.rate_limiter.clone()
     }
 
     // ----- store access with timeout and breaker -----

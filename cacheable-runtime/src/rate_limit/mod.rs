@@ -1,5 +1,6 @@
-//! Rate limiting on Redis: [`RateLimiter`] (from [`Cache::rate_limiter`]) and
-//! what `#[rate_limit]` calls.
+//! Rate limiting on Redis: [`RateLimiter`] (from
+//! [`Cache::rate_limiter`](crate::Cache::rate_limiter)) and what
+//! `#[rate_limit]` calls.
 //!
 //! # Algorithms
 //!
@@ -75,6 +76,28 @@
 //! one identity is answered locally and stops reaching Redis. Only time
 //! refills a budget, so the cached answer is the one Redis would give.
 //!
+//! # Layout
+//!
+//! The limiter owns its state and knows the cache only by what the cache
+//! hands it when it builds it (`RateLimiter::new`): the store, the key
+//! prefix and the operation timeout. The cache builder creates one
+//! [`RateLimiter`] per cache; [`Cache::rate_limiter`](crate::Cache::rate_limiter)
+//! clones it (one `Arc`). Nothing here names the cache or a concrete store,
+//! so the dependency runs one way, `cache` → `rate_limit` → `store`.
+//!
+//! - `mod.rs`: the public types, and the per-cache state behind
+//!   [`RateLimiter`]: the store as a `ScriptHost` (the object-safe part of
+//!   the `Store` trait that runs scripts), the circuit breaker, counters,
+//!   the local limiter and the denial cache. A decision asks the store
+//!   whether it runs scripts (no I/O): the Redis and cluster stores do, and
+//!   the decision is one `Store::eval_script` call under the breaker and the
+//!   timeout; the memory store does not, and the local limiter decides with
+//!   the whole budget (counted as a decision, not as a failure).
+//! - `scripts.rs`: the Lua of each algorithm; stores only run it.
+//! - `local.rs`: the bounded in-process limiter and denial cache.
+//! - `private.rs`: what `#[rate_limit]` calls, on a [`RateLimiter`]; the
+//!   crate's `private` module turns the macro's cache into one.
+//!
 //! # Memory
 //!
 //! The local limiter is bounded at 64 MiB, the denial cache at 8 MiB,
@@ -86,16 +109,15 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::breaker::{Breaker, Pass};
-use crate::cache::Cache;
 use crate::error::CacheError;
 use crate::key;
-use crate::store::{AnyStore, Store as _};
+use crate::store::ScriptHost;
 use crate::tenant::{self, TenantId};
 
 mod local;
@@ -387,10 +409,19 @@ struct Counters {
     unidentified: AtomicU64,
 }
 
-/// Per-cache rate-limiter state: local limiters, the denial cache, the
-/// breaker in front of Redis, counters.
+/// Per-cache rate-limiter state, owned by this module: the store it asks
+/// (seen only as a [`ScriptHost`]), the key prefix and operation timeout,
+/// the local limiters, the denial cache, the breaker in front of Redis,
+/// counters. The cache builds it once (`RateLimiter::new`) and hands out
+/// clones of the [`RateLimiter`] that holds it.
 #[derive(Debug)]
-pub(crate) struct State {
+struct State {
+    /// The cache's store: runs the scripts, or says it runs none (memory).
+    store: Arc<dyn ScriptHost>,
+    /// The cache's key prefix.
+    prefix: String,
+    /// The cache's operation timeout, around every script call.
+    op_timeout: Duration,
     local: LocalLimiter,
     denials: DenialCache,
     breaker: Breaker,
@@ -404,9 +435,12 @@ pub(crate) struct State {
 /// The default of [`RateLimiter::set_expected_instances`].
 pub const DEFAULT_EXPECTED_INSTANCES: u32 = 4;
 
-impl Default for State {
-    fn default() -> Self {
+impl State {
+    fn new(store: Arc<dyn ScriptHost>, prefix: String, op_timeout: Duration) -> Self {
         Self {
+            store,
+            prefix,
+            op_timeout,
             local: LocalLimiter::default(),
             denials: DenialCache::default(),
             breaker: Breaker::new(5, Duration::from_millis(250), Duration::from_millis(500)),
@@ -426,23 +460,25 @@ pub(crate) struct Verdict {
     pub retry_after_us: u64,
 }
 
-/// The rate limiter of a [`Cache`]: decisions on the cache's Redis (or, for
-/// `Cache::memory()`, in the process). Cheap to clone.
+/// The rate limiter of a [`Cache`](crate::Cache) (from
+/// [`Cache::rate_limiter`](crate::Cache::rate_limiter)): decisions on the
+/// cache's Redis (or, for `Cache::memory()`, in the process). Cheap to
+/// clone; every clone shares one state.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    cache: Cache,
-}
-
-impl Cache {
-    /// The rate limiter on this cache's store.
-    pub fn rate_limiter(&self) -> RateLimiter {
-        RateLimiter {
-            cache: self.clone(),
-        }
-    }
+    state: Arc<State>,
 }
 
 impl RateLimiter {
+    /// The limiter of a cache: decisions by `store`'s scripts (in the
+    /// process when it runs none), keys under `prefix`, each script call
+    /// bounded by `op_timeout`. Built once per cache, by its builder.
+    pub(crate) fn new(store: Arc<dyn ScriptHost>, prefix: String, op_timeout: Duration) -> Self {
+        Self {
+            state: Arc::new(State::new(store, prefix, op_timeout)),
+        }
+    }
+
     /// The Redis key of `key` under `opts` (tenant, algorithm).
     pub fn redis_key(&self, key: &str, opts: &RateLimitOptions) -> String {
         // The one escape of every key part (`key::escape_into`): no `{`, `}`
@@ -460,7 +496,7 @@ impl RateLimiter {
             opts.tenant.clone().or_else(tenant::current)
         };
         // The namespace of `key::namespace`, built in place (one allocation).
-        let prefix = self.cache.prefix();
+        let prefix = self.state.prefix.as_str();
         let mut k = String::with_capacity(
             prefix.len() + tenant.as_ref().map_or(0, |t| t.as_str().len()) + escaped.len() + 16,
         );
@@ -499,30 +535,23 @@ impl RateLimiter {
         if opts.duration.is_zero() {
             return Err(CacheError::Config("rate limit duration must be > 0".into()));
         }
-        let inner = self.cache.inner();
-        let state = &inner.rate_state;
+        let state = &*self.state;
         let policy = opts.policy();
         let (verdict, source) = if let Some(v) = state.denials.get(full, &policy) {
             state.counters.denied_cached.fetch_add(1, Relaxed);
             (v, Source::DenialCache)
+        } else if state.store.runs_scripts() {
+            self.redis_or_fallback(full, &policy, opts).await
         } else {
-            match &inner.store {
-                AnyStore::Memory(_) => (state.local.check(full, &policy), Source::Local),
-                AnyStore::Redis(store) => {
-                    let conn = async { Ok(store.connection()) };
-                    self.redis_or_fallback(conn, full, &policy, opts).await
-                }
-                AnyStore::Cluster(store) => {
-                    self.redis_or_fallback(store.connection(), full, &policy, opts)
-                        .await
-                }
-            }
+            // A store without server scripts (`Cache::memory()`): the
+            // in-process limiter is the limit, with the whole budget.
+            (state.local.check(full, &policy), Source::Local)
         };
         Ok(self.finish(verdict, source, opts))
     }
 
     fn finish(&self, v: Verdict, source: Source, opts: &RateLimitOptions) -> Decision {
-        let c = &self.cache.inner().rate_state.counters;
+        let c = &self.state.counters;
         if v.allowed {
             c.allowed.fetch_add(1, Relaxed);
         } else {
@@ -544,18 +573,14 @@ impl RateLimiter {
         }
     }
 
-    async fn redis_or_fallback<C>(
+    async fn redis_or_fallback(
         &self,
-        conn: impl Future<Output = Result<C, CacheError>>,
         full: &str,
         policy: &Policy,
         opts: &RateLimitOptions,
-    ) -> (Verdict, Source)
-    where
-        C: redis::aio::ConnectionLike + Send,
-    {
-        let state = &self.cache.inner().rate_state;
-        match self.ask_redis(conn, full, policy).await {
+    ) -> (Verdict, Source) {
+        let state = &*self.state;
+        match self.ask_redis(full, policy).await {
             Ok(v) => {
                 state.denials.put(full, policy, &v);
                 if opts.on_error == OnError::Local
@@ -576,28 +601,19 @@ impl RateLimiter {
         }
     }
 
-    /// One script call, under the cache's operation timeout and the
-    /// limiter's circuit breaker.
-    async fn ask_redis<C>(
-        &self,
-        conn: impl Future<Output = Result<C, CacheError>>,
-        full: &str,
-        p: &Policy,
-    ) -> Result<Verdict, CacheError>
-    where
-        C: redis::aio::ConnectionLike + Send,
-    {
-        let inner = self.cache.inner();
-        let breaker = &inner.rate_state.breaker;
+    /// One script call (`Store::eval_script`), under the cache's operation
+    /// timeout and the limiter's circuit breaker.
+    async fn ask_redis(&self, full: &str, p: &Policy) -> Result<Verdict, CacheError> {
+        let state = &*self.state;
+        let breaker = &state.breaker;
         match breaker.enter() {
             Pass::Go => {}
             Pass::Refused => return Err(CacheError::CircuitOpen),
             Pass::Probe => {
-                let cache = self.cache.clone();
+                let state = Arc::clone(&self.state);
                 crate::breaker::spawn_probe(async move {
-                    let inner = cache.inner();
-                    let b = &inner.rate_state.breaker;
-                    b.probe(inner.op_timeout, || inner.store.ping()).await;
+                    let s = &*state;
+                    s.breaker.probe(s.op_timeout, || s.store.ping()).await;
                 });
                 return Err(CacheError::CircuitOpen);
             }
@@ -607,25 +623,18 @@ impl RateLimiter {
             Algorithm::SlidingWindow => &*scripts::SLIDING_WINDOW,
             Algorithm::FixedWindow => &*scripts::FIXED_WINDOW,
         };
+        let args = [
+            i64::from(p.points),
+            i64::try_from(p.script_time_us()).unwrap_or(i64::MAX),
+            i64::from(p.cost),
+        ];
         let call = async {
-            let mut conn = conn.await?;
-            let (points, time, cost) = (
-                p.points.to_string(),
-                p.script_time_us().to_string(),
-                p.cost.to_string(),
-            );
-            let reply: Vec<i64> = script
-                .run(
-                    &mut conn,
-                    &[full],
-                    &[points.as_bytes(), time.as_bytes(), cost.as_bytes()],
-                )
-                .await?;
+            let reply = state.store.eval_script(script, &[full], &args).await?;
             parse_reply(&reply)
         };
-        let result = match tokio::time::timeout(inner.op_timeout, call).await {
+        let result = match tokio::time::timeout(state.op_timeout, call).await {
             Ok(r) => r,
-            Err(_) => Err(CacheError::Timeout(inner.op_timeout)),
+            Err(_) => Err(CacheError::Timeout(state.op_timeout)),
         };
         match &result {
             Err(e) if e.is_availability() => breaker.failure(),
@@ -636,7 +645,7 @@ impl RateLimiter {
 
     /// Counters since the cache was built.
     pub fn stats(&self) -> RateLimitStats {
-        let c = &self.cache.inner().rate_state.counters;
+        let c = &self.state.counters;
         RateLimitStats {
             allowed: c.allowed.load(Relaxed),
             denied: c.denied.load(Relaxed),
@@ -645,14 +654,14 @@ impl RateLimiter {
             fallback_local: c.fallback_local.load(Relaxed),
             fallback_allowed: c.fallback_allowed.load(Relaxed),
             fallback_denied: c.fallback_denied.load(Relaxed),
-            local_overflow: self.cache.inner().rate_state.local.overflow.load(Relaxed),
+            local_overflow: self.state.local.overflow.load(Relaxed),
             unidentified: c.unidentified.load(Relaxed),
         }
     }
 
     /// Counts a `#[rate_limit]` call that had nobody to limit.
     pub(crate) fn count_unidentified(&self, refused: bool) {
-        let c = &self.cache.inner().rate_state.counters;
+        let c = &self.state.counters;
         c.unidentified.fetch_add(1, Relaxed);
         if refused {
             c.denied.fetch_add(1, Relaxed);
@@ -667,17 +676,13 @@ impl RateLimiter {
     /// see [`OnError::Local`] for the bound. `n = 1` lets every process admit
     /// the whole limit on its own.
     pub fn set_expected_instances(&self, n: NonZeroU32) {
-        self.cache
-            .inner()
-            .rate_state
-            .expected_instances
-            .store(n.get(), Relaxed);
+        self.state.expected_instances.store(n.get(), Relaxed);
     }
 
     /// Forgets the denials remembered in this process (they otherwise last
     /// until their retry time).
     pub fn clear_denial_cache(&self) {
-        self.cache.inner().rate_state.denials.clear();
+        self.state.denials.clear();
     }
 }
 
@@ -751,6 +756,7 @@ fn parse_reply(r: &[i64]) -> Result<Verdict, CacheError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Cache;
 
     fn nz(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).unwrap()

@@ -1,7 +1,8 @@
-//! The Lua scripts: one script per decision, run by `EVALSHA`, falling back
-//! to `EVAL` on `NOSCRIPT` (the stores' `Lua` runner, which also works on a
-//! cluster right after a failover, when redis-rs' `SCRIPT LOAD` to every
-//! node would fail).
+//! The Lua scripts: one script per decision, run by the store
+//! (`Store::eval_script`: `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`,
+//! which also works on a cluster right after a failover, when redis-rs'
+//! `SCRIPT LOAD` to every node would fail). The limiter owns the scripts;
+//! the store only runs them.
 //!
 //! Every script
 //! - reads the time from Redis `TIME` (no application-server clock),
@@ -16,7 +17,7 @@
 
 use std::sync::LazyLock;
 
-use crate::store::redis::Lua;
+use crate::store::Lua;
 
 /// GCRA (generic cell rate algorithm, the virtual-scheduling form).
 ///

@@ -122,7 +122,7 @@ impl ClusterStore {
 
     /// The cluster connection, connecting on first use (a failed connect is
     /// retried by the next call).
-    pub(crate) async fn connection(&self) -> Result<ClusterConnection, CacheError> {
+    async fn connection(&self) -> Result<ClusterConnection, CacheError> {
         let conn = self
             .conn
             .get_or_try_init(|| async { self.client.get_async_connection().await })
@@ -358,6 +358,23 @@ impl Store for ClusterStore {
             total += used_memory_of(&info).unwrap_or(0);
         }
         Ok(Some(total))
+    }
+
+    fn runs_scripts(&self) -> bool {
+        true
+    }
+
+    async fn eval_script(
+        &self,
+        script: &Lua,
+        keys: &[&str],
+        args: &[i64],
+    ) -> Result<Vec<i64>, CacheError> {
+        // One script runs on one shard, routed by its first key: the caller
+        // gives keys of one slot (the rate limiter gives one key per
+        // decision); others fail with CROSSSLOT, a store error.
+        let mut conn = self.connection().await?;
+        script.run_ints(&mut conn, keys, args).await
     }
 }
 

@@ -317,6 +317,23 @@ impl Store for MemoryStore {
     async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
         Ok(Some(self.weighed_size()))
     }
+
+    /// No server here: callers decide in the process (the rate limiter's
+    /// local limiter is what `Cache::memory()` limits with).
+    fn runs_scripts(&self) -> bool {
+        false
+    }
+
+    async fn eval_script(
+        &self,
+        _script: &super::Lua,
+        _keys: &[&str],
+        _args: &[i64],
+    ) -> Result<Vec<i64>, CacheError> {
+        Err(CacheError::Unsupported(
+            "server-side scripts (the memory store runs none)",
+        ))
+    }
 }
 
 /// `now + ttl`, saturating: `Instant + Duration` panics on overflow, and a

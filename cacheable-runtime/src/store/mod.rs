@@ -3,8 +3,15 @@
 //! One trait, [`Store`], with a Redis implementation and an in-process memory
 //! implementation that keeps the same semantics (compare-and-set writes,
 //! version counters with expiry, leases). Both pass the same behaviour tests.
+//!
+//! Server-side scripts of other modules (the rate limiter's) are [`Lua`]
+//! values that a store runs with [`Store::eval_script`]; the memory store
+//! runs none ([`Store::runs_scripts`] is `false`). [`ScriptHost`] is the
+//! object-safe view of that part of a store, for holders that must not know
+//! which store they hold.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::error::CacheError;
@@ -12,6 +19,8 @@ use crate::error::CacheError;
 pub(crate) mod cluster;
 pub(crate) mod memory;
 pub(crate) mod redis;
+
+pub(crate) use self::redis::Lua;
 
 /// What a write expects to find at the entry key: compare-and-set on the
 /// stamp (bytes 1..17 of the stored value) observed before computing.
@@ -124,6 +133,59 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn server_id(&self) -> impl Future<Output = Result<Option<String>, CacheError>> + Send;
     /// Bytes used by the store, when it can tell.
     fn used_memory(&self) -> impl Future<Output = Result<Option<u64>, CacheError>> + Send;
+    /// Whether [`eval_script`](Store::eval_script) runs scripts on a server:
+    /// `false` for the memory store, whose callers decide in the process
+    /// instead. Known without I/O.
+    fn runs_scripts(&self) -> bool;
+    /// Runs `script` (`EVALSHA`, `EVAL` on `NOSCRIPT`) with `keys`, all in
+    /// one slot, and `args` as decimal integers; the reply is the script's
+    /// array of integers. No timeout here: the caller wraps it, as every
+    /// store call. The memory store answers [`CacheError::Unsupported`].
+    fn eval_script(
+        &self,
+        script: &Lua,
+        keys: &[&str],
+        args: &[i64],
+    ) -> impl Future<Output = Result<Vec<i64>, CacheError>> + Send;
+}
+
+/// A boxed store future (the object-safe form of [`ScriptHost`]).
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The part of a [`Store`] that runs scripts, object safe: a holder (the
+/// rate limiter) keeps an `Arc<dyn ScriptHost>` and never learns which store
+/// it is. Implemented for [`AnyStore`] (not for each store, so the two
+/// traits' methods never meet on one type). A Redis call pays one box for its
+/// future (tens of nanoseconds beside a round trip); `runs_scripts` pays none.
+pub(crate) trait ScriptHost: Send + Sync + std::fmt::Debug + 'static {
+    /// [`Store::runs_scripts`].
+    fn runs_scripts(&self) -> bool;
+    /// [`Store::eval_script`].
+    fn eval_script<'a>(
+        &'a self,
+        script: &'a Lua,
+        keys: &'a [&'a str],
+        args: &'a [i64],
+    ) -> BoxFuture<'a, Result<Vec<i64>, CacheError>>;
+    /// [`Store::ping`], for circuit-breaker probes.
+    fn ping(&self) -> BoxFuture<'_, Result<(), CacheError>>;
+}
+
+impl ScriptHost for AnyStore {
+    fn runs_scripts(&self) -> bool {
+        Store::runs_scripts(self)
+    }
+    fn eval_script<'a>(
+        &'a self,
+        script: &'a Lua,
+        keys: &'a [&'a str],
+        args: &'a [i64],
+    ) -> BoxFuture<'a, Result<Vec<i64>, CacheError>> {
+        Box::pin(Store::eval_script(self, script, keys, args))
+    }
+    fn ping(&self) -> BoxFuture<'_, Result<(), CacheError>> {
+        Box::pin(Store::ping(self))
+    }
 }
 
 /// A version counter as stored: 1 to 19 decimal digits without a leading
@@ -202,5 +264,46 @@ impl Store for AnyStore {
     }
     async fn used_memory(&self) -> Result<Option<u64>, CacheError> {
         dispatch!(self, s => s.used_memory())
+    }
+    fn runs_scripts(&self) -> bool {
+        match self {
+            Self::Memory(s) => s.runs_scripts(),
+            Self::Redis(s) => s.runs_scripts(),
+            Self::Cluster(s) => s.runs_scripts(),
+        }
+    }
+    async fn eval_script(
+        &self,
+        script: &Lua,
+        keys: &[&str],
+        args: &[i64],
+    ) -> Result<Vec<i64>, CacheError> {
+        dispatch!(self, s => s.eval_script(script, keys, args))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The limiter's view of `Cache::memory()`'s store: no server scripts,
+    /// said without I/O, and a script call that is refused with a typed
+    /// error, never run or faked.
+    #[tokio::test]
+    async fn the_memory_store_runs_no_scripts() {
+        let store: Arc<dyn ScriptHost> = Arc::new(AnyStore::Memory(memory::MemoryStore::new(
+            memory::DEFAULT_CAPACITY,
+        )));
+        assert!(!store.runs_scripts());
+        let script = Lua::new("return {1, 2, 3, 4}");
+        let err = store
+            .eval_script(&script, &["k"], &[1, 2, 3])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CacheError::Unsupported(_)), "{err:?}");
+        assert!(!err.is_availability(), "not a store failure: {err:?}");
+        store.ping().await.unwrap();
     }
 }

@@ -110,6 +110,25 @@ impl Lua {
             other => other,
         }
     }
+
+    /// Runs the script with integer `args` (sent in decimal) and reads the
+    /// reply as an array of integers (`Store::eval_script`).
+    pub(super) async fn run_ints(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+        keys: &[&str],
+        args: &[i64],
+    ) -> Result<Vec<i64>, CacheError> {
+        let args: Vec<String> = args.iter().map(i64::to_string).collect();
+        let args: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
+        Ok(self.run(conn, keys, &args).await?)
+    }
+}
+
+impl fmt::Debug for Lua {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lua").field("sha", &self.sha).finish()
+    }
 }
 
 /// `SET key value PX ttl` (with `NX` when `only_new`): whether it was set.
@@ -376,11 +395,6 @@ impl RedisStore {
             release: Lua::new(RELEASE),
         })
     }
-
-    /// A clone of the multiplexed connection (cheap), for the rate limiter.
-    pub(crate) fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
 }
 
 /// The compare-and-set expectation as the PUT script reads it (ARGV[3]).
@@ -541,6 +555,19 @@ impl Store for RedisStore {
             .query_async(&mut conn)
             .await?;
         Ok(used_memory_of(&info))
+    }
+
+    fn runs_scripts(&self) -> bool {
+        true
+    }
+
+    async fn eval_script(
+        &self,
+        script: &Lua,
+        keys: &[&str],
+        args: &[i64],
+    ) -> Result<Vec<i64>, CacheError> {
+        script.run_ints(&mut self.conn.clone(), keys, args).await
     }
 }
 
