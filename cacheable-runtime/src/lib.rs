@@ -16,6 +16,7 @@ pub mod http;
 mod identity;
 mod invalidation;
 mod key;
+pub mod monitor;
 mod options;
 #[doc(hidden)]
 pub mod private;
