@@ -31,6 +31,7 @@ pub use breaker::BreakerState;
 pub use cache::{Cache, CacheBuilder, Health, KeySource, global, set_global};
 pub use error::CacheError;
 pub use key::{HashError, KeyHasher, SCHEMA};
+pub use monitor::{Alert, AlertEvent, AlertState, Latency, MemoryReport, RouteStats};
 pub use options::{CacheOptions, MAX_TTL, TtlPolicy};
 pub use rate_limit::{
     Algorithm, Decision, OnError, RateLimitOptions, RateLimitStats, RateLimited, RateLimiter,

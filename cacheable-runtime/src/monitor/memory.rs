@@ -65,7 +65,7 @@ pub struct MemoryReport {
     /// Resident set size of this process (Linux only).
     pub process_rss_bytes: Option<u64>,
     /// The tenants holding the most bytes, largest first (at most
-    /// [`TOP_TENANTS`]), escaped as in keys.
+    /// 10), escaped as in keys.
     pub tenants: Vec<TenantBytes>,
     /// One line per Redis server (each master of a cluster).
     pub servers: Vec<ServerMemory>,

@@ -135,7 +135,7 @@ pub(crate) fn quantile(counts: &[u64], q: f64) -> Option<u64> {
     None
 }
 
-/// Latency quantiles of one function or route, from a [`Sketch`]: within
+/// Latency quantiles of one function or route, from a bounded sketch: within
 /// 1.6 % of the exact sample quantiles (see the `monitor::sketch` docs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
