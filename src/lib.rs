@@ -8,12 +8,13 @@ pub use cacheable_runtime::context::WithContext;
 
 // The public API, listed by name (a glob would make every runtime item
 // public by accident).
+pub use cacheable_runtime::{Alert, AlertEvent, AlertState, Latency, MemoryReport, RouteStats};
 pub use cacheable_runtime::{
     Algorithm, BreakerState, Cache, CacheBuilder, CacheError, CacheOptions, Decision,
     FunctionStats, HashError, Health, KeyHasher, MAX_TTL, OnError, RateLimitOptions,
     RateLimitStats, RateLimited, RateLimiter, Stats, TtlPolicy, global, set_global,
 };
-pub use cacheable_runtime::{context, rate_limit, tenant};
+pub use cacheable_runtime::{context, monitor, rate_limit, tenant};
 
 /// The axum integration: layers, extractors, headers (feature `axum`).
 #[cfg(feature = "axum")]

@@ -16,6 +16,7 @@ pub mod http;
 mod identity;
 mod invalidation;
 mod key;
+pub mod monitor;
 mod options;
 #[doc(hidden)]
 pub mod private;
@@ -30,6 +31,7 @@ pub use breaker::BreakerState;
 pub use cache::{Cache, CacheBuilder, Health, KeySource, global, set_global};
 pub use error::CacheError;
 pub use key::{HashError, KeyHasher, SCHEMA};
+pub use monitor::{Alert, AlertEvent, AlertState, Latency, MemoryReport, RouteStats};
 pub use options::{CacheOptions, MAX_TTL, TtlPolicy};
 pub use rate_limit::{
     Algorithm, Decision, OnError, RateLimitOptions, RateLimitStats, RateLimited, RateLimiter,

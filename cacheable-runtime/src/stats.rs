@@ -11,6 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use crate::monitor::routes::{RouteStats, RouteTable};
+use crate::monitor::sketch::{Latency, Sketch};
+
+/// One hit in this many is timed (see `cache::fill`, which asserts it uses
+/// the same number): `hit_time` receives the sampled time scaled up by it.
+pub(crate) const HIT_SAMPLE: u32 = 16;
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub hits: AtomicU64,
@@ -20,6 +27,10 @@ pub(crate) struct Counters {
     pub compute_nanos: AtomicU64,
     pub computes: AtomicU64,
     pub hit_nanos: AtomicU64,
+    /// Computation times (misses), for quantiles.
+    pub compute_sketch: Sketch,
+    /// Hit times of the sampled hits, for quantiles.
+    pub hit_sketch: Sketch,
 }
 
 impl Counters {
@@ -40,6 +51,8 @@ impl Counters {
             computes: self.computes.load(Relaxed),
             compute_time: Duration::from_nanos(self.compute_nanos.load(Relaxed)),
             hit_time: Duration::from_nanos(self.hit_nanos.load(Relaxed)),
+            compute_latency: self.compute_sketch.latency(),
+            hit_latency: self.hit_sketch.latency(),
         }
     }
 }
@@ -82,6 +95,8 @@ pub(crate) struct Registry {
     functions: RwLock<HashMap<&'static str, Arc<Counters>, Fnv>>,
     /// Counters of the functions past [`MAX_FUNCTIONS`].
     overflow: Arc<Counters>,
+    /// Per-route request statistics (the axum `MetricsLayer`), bounded by its `max_routes`.
+    pub routes: RouteTable,
 }
 
 impl Registry {
@@ -123,13 +138,16 @@ impl Registry {
         let _ = name;
     }
 
-    /// The time a hit took (lookup and decode).
+    /// The time of a sampled hit (lookup and decode), scaled by
+    /// [`HIT_SAMPLE`] to estimate the time of all hits.
     pub(crate) fn hit_time(&self, f: &Counters, name: &'static str, elapsed: Duration) {
         Counters::add_time(&self.total.hit_nanos, elapsed);
         Counters::add_time(&f.hit_nanos, elapsed);
+        // The quantiles and the histogram take the one hit's own time.
+        let one = elapsed / HIT_SAMPLE;
+        f.hit_sketch.record(one);
         #[cfg(feature = "metrics")]
-        metrics::histogram!("cacheable_hit_seconds", "function" => name)
-            .record(elapsed.as_secs_f64());
+        metrics::histogram!("cacheable_hit_seconds", "function" => name).record(one.as_secs_f64());
         #[cfg(not(feature = "metrics"))]
         let _ = name;
     }
@@ -150,6 +168,7 @@ impl Registry {
         Counters::add(&f.computes);
         Counters::add_time(&self.total.compute_nanos, elapsed);
         Counters::add_time(&f.compute_nanos, elapsed);
+        f.compute_sketch.record(elapsed);
         #[cfg(feature = "metrics")]
         metrics::histogram!("cacheable_compute_seconds", "function" => name)
             .record(elapsed.as_secs_f64());
@@ -178,6 +197,17 @@ impl Registry {
         let _ = what;
     }
 
+    /// The computation-time histogram of every function, for windowed
+    /// quantiles (alerts).
+    pub(crate) fn compute_counts(&self) -> Vec<(String, Vec<u64>)> {
+        self.functions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.compute_sketch.counts()))
+            .collect()
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         let t = self.total.snapshot();
         let functions = self
@@ -198,6 +228,7 @@ impl Registry {
             hit_time: t.hit_time,
             identity_conflicts: crate::identity::conflicts(),
             functions,
+            routes: self.routes.snapshot(),
         }
     }
 }
@@ -228,6 +259,8 @@ pub struct Stats {
     /// other's entries. Process-wide, so every cache reports the same number.
     pub identity_conflicts: u64,
     functions: BTreeMap<String, FunctionStats>,
+    /// By (route, method).
+    routes: BTreeMap<(String, String), RouteStats>,
 }
 
 impl Stats {
@@ -244,6 +277,17 @@ impl Stats {
     /// All per-function counters, by name.
     pub fn functions(&self) -> impl Iterator<Item = (&str, &FunctionStats)> {
         self.functions.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Request statistics of one method and matched route (`"GET"`,
+    /// `"/users/{id}"`), recorded by `cacheable::http::MetricsLayer`.
+    pub fn route(&self, method: &str, route: &str) -> Option<&RouteStats> {
+        self.routes.get(&(route.to_owned(), method.to_owned()))
+    }
+
+    /// Request statistics of every route, by route then method.
+    pub fn routes(&self) -> impl Iterator<Item = &RouteStats> {
+        self.routes.values()
     }
 }
 
@@ -265,6 +309,11 @@ pub struct FunctionStats {
     pub compute_time: Duration,
     /// Total time serving hits.
     pub hit_time: Duration,
+    /// Quantiles of the computation times (misses that ran the function:
+    /// the database query), within 1.6 %.
+    pub compute_latency: Latency,
+    /// Quantiles of the hit times, from the one hit in 16 that is timed.
+    pub hit_latency: Latency,
 }
 
 impl FunctionStats {

@@ -27,6 +27,9 @@ pub struct CacheBuilder {
     require_tenant: bool,
     tls: TlsSettings,
     memory_capacity: u64,
+    alerts: Vec<crate::monitor::Alert>,
+    on_alert: Vec<crate::monitor::AlertCallback>,
+    alert_interval: Duration,
 }
 
 #[derive(Clone)]
@@ -75,6 +78,9 @@ impl Default for CacheBuilder {
             require_tenant: false,
             tls: TlsSettings::default(),
             memory_capacity: crate::store::memory::DEFAULT_CAPACITY,
+            alerts: Vec::new(),
+            on_alert: Vec::new(),
+            alert_interval: Duration::from_secs(1),
         }
     }
 }
@@ -230,6 +236,32 @@ impl CacheBuilder {
         self
     }
 
+    /// Watches a threshold (see [`Alert`](crate::monitor::Alert) and the
+    /// `monitor::alerts` docs): with at least one alert, `build` starts a
+    /// background task (it needs a tokio runtime) that evaluates them every
+    /// [`alert_interval`](Self::alert_interval) and stops when the cache is
+    /// dropped. Firing alerts are listed by [`Cache::alerts`].
+    pub fn alert(mut self, alert: crate::monitor::Alert) -> Self {
+        self.alerts.push(alert);
+        self
+    }
+
+    /// Called once per alert transition (firing or resolved), from the
+    /// evaluator task: keep it short, and hand slow work to a task of your own.
+    pub fn on_alert(
+        mut self,
+        callback: impl Fn(&crate::monitor::AlertEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_alert.push(Arc::new(callback));
+        self
+    }
+
+    /// How often alerts are evaluated (default 1 s; from 1 ms to an hour).
+    pub fn alert_interval(mut self, interval: Duration) -> Self {
+        self.alert_interval = interval;
+        self
+    }
+
     /// The ranges `build` accepts: every duration is bounded (TTLs by
     /// [`MAX_TTL`](crate::MAX_TTL), timeouts and waits by an hour),
     /// counts are at least 1, and the settings that must act are not zero.
@@ -251,6 +283,9 @@ impl CacheBuilder {
         within("stampede wait", self.lease_wait, false, HOUR)?;
         within("write_guard", self.write_guard, false, max_ttl)?;
         within("evict_wait", self.evict_wait, true, HOUR)?;
+        if !self.alerts.is_empty() {
+            within("alert_interval", self.alert_interval, false, HOUR)?;
+        }
         within(
             "circuit breaker min cooldown",
             self.breaker_cooldown.0,
@@ -344,7 +379,23 @@ impl CacheBuilder {
             self.prefix.clone(),
             self.op_timeout,
         );
-        Ok(Cache {
+        let alerts = (!self.alerts.is_empty()).then(|| {
+            Arc::new(crate::monitor::alerts::Alerts::new(
+                self.alerts,
+                self.on_alert,
+                self.alert_interval,
+            ))
+        });
+        let runtime = match &alerts {
+            Some(_) => match tokio::runtime::Handle::try_current() {
+                Ok(handle) => Some(handle),
+                Err(_) => {
+                    return config("alerts need a tokio runtime to build the cache in".into());
+                }
+            },
+            None => None,
+        };
+        let cache = Cache {
             inner: Arc::new(Inner {
                 store,
                 prefix: self.prefix,
@@ -368,7 +419,12 @@ impl CacheBuilder {
                 rate_limiter,
                 pending: crate::invalidation::Pending::default(),
                 server: crate::invalidation::ServerCheck::default(),
+                alerts,
             }),
-        })
+        };
+        if let Some(handle) = runtime {
+            crate::monitor::alerts::spawn(Arc::downgrade(&cache.inner), &handle);
+        }
+        Ok(cache)
     }
 }

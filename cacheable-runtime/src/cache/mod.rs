@@ -92,6 +92,9 @@ pub(crate) use global::warn_no_cache;
 pub use global::{global, set_global};
 use write::{collecting, mark_incomplete, report_deps};
 
+// `Stats` scales hit times back by the same sampling rate.
+const _: () = assert!(fill::HIT_SAMPLE == crate::stats::HIT_SAMPLE);
+
 tokio::task_local! {
     /// Dependencies reported by cached calls made while a value is computed.
     static DEPS: Arc<Mutex<Collected>>;
@@ -158,6 +161,20 @@ pub(crate) struct Inner {
     pending: crate::invalidation::Pending,
     /// Whether the server must be checked before the next read.
     server: crate::invalidation::ServerCheck,
+    /// Configured alerts and their state (`None`: no alerts, no evaluator task).
+    alerts: Option<Arc<crate::monitor::alerts::Alerts>>,
+}
+
+impl Inner {
+    /// The configured alerts, if any.
+    pub(crate) fn alerts(&self) -> Option<&Arc<crate::monitor::alerts::Alerts>> {
+        self.alerts.as_ref()
+    }
+
+    /// The circuit breaker's state.
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
 }
 
 /// The result of a health check.
@@ -228,6 +245,12 @@ struct Miss {
 }
 
 impl Cache {
+    /// The shared state, for the monitoring views (`monitor`, `http::metrics`),
+    /// which read it and change nothing.
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
     /// A builder.
     pub fn builder() -> CacheBuilder {
         CacheBuilder::default()
@@ -249,6 +272,11 @@ impl Cache {
     /// The rate limiter on this cache's store (cheap: one `Arc` clone).
     pub fn rate_limiter(&self) -> crate::rate_limit::RateLimiter {
         self.inner.rate_limiter.clone()
+    }
+
+    /// The cache behind a weak reference, while a clone lives (background tasks).
+    pub(crate) fn from_weak(weak: &std::sync::Weak<Inner>) -> Option<Cache> {
+        weak.upgrade().map(|inner| Cache { inner })
     }
 
     // ----- store access with timeout and breaker -----

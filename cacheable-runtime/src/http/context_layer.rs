@@ -474,6 +474,10 @@ where
                 rate_limited::apply_note(response.headers_mut(), &note);
             }
             cache_headers::apply_to_response(&notes, &mut response, &config.cache_headers);
+            // For an outer `MetricsLayer`: how the handler's cached call was served.
+            if let Some(note) = notes.cache() {
+                response.extensions_mut().insert(note);
+            }
             Ok(response)
         })
     }

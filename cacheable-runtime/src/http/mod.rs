@@ -5,6 +5,7 @@ pub mod conditional;
 mod context_layer;
 pub mod fields;
 mod identity;
+mod metrics;
 mod notes;
 mod rate_limited;
 pub mod service;
@@ -14,6 +15,7 @@ pub use conditional::ConditionalLayer;
 pub use context_layer::{ContextLayer, ContextService, InvalidHeaderName};
 pub use fields::{Fields, FieldsLayer};
 pub use identity::Identity;
+pub use metrics::{DEFAULT_MAX_ROUTES, MetricsLayer, MetricsService};
 pub use notes::ResponseNotes;
 pub use rate_limited::{
     RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,

@@ -122,7 +122,7 @@ impl ClusterStore {
 
     /// The cluster connection, connecting on first use (a failed connect is
     /// retried by the next call).
-    async fn connection(&self) -> Result<ClusterConnection, CacheError> {
+    pub(crate) async fn connection(&self) -> Result<ClusterConnection, CacheError> {
         let conn = self
             .conn
             .get_or_try_init(|| async { self.client.get_async_connection().await })
@@ -130,7 +130,21 @@ impl ClusterStore {
         Ok(conn.clone())
     }
 
-    async fn masters(
+    /// A connection whose every command goes to the node at `host:port`
+    /// (for per-master reports: `INFO`, `SCAN`).
+    pub(crate) async fn node_connection(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<NodeConnection, CacheError> {
+        Ok(NodeConnection {
+            conn: self.connection().await?,
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    pub(crate) async fn masters(
         &self,
         conn: &mut ClusterConnection,
     ) -> Result<Vec<(String, u16)>, CacheError> {
@@ -375,6 +389,43 @@ impl Store for ClusterStore {
         // decision); others fail with CROSSSLOT, a store error.
         let mut conn = self.connection().await?;
         script.run_ints(&mut conn, keys, args).await
+    }
+}
+
+/// A cluster connection routed to one node: see [`ClusterStore::node_connection`].
+pub(crate) struct NodeConnection {
+    conn: ClusterConnection,
+    host: String,
+    port: u16,
+}
+
+impl NodeConnection {
+    fn route(&self) -> SingleNodeRoutingInfo {
+        SingleNodeRoutingInfo::ByAddress {
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for NodeConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, Value> {
+        let route = RoutingInfo::SingleNode(self.route());
+        Box::pin(self.conn.route_command(cmd.clone(), route))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        let route = self.route();
+        Box::pin(self.conn.route_pipeline(pipe.clone(), offset, count, route))
+    }
+
+    fn get_db(&self) -> i64 {
+        0
     }
 }
 

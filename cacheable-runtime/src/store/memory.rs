@@ -177,6 +177,11 @@ impl MemoryStore {
         self.keys.run_pending_tasks();
         self.keys.weighted_size()
     }
+
+    /// The capacity in weighed bytes.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
 }
 
 impl Store for MemoryStore {

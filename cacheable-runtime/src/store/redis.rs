@@ -395,6 +395,12 @@ impl RedisStore {
             release: Lua::new(RELEASE),
         })
     }
+
+    /// A clone of the multiplexed connection (cheap), for the memory
+    /// report's `INFO` and `SCAN` (`monitor::memory`).
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
 }
 
 /// The compare-and-set expectation as the PUT script reads it (ARGV[3]).

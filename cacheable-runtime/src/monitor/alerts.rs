@@ -1,0 +1,517 @@
+//! Alerts: thresholds on the cache's own figures, each sustained over a
+//! window, evaluated by one background task.
+//!
+//! # How an alert moves
+//!
+//! 1. The evaluator task exists only when at least one [`Alert`] is
+//!    configured. It holds the cache weakly: it stops at its next tick once
+//!    every `Cache` clone is dropped.
+//! 2. Every tick (`CacheBuilder::alert_interval`, default 1 s) each alert's
+//!    condition is measured **over that tick** (hit ratio, p99 and denial
+//!    rate from the difference of two snapshots; reachability and memory as
+//!    they are now). A tick without data (no reads, no samples) changes
+//!    nothing.
+//! 3. Hysteresis: an alert fires once its condition has held at every tick
+//!    for its window (`for_`, default 1 min), and resolves once it has been
+//!    false at every tick for the same window. A condition that flaps faster
+//!    than the window never moves the alert: no storm.
+//! 4. Each transition emits one `tracing` event (`warn` when firing, `info`
+//!    when resolving) and one call of every `on_alert` callback (a panicking
+//!    callback is caught and logged). [`Cache::alerts`] lists the firing ones.
+//!
+//! The evaluator's own I/O per tick: one `PING` for `redis_unreachable`, one
+//! `INFO memory` per server for `memory_above`; nothing for the others.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::breaker::BreakerState;
+use crate::cache::{Cache, Inner};
+use crate::monitor::sketch::quantile;
+use crate::store::{AnyStore, Store};
+
+/// What an alert watches.
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    HitRatioBelow(f64),
+    P99Above(Duration, Target),
+    RedisUnreachable,
+    MemoryAbove(f64),
+    DenialsAbove(f64),
+}
+
+/// Whose p99 a `p99_above` alert watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// The worst of every function's computations and every route.
+    Any,
+    Function(String),
+    /// `"GET /route"`.
+    Route(String),
+}
+
+/// A threshold on the cache's figures, sustained over a window; configure
+/// with `CacheBuilder::alert`. See the `monitor::alerts` docs.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct Alert {
+    kind: Kind,
+    window: Duration,
+}
+
+impl Alert {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    /// The hit ratio of the reads in each tick is below `ratio` (0..=1).
+    pub fn hit_ratio_below(ratio: f64) -> Self {
+        Self::new(Kind::HitRatioBelow(ratio))
+    }
+
+    /// The p99 over each tick is above `limit`: of the computations of any
+    /// function and the requests of any route (`MetricsLayer`), unless
+    /// narrowed with [`function`](Self::function) or [`route`](Self::route).
+    pub fn p99_above(limit: Duration) -> Self {
+        Self::new(Kind::P99Above(limit, Target::Any))
+    }
+
+    /// Narrows a `p99_above` alert to one function's computations (by its
+    /// name in `Stats::function`). No effect on other alerts.
+    pub fn function(mut self, name: impl Into<String>) -> Self {
+        if let Kind::P99Above(limit, _) = self.kind {
+            self.kind = Kind::P99Above(limit, Target::Function(name.into()));
+        }
+        self
+    }
+
+    /// Narrows a `p99_above` alert to one method and matched route
+    /// (`"GET"`, `"/users/{id}"`). No effect on other alerts.
+    pub fn route(mut self, method: &str, route: &str) -> Self {
+        if let Kind::P99Above(limit, _) = self.kind {
+            self.kind = Kind::P99Above(limit, Target::Route(format!("{method} {route}")));
+        }
+        self
+    }
+
+    /// Redis does not answer a `PING` within `op_timeout`, or the circuit
+    /// breaker is not closed.
+    pub fn redis_unreachable() -> Self {
+        Self::new(Kind::RedisUnreachable)
+    }
+
+    /// Redis `used_memory` is above `fraction` of `maxmemory` (summed over a
+    /// cluster's masters; the memory store's capacity). No data when
+    /// `maxmemory` is 0 (unlimited).
+    pub fn memory_above(fraction: f64) -> Self {
+        Self::new(Kind::MemoryAbove(fraction))
+    }
+
+    /// Rate-limit denials per second, over each tick, are above `per_second`.
+    pub fn denials_above(per_second: f64) -> Self {
+        Self::new(Kind::DenialsAbove(per_second))
+    }
+
+    /// How long the condition must hold to fire, and be false to resolve
+    /// (default 60 s).
+    pub fn for_(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// A short stable name: `hit_ratio_below(0.5)`, `p99_above(250ms, GET /x)`, ….
+    pub fn name(&self) -> String {
+        match &self.kind {
+            Kind::HitRatioBelow(r) => format!("hit_ratio_below({r})"),
+            Kind::P99Above(d, Target::Any) => format!("p99_above({d:?})"),
+            Kind::P99Above(d, Target::Function(f) | Target::Route(f)) => {
+                format!("p99_above({d:?}, {f})")
+            }
+            Kind::RedisUnreachable => "redis_unreachable".to_owned(),
+            Kind::MemoryAbove(f) => format!("memory_above({f})"),
+            Kind::DenialsAbove(r) => format!("denials_above({r}/s)"),
+        }
+    }
+
+    fn threshold(&self) -> f64 {
+        match &self.kind {
+            Kind::HitRatioBelow(x) | Kind::MemoryAbove(x) | Kind::DenialsAbove(x) => *x,
+            Kind::P99Above(d, _) => d.as_secs_f64(),
+            Kind::RedisUnreachable => 1.0,
+        }
+    }
+}
+
+/// Whether an alert fires or resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum AlertState {
+    /// The condition held for the window.
+    Firing,
+    /// The condition was false for the window.
+    Resolved,
+}
+
+/// One transition of an alert (or, from [`Cache::alerts`], one that fires now).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct AlertEvent {
+    /// The alert's [`name`](Alert::name).
+    pub alert: String,
+    /// Firing or resolved.
+    pub state: AlertState,
+    /// The measured value at the transition (a ratio, seconds, a fraction,
+    /// denials per second; 1 or 0 for reachability).
+    pub value: f64,
+    /// The configured threshold, in the same unit.
+    pub threshold: f64,
+    /// When the transition happened.
+    pub at: SystemTime,
+}
+
+/// A callback of `CacheBuilder::on_alert`.
+pub type AlertCallback = Arc<dyn Fn(&AlertEvent) + Send + Sync>;
+
+/// One alert's state.
+#[derive(Debug)]
+struct Slot {
+    alert: Alert,
+    firing: Option<AlertEvent>,
+    /// Since when the condition has disagreed with the state.
+    since: Option<Instant>,
+}
+
+/// The configured alerts of a cache, their state and callbacks.
+pub(crate) struct Alerts {
+    slots: Mutex<Vec<Slot>>,
+    callbacks: Vec<AlertCallback>,
+    interval: Duration,
+}
+
+impl fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Alerts")
+            .field("slots", &self.slots)
+            .field("callbacks", &self.callbacks.len())
+            .finish()
+    }
+}
+
+impl Alerts {
+    pub(crate) fn new(
+        alerts: Vec<Alert>,
+        callbacks: Vec<AlertCallback>,
+        interval: Duration,
+    ) -> Self {
+        let slots = alerts
+            .into_iter()
+            .map(|alert| Slot {
+                alert,
+                firing: None,
+                since: None,
+            })
+            .collect();
+        Self {
+            slots: Mutex::new(slots),
+            callbacks,
+            interval,
+        }
+    }
+
+    fn firing(&self) -> Vec<AlertEvent> {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|s| s.firing.clone())
+            .collect()
+    }
+}
+
+/// The previous tick's counters, for per-tick differences.
+#[derive(Default)]
+struct Previous {
+    hits: u64,
+    misses: u64,
+    denied: u64,
+    histograms: HashMap<String, Vec<u64>>,
+    at: Option<Instant>,
+}
+
+/// Figures measured once per tick, shared by all alerts.
+#[derive(Default)]
+struct Tick {
+    hit_ratio: Option<f64>,
+    /// p99 of each function (`f:<name>`) and route (`GET /x`) over the tick, in seconds.
+    p99: HashMap<String, f64>,
+    unreachable: Option<bool>,
+    memory: Option<f64>,
+    denials: Option<f64>,
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn measure(cache: &Cache, alerts: &[Alert], prev: &mut Previous) -> impl Future<Output = Tick> {
+    let inner = cache.inner();
+    let now = Instant::now();
+    let secs = prev.at.map(|at| (now - at).as_secs_f64());
+    prev.at = Some(now);
+    let mut tick = Tick::default();
+    let s = cache.stats();
+    let (dh, dm) = (
+        s.hits.saturating_sub(prev.hits),
+        s.misses.saturating_sub(prev.misses),
+    );
+    (prev.hits, prev.misses) = (s.hits, s.misses);
+    if dh + dm > 0 {
+        tick.hit_ratio = Some(dh as f64 / (dh + dm) as f64);
+    }
+    let denied = cache.rate_limiter().stats().denied;
+    if let Some(secs) = secs.filter(|s| *s > 0.0) {
+        tick.denials = Some(denied.saturating_sub(prev.denied) as f64 / secs);
+    }
+    prev.denied = denied;
+    if alerts.iter().any(|a| matches!(a.kind, Kind::P99Above(..))) {
+        let hists = inner
+            .stats
+            .compute_counts()
+            .into_iter()
+            .map(|(k, v)| (format!("f:{k}"), v))
+            .chain(inner.stats.routes.counts());
+        for (name, counts) in hists {
+            let old = prev.histograms.get(&name);
+            let window: Vec<u64> = counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.saturating_sub(old.and_then(|o| o.get(i)).copied().unwrap_or(0)))
+                .collect();
+            if let Some(p99) = quantile(&window, 0.99) {
+                tick.p99.insert(name.clone(), p99 as f64 / 1e9);
+            }
+            prev.histograms.insert(name, counts);
+        }
+    }
+    let want_ping = alerts.iter().any(|a| a.kind == Kind::RedisUnreachable);
+    let want_memory = alerts
+        .iter()
+        .any(|a| matches!(a.kind, Kind::MemoryAbove(_)));
+    let cache = cache.clone();
+    async move {
+        let inner = cache.inner();
+        if want_ping {
+            let breaker_open = inner.breaker_state() != BreakerState::Closed;
+            let ping = tokio::time::timeout(inner.op_timeout, inner.store.ping()).await;
+            tick.unreachable = Some(breaker_open || !matches!(ping, Ok(Ok(()))));
+        }
+        if want_memory {
+            tick.memory = match &*inner.store {
+                AnyStore::Memory(m) => Some(m.weighed_size() as f64 / m.capacity().max(1) as f64),
+                _ => tokio::time::timeout(inner.op_timeout * 4, cache.memory_fraction())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+        }
+        tick
+    }
+}
+
+/// The condition of `alert` this tick (`None`: no data) and the value measured.
+fn condition(alert: &Alert, tick: &Tick) -> Option<(bool, f64)> {
+    match &alert.kind {
+        Kind::HitRatioBelow(x) => tick.hit_ratio.map(|r| (r < *x, r)),
+        Kind::P99Above(limit, target) => {
+            let worst = match target {
+                Target::Any => tick.p99.values().copied().reduce(f64::max),
+                Target::Function(f) => tick.p99.get(&format!("f:{f}")).copied(),
+                Target::Route(r) => tick.p99.get(r).copied(),
+            }?;
+            Some((worst > limit.as_secs_f64(), worst))
+        }
+        Kind::RedisUnreachable => tick.unreachable.map(|u| (u, f64::from(u8::from(u)))),
+        Kind::MemoryAbove(x) => tick.memory.map(|m| (m > *x, m)),
+        Kind::DenialsAbove(x) => tick.denials.map(|d| (d > *x, d)),
+    }
+}
+
+/// Applies one tick to every alert; returns the transitions.
+fn step(alerts: &Alerts, tick: &Tick, now: Instant) -> Vec<AlertEvent> {
+    let mut events = Vec::new();
+    let mut slots = alerts.slots.lock().unwrap_or_else(PoisonError::into_inner);
+    for slot in slots.iter_mut() {
+        let Some((cond, value)) = condition(&slot.alert, tick) else {
+            continue;
+        };
+        if cond == slot.firing.is_some() {
+            slot.since = None;
+            continue;
+        }
+        let since = *slot.since.get_or_insert(now);
+        if now.duration_since(since) < slot.alert.window {
+            continue;
+        }
+        slot.since = None;
+        let event = AlertEvent {
+            alert: slot.alert.name(),
+            state: if cond {
+                AlertState::Firing
+            } else {
+                AlertState::Resolved
+            },
+            value,
+            threshold: slot.alert.threshold(),
+            at: SystemTime::now(),
+        };
+        slot.firing = cond.then(|| event.clone());
+        events.push(event);
+    }
+    events
+}
+
+fn emit(alerts: &Alerts, event: &AlertEvent) {
+    match event.state {
+        AlertState::Firing => tracing::warn!(
+            alert = %event.alert, value = event.value, threshold = event.threshold,
+            "cache alert firing"
+        ),
+        AlertState::Resolved => tracing::info!(
+            alert = %event.alert, value = event.value, threshold = event.threshold,
+            "cache alert resolved"
+        ),
+    }
+    for cb in &alerts.callbacks {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(event))).is_err() {
+            tracing::error!(alert = %event.alert, "an on_alert callback panicked");
+        }
+    }
+}
+
+/// The evaluator task: see the module docs. Runs until the cache is dropped.
+pub(crate) fn spawn(weak: Weak<Inner>, handle: &tokio::runtime::Handle) {
+    handle.spawn(async move {
+        let mut prev = Previous::default();
+        let interval = match weak.upgrade() {
+            Some(inner) => match inner.alerts() {
+                Some(a) => a.interval,
+                None => return,
+            },
+            None => return,
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(cache) = Cache::from_weak(&weak) else {
+                return;
+            };
+            let Some(alerts) = cache.inner().alerts().cloned() else {
+                return;
+            };
+            let list: Vec<Alert> = alerts
+                .slots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|s| s.alert.clone())
+                .collect();
+            let tick = measure(&cache, &list, &mut prev).await;
+            // Not held across the next sleep: the cache can drop meanwhile.
+            drop(cache);
+            for event in step(&alerts, &tick, Instant::now()) {
+                emit(&alerts, &event);
+            }
+        }
+    });
+}
+
+impl Cache {
+    /// The alerts firing now (see `CacheBuilder::alert`); empty without alerts.
+    pub fn alerts(&self) -> Vec<AlertEvent> {
+        self.inner()
+            .alerts()
+            .map(|a| a.firing())
+            .unwrap_or_default()
+    }
+
+    /// `used_memory / maxmemory` of the Redis servers (`None`: unlimited or no answer).
+    async fn memory_fraction(&self) -> Option<f64> {
+        // The full report scans keys; this needs INFO only, but one code
+        // path is easier to keep right: servers' INFO comes first in it.
+        self.memory_report().await.used_fraction()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick_ratio(r: f64) -> Tick {
+        Tick {
+            hit_ratio: Some(r),
+            ..Tick::default()
+        }
+    }
+
+    #[test]
+    fn fires_once_and_resolves_once_and_ignores_flapping() {
+        let alerts = Alerts::new(
+            vec![Alert::hit_ratio_below(0.5).for_(Duration::from_secs(3))],
+            Vec::new(),
+            Duration::from_secs(1),
+        );
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut events = Vec::new();
+        // Flapping every second: never fires.
+        for s in 0..10 {
+            let r = if s % 2 == 0 { 0.1 } else { 0.9 };
+            events.extend(step(&alerts, &tick_ratio(r), at(s)));
+        }
+        assert!(events.is_empty(), "{events:?}");
+        // Low for 3 s: fires once, at the third second.
+        for s in 10..20 {
+            events.extend(step(&alerts, &tick_ratio(0.1), at(s)));
+        }
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].state, AlertState::Firing);
+        assert!(alerts.firing().len() == 1);
+        // A tick without data changes nothing.
+        assert!(step(&alerts, &Tick::default(), at(20)).is_empty());
+        // Flapping while firing: stays firing.
+        for s in 21..30 {
+            let r = if s % 2 == 0 { 0.1 } else { 0.9 };
+            events.extend(step(&alerts, &tick_ratio(r), at(s)));
+        }
+        assert_eq!(events.len(), 1);
+        // High for 3 s: resolves once.
+        for s in 30..40 {
+            events.extend(step(&alerts, &tick_ratio(0.9), at(s)));
+        }
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].state, AlertState::Resolved);
+        assert!(alerts.firing().is_empty());
+    }
+
+    #[test]
+    fn names_and_narrowing() {
+        let a = Alert::p99_above(Duration::from_millis(5)).route("GET", "/x");
+        assert_eq!(a.name(), "p99_above(5ms, GET /x)");
+        let tick = Tick {
+            p99: HashMap::from([("GET /x".to_owned(), 0.010), ("f:g".to_owned(), 1.0)]),
+            ..Tick::default()
+        };
+        assert_eq!(condition(&a, &tick), Some((true, 0.010)));
+        let f = Alert::p99_above(Duration::from_secs(2)).function("g");
+        assert_eq!(condition(&f, &tick), Some((false, 1.0)));
+        assert_eq!(
+            Alert::redis_unreachable().function("g").name(),
+            "redis_unreachable"
+        );
+    }
+}
