@@ -27,6 +27,7 @@ pub struct CacheBuilder {
     require_tenant: bool,
     tls: TlsSettings,
     memory_capacity: u64,
+    clock: crate::clock::AnyClock,
 }
 
 #[derive(Clone)]
@@ -75,6 +76,7 @@ impl Default for CacheBuilder {
             require_tenant: false,
             tls: TlsSettings::default(),
             memory_capacity: crate::store::memory::DEFAULT_CAPACITY,
+            clock: crate::clock::AnyClock::System,
         }
     }
 }
@@ -230,6 +232,18 @@ impl CacheBuilder {
         self
     }
 
+    /// The clock of the cache's in-process timers (default
+    /// [`SystemClock`](crate::clock::SystemClock)): breaker cool-downs,
+    /// soft expiry and the `stale` window, early refresh, the memory store's
+    /// expiry, local rate-limit windows. Tests pass a
+    /// [`FakeClock`](crate::clock::FakeClock) and advance it instead of
+    /// sleeping. Redis' own TTLs stay on the server's clock (see
+    /// [`clock`](crate::clock)).
+    pub fn clock(mut self, clock: impl crate::clock::Clock) -> Self {
+        self.clock = crate::clock::AnyClock::new(clock);
+        self
+    }
+
     /// The ranges `build` accepts: every duration is bounded (TTLs by
     /// [`MAX_TTL`](crate::MAX_TTL), timeouts and waits by an hour),
     /// counts are at least 1, and the settings that must act are not zero.
@@ -329,7 +343,10 @@ impl CacheBuilder {
         }
         let store = match self.backend {
             None => return config("no store: call .redis_url(..) or .memory()".into()),
-            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new(self.memory_capacity)),
+            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::with_clock(
+                self.memory_capacity,
+                self.clock.clone(),
+            )),
             Some(Backend::Redis(url)) => {
                 AnyStore::Redis(RedisStore::new(&url, self.op_timeout, &self.tls)?)
             }
@@ -350,7 +367,8 @@ impl CacheBuilder {
                     self.breaker_threshold,
                     self.breaker_cooldown.0,
                     self.breaker_cooldown.1,
-                ),
+                )
+                .with_clock(self.clock.clone()),
                 stats: Registry::default(),
                 flights: Flights::default(),
                 log: LogLimiter::new(Duration::from_secs(10)),
@@ -360,9 +378,10 @@ impl CacheBuilder {
                 evict_wait: self.evict_wait,
                 tenant_quota: self.tenant_quota,
                 require_tenant: self.require_tenant,
-                rate_state: crate::rate_limit::State::default(),
+                rate_state: crate::rate_limit::State::default().with_clock(&self.clock),
                 pending: crate::invalidation::Pending::default(),
                 server: crate::invalidation::ServerCheck::default(),
+                clock: self.clock,
             }),
         })
     }
