@@ -401,6 +401,17 @@ pub(crate) struct State {
     expected_instances: AtomicU32,
 }
 
+impl State {
+    /// The same state, with its local windows, denials and breaker timed by
+    /// `clock` (see `crate::clock`; the Redis scripts use server time).
+    pub(crate) fn with_clock(mut self, clock: &crate::clock::AnyClock) -> Self {
+        self.local = self.local.with_clock(clock.clone());
+        self.denials = self.denials.with_clock(clock.clone());
+        self.breaker = self.breaker.with_clock(clock.clone());
+        self
+    }
+}
+
 /// The default of [`RateLimiter::set_expected_instances`].
 pub const DEFAULT_EXPECTED_INSTANCES: u32 = 4;
 
