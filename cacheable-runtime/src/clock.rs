@@ -31,7 +31,7 @@
 //!
 //! # Cost
 //!
-//! The cache keeps an [`AnyClock`] enum: the default is its `System` variant,
+//! The cache keeps a private enum of clocks: the default is its `System` variant,
 //! a branch and a direct `Instant::now()` / `SystemTime::now()`, with no
 //! `dyn` call and no reference count touched per read. Only a custom clock
 //! pays a virtual call.
