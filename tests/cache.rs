@@ -1,11 +1,17 @@
 //! The cache service and the cache-aside engine against real stores: the same
 //! behaviour suite on the memory store and on a real `redis-server`, then the
 //! Redis-only guarantees (consistency races, failures, stability).
+//!
+//! The suite runs on a [`FakeClock`]: expiry, policies and early refresh are
+//! seen by advancing it, not by sleeping. Redis' own TTLs are server time and
+//! stay real: `redis_ttls_are_server_time` and
+//! `tag_versions_do_not_grow_without_bound` watch them in real time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cacheable::clock::FakeClock;
 use cacheable::{BreakerState, Cache, CacheOptions, TtlPolicy, tenant};
 use cacheable_test_support::{RedisCluster, RedisServer};
 
@@ -63,10 +69,11 @@ async fn load(cache: &Cache, calls: &Calls, key: &str, opts: &CacheOptions, name
 
 // ---------------------------------------------------------------- the suite
 
-async fn suite(cache: Cache) {
+/// Runs the suite on `cache`, whose clock is `clock`.
+async fn suite(cache: Cache, clock: &FakeClock) {
     hit_and_miss(&cache).await;
     set_get_delete(&cache).await;
-    ttl_expiry(&cache).await;
+    ttl_expiry(&cache, clock).await;
     tenant_isolation(&cache).await;
     tag_invalidation(&cache).await;
     tenant_invalidation(&cache).await;
@@ -75,8 +82,8 @@ async fn suite(cache: Cache) {
     stale_set_race_tags(&cache).await;
     stale_set_race_delete(&cache).await;
     stampede_in_process(&cache).await;
-    policies(&cache).await;
-    early_refresh(&cache).await;
+    policies(&cache, clock).await;
+    early_refresh(&cache, clock).await;
     tenant_quota(&cache).await;
 }
 
@@ -134,33 +141,47 @@ async fn tenant_quota(cache: &Cache) {
 }
 
 /// XFetch: a value that took long to compute is refreshed by one caller
-/// shortly before it expires, not after.
-async fn early_refresh(cache: &Cache) {
+/// shortly before it expires, not after, and never far from its expiry.
+/// The computation "takes" 300 ms of the cache's clock; hits come every
+/// 20 ms of it, whatever the machine's load.
+async fn early_refresh(cache: &Cache, clock: &FakeClock) {
     let calls = Calls::default();
+    let slow = |calls: Calls, clock: FakeClock| async move {
+        clock.advance(Duration::from_millis(300));
+        Ok::<_, ()>(calls.hit())
+    };
+    let load = |key: &'static str, opts: CacheOptions| {
+        let (calls, clock) = (calls.clone(), clock.clone());
+        async move {
+            cache
+                .get_or_compute(key, &opts, || slow(calls, clock))
+                .await
+                .unwrap()
+        }
+    };
+    // Far from expiry (over 40 compute times left), never.
+    let far = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tenant("xfetch");
+    load("far", far.clone()).await;
+    for _ in 0..47 {
+        clock.advance(Duration::from_secs(1));
+        load("far", far.clone()).await;
+    }
+    assert_eq!(calls.get(), 1, "no early refresh 13 s before expiry");
+    // Near expiry, one caller refreshes before it (the chance that 70 hits
+    // in the last 1.5 s all pass is below 1e-9).
     let opts = CacheOptions::new()
         .ttl(Duration::from_millis(1500))
         .tenant("xfetch");
-    let slow = |calls: Calls| async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok::<_, ()>(calls.hit())
-    };
-    cache
-        .get_or_compute("x", &opts, || slow(calls.clone()))
-        .await
-        .unwrap();
-    let stored = Instant::now();
-    while stored.elapsed() < Duration::from_millis(1350) && calls.get() == 1 {
-        cache
-            .get_or_compute("x", &opts, || slow(calls.clone()))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    load("x", opts.clone()).await;
+    let stored = clock.elapsed();
+    let remaining = || Duration::from_millis(1500).saturating_sub(clock.elapsed() - stored);
+    while remaining() > Duration::from_millis(20) && calls.get() == 2 {
+        load("x", opts.clone()).await;
+        clock.advance(Duration::from_millis(20));
     }
-    assert_eq!(calls.get(), 2, "refreshed before expiry");
-    assert!(
-        stored.elapsed() < Duration::from_millis(1500),
-        "the refresh started before the entry expired"
-    );
+    assert_eq!(calls.get(), 3, "refreshed before expiry");
 }
 
 async fn hit_and_miss(cache: &Cache) {
@@ -198,15 +219,55 @@ async fn set_get_delete(cache: &Cache) {
     );
 }
 
-async fn ttl_expiry(cache: &Cache) {
+/// Expiry on the cache's clock, to the millisecond. (A minute: Redis' own
+/// TTL, in real time, never runs out during the test.)
+async fn ttl_expiry(cache: &Cache, clock: &FakeClock) {
     let calls = Calls::default();
-    let opts = CacheOptions::new().ttl(Duration::from_millis(300));
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60));
     load(cache, &calls, "ttl", &opts, "x").await;
+    clock.advance(Duration::from_millis(59_999));
     load(cache, &calls, "ttl", &opts, "x").await;
-    assert_eq!(calls.get(), 1);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(calls.get(), 1, "fresh 1 ms before its ttl");
+    clock.advance(Duration::from_millis(1));
     load(cache, &calls, "ttl", &opts, "x").await;
     assert_eq!(calls.get(), 2, "expired entries are recomputed");
+}
+
+/// Real time: with the system clock, an entry expires after its TTL; with
+/// a fake clock, Redis' TTL still runs in real time (a fake clock cannot
+/// move it), while the cache already treats the entry as expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_ttls_are_server_time() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "real").await;
+    let calls = Calls::default();
+    let opts = CacheOptions::new().ttl(Duration::from_millis(300));
+    load(&cache, &calls, "ttl", &opts, "x").await;
+    load(&cache, &calls, "ttl", &opts, "x").await;
+    assert_eq!(calls.get(), 1);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    load(&cache, &calls, "ttl", &opts, "x").await;
+    assert_eq!(calls.get(), 2, "expired entries are recomputed");
+
+    let clock = FakeClock::new();
+    let fake = Cache::builder()
+        .redis_url(server.url())
+        .prefix("fake")
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let calls = Calls::default();
+    let opts = CacheOptions::new().ttl(Duration::from_secs(30)).global();
+    load(&fake, &calls, "ttl", &opts, "x").await;
+    clock.advance(Duration::from_secs(3600));
+    load(&fake, &calls, "ttl", &opts, "x").await;
+    assert_eq!(calls.get(), 2, "expired on the cache's clock");
+    let keys = server.command(&[b"KEYS", b"fake:*"]);
+    assert!(
+        String::from_utf8_lossy(&keys).contains("fake:"),
+        "Redis still holds the keys: its TTLs are not the fake clock's"
+    );
 }
 
 const CRAFTED: &[&str] = &[
@@ -482,13 +543,14 @@ async fn stampede_in_process(cache: &Cache) {
     assert!(results.iter().all(|r| *r == 1));
 }
 
-async fn policies(cache: &Cache) {
+async fn policies(cache: &Cache, clock: &FakeClock) {
     let calls = Calls::default();
     let opts = CacheOptions::new().policy("short").tenant("pol");
     load(cache, &calls, "p", &opts, "x").await;
+    clock.advance(Duration::from_secs(26));
     load(cache, &calls, "p", &opts, "x").await;
-    assert_eq!(calls.get(), 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(calls.get(), 1, "the policy's ttl is at least 27 s");
+    clock.advance(Duration::from_secs(8));
     load(cache, &calls, "p", &opts, "x").await;
     assert_eq!(calls.get(), 2, "the policy's ttl applies");
     // An unknown policy falls back to the default ttl and counts an error.
@@ -497,31 +559,35 @@ async fn policies(cache: &Cache) {
     assert!(cache.stats().errors > before);
 }
 
-fn with_policies(b: cacheable::CacheBuilder) -> cacheable::CacheBuilder {
-    b.policy(
-        "short",
-        TtlPolicy::new(Duration::from_millis(250)).jitter(0.1),
-    )
-    .tenant_quota_bytes(64 * 1024)
+/// The suite's configuration, on `clock`.
+fn with_policies(b: cacheable::CacheBuilder, clock: &FakeClock) -> cacheable::CacheBuilder {
+    b.policy("short", TtlPolicy::new(Duration::from_secs(30)).jitter(0.1))
+        .tenant_quota_bytes(64 * 1024)
+        .clock(clock.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_passes_the_suite() {
-    let cache = with_policies(Cache::builder().memory())
+    let clock = FakeClock::new();
+    let cache = with_policies(Cache::builder().memory(), &clock)
         .build()
         .await
         .unwrap();
-    suite(cache).await;
+    suite(cache, &clock).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_passes_the_suite() {
     let server = RedisServer::start();
-    let cache = with_policies(Cache::builder().redis_url(server.url()).prefix("suite"))
-        .build()
-        .await
-        .unwrap();
-    suite(cache).await;
+    let clock = FakeClock::new();
+    let cache = with_policies(
+        Cache::builder().redis_url(server.url()).prefix("suite"),
+        &clock,
+    )
+    .build()
+    .await
+    .unwrap();
+    suite(cache, &clock).await;
     assert!(
         cache_health_ok(
             &Cache::builder()
@@ -907,15 +973,17 @@ async fn auth_and_acl_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_passes_the_suite() {
     let cluster = RedisCluster::start(3, 0);
+    let clock = FakeClock::new();
     let cache = with_policies(
         Cache::builder()
             .redis_cluster(cluster.urls())
             .prefix("suite"),
+        &clock,
     )
     .build()
     .await
     .unwrap();
-    suite(cache.clone()).await;
+    suite(cache.clone(), &clock).await;
     let h = cache.health().await;
     assert!(
         h.reachable && h.backend == "redis-cluster" && h.used_memory.is_some_and(|m| m > 0),

@@ -79,9 +79,15 @@ async fn counter_expiry_during_a_computation(cache: &Cache, expire: impl AsyncFn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counter_expiry_during_a_computation_memory() {
-    let cache = Cache::memory();
+    let clock = cacheable::clock::FakeClock::new();
+    let cache = Cache::builder()
+        .memory()
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
     counter_expiry_during_a_computation(&cache, async || {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        clock.advance(Duration::from_millis(400));
     })
     .await;
 }

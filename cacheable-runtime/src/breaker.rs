@@ -14,10 +14,15 @@
 //! the client reconnects, and counting that as "still down" would double the
 //! cool-down. Since a probe costs users nothing, the cool-down is capped at
 //! 500 ms: calls resume within about half a second of the store answering.
+//!
+//! Cool-downs are read on the cache's clock (`crate::clock`): tests advance
+//! a fake clock through them. The probe's timeout is Tokio's (real) timer.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::clock::AnyClock;
 
 use crate::error::CacheError;
 
@@ -54,6 +59,7 @@ pub enum BreakerState {
 
 #[derive(Debug)]
 pub(crate) struct Breaker {
+    clock: AnyClock,
     epoch: Instant,
     state: AtomicU8,
     failures: AtomicU32,
@@ -67,6 +73,7 @@ pub(crate) struct Breaker {
 impl Breaker {
     pub(crate) fn new(threshold: u32, min_cooldown: Duration, max_cooldown: Duration) -> Self {
         Self {
+            clock: AnyClock::System,
             epoch: Instant::now(),
             state: AtomicU8::new(CLOSED),
             failures: AtomicU32::new(0),
@@ -78,12 +85,19 @@ impl Breaker {
         }
     }
 
+    /// The same breaker, timed by `clock`.
+    pub(crate) fn with_clock(mut self, clock: AnyClock) -> Self {
+        self.epoch = clock.now();
+        self.clock = clock;
+        self
+    }
+
     fn ms(d: Duration) -> u64 {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn now_ms(&self) -> u64 {
-        Self::ms(self.epoch.elapsed())
+        Self::ms(self.clock.now().saturating_duration_since(self.epoch))
     }
 
     /// Whether a call may go to the store now (a probe included).
@@ -206,10 +220,20 @@ pub(crate) fn spawn_probe(probe: impl Future<Output = ()> + Send + 'static) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
+
+    /// A breaker on a fake clock, and the clock to advance.
+    fn breaker(threshold: u32, min: Duration, max: Duration) -> (Breaker, FakeClock) {
+        let clock = FakeClock::new();
+        let b = Breaker::new(threshold, min, max).with_clock(AnyClock::new(clock.clone()));
+        (b, clock)
+    }
+
+    const MS: Duration = Duration::from_millis(1);
 
     #[test]
     fn opens_after_threshold_and_probes_once() {
-        let b = Breaker::new(3, Duration::from_millis(30), Duration::from_secs(1));
+        let (b, clock) = breaker(3, 30 * MS, Duration::from_secs(1));
         for _ in 0..2 {
             assert!(b.allow());
             b.failure();
@@ -218,30 +242,55 @@ mod tests {
         b.failure();
         assert_eq!(b.state(), BreakerState::Open);
         assert!(!b.allow());
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(29 * MS);
+        assert!(!b.allow(), "still cooling down 1 ms before the end");
+        clock.advance(MS);
         assert!(b.allow(), "probe after cool-down");
         assert!(!b.allow(), "only one probe");
         b.failure();
         assert_eq!(b.state(), BreakerState::Open);
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(59 * MS);
         assert!(!b.allow(), "cool-down doubled after a failed probe");
-        std::thread::sleep(Duration::from_millis(30));
+        clock.advance(MS);
         assert!(b.allow());
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.allow());
+        // Closed again: the cool-down is back at its minimum.
+        for _ in 0..3 {
+            b.failure();
+        }
+        clock.advance(30 * MS);
+        assert!(b.allow(), "cool-down reset to the minimum after a success");
+    }
+
+    #[test]
+    fn the_doubled_cool_down_stops_at_the_maximum() {
+        let (b, clock) = breaker(1, 100 * MS, 300 * MS);
+        b.failure();
+        clock.advance(100 * MS);
+        assert_eq!(b.enter(), Pass::Probe);
+        for expected in [200, 300, 300] {
+            b.failure(); // the probe failed
+            clock.advance((expected - 1) * MS);
+            assert!(!b.allow(), "cool-down of {expected} ms not over");
+            clock.advance(MS);
+            assert_eq!(b.enter(), Pass::Probe, "cool-down of {expected} ms over");
+        }
     }
 
     #[test]
     fn a_lost_probe_does_not_keep_it_half_open() {
-        let b = Breaker::new(1, Duration::from_millis(30), Duration::from_secs(1));
+        let (b, clock) = breaker(1, 30 * MS, Duration::from_secs(1));
         b.failure();
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(30 * MS);
         assert!(b.allow(), "the probe");
         // The probe's future is dropped: neither success nor failure comes.
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(!b.allow(), "still waiting for the probe");
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(29 * MS);
+        assert!(!b.allow(), "still waiting, 1 ms before the deadline");
+        clock.advance(MS);
         assert!(b.allow(), "after a cool-down, another call probes");
         assert!(!b.allow(), "one at a time");
         b.success();
@@ -254,11 +303,21 @@ mod tests {
         assert_eq!(b.max_cooldown, MAX_COOLDOWN);
     }
 
+    /// The system clock still times the breaker (one short real sleep).
+    #[test]
+    fn the_system_clock_times_the_cool_down() {
+        let b = Breaker::new(1, 10 * MS, Duration::from_secs(1));
+        b.failure();
+        assert!(!b.allow());
+        std::thread::sleep(15 * MS);
+        assert!(b.allow());
+    }
+
     #[tokio::test]
     async fn a_probe_retries_once_on_a_connection_error() {
-        let b = Breaker::new(1, Duration::from_millis(10), Duration::from_secs(1));
+        let (b, clock) = breaker(1, 10 * MS, Duration::from_secs(1));
         b.failure();
-        std::thread::sleep(Duration::from_millis(15));
+        clock.advance(10 * MS);
         assert_eq!(b.enter(), Pass::Probe);
         let mut calls = 0;
         b.probe(Duration::from_millis(100), || {
@@ -275,7 +334,7 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
         // A timeout is not retried: the store is slow, not reconnecting.
         b.failure();
-        std::thread::sleep(Duration::from_millis(15));
+        clock.advance(10 * MS);
         assert_eq!(b.enter(), Pass::Probe);
         let mut calls = 0;
         b.probe(Duration::from_millis(20), || {

@@ -76,9 +76,10 @@ pub(crate) fn new_stamp() -> [u8; 16] {
     xxhash_rust::xxh3::xxh3_128(&seed).to_le_bytes()
 }
 
-/// Encodes a value envelope.
+/// Encodes a value envelope stored at `now` (unix ms, from the cache's clock).
 pub(crate) fn encode(
     kind: u8,
+    now: u64,
     fresh_for: Duration,
     compute: Duration,
     deps: &[Dep],
@@ -88,7 +89,6 @@ pub(crate) fn encode(
         .map_err(|_| CacheError::Codec("more than 65535 dependencies".into()))?;
     let deps_len: usize = deps.iter().map(|d| 10 + d.key.len()).sum();
     let mut out = Vec::with_capacity(HEADER + deps_len + payload.len());
-    let now = now_ms();
     out.push(SCHEMA);
     out.extend_from_slice(&new_stamp());
     out.push(kind);
@@ -125,6 +125,11 @@ pub(crate) fn encode(
 /// an instance whose clock is behind creates lower fresh versions, and a
 /// repeat would still take a billion invalidations per second of skew.
 /// Decimal with 19 digits until the year 2262, so Redis can `INCR` it.
+///
+/// Always the system clock, never the cache's (`crate::clock`): this is a
+/// uniqueness source, not a timer. A fake clock stands still or is set back
+/// to a new one's start, and a counter recreated from it could repeat a
+/// version that a stored value recorded.
 pub(crate) fn fresh_version() -> u64 {
     let micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -191,6 +196,7 @@ mod tests {
         ];
         let raw = encode(
             KIND_VALUE,
+            now_ms(),
             Duration::from_secs(60),
             Duration::from_micros(1500),
             &deps,
@@ -208,6 +214,7 @@ mod tests {
     fn golden_header_layout() {
         let raw = encode(
             KIND_VALUE,
+            now_ms(),
             Duration::from_millis(5),
             Duration::from_micros(9),
             &[Dep {
@@ -236,6 +243,7 @@ mod tests {
         }
         let mut raw = encode(
             KIND_VALUE,
+            now_ms(),
             Duration::ZERO,
             Duration::ZERO,
             &[Dep {

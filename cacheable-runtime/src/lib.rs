@@ -6,6 +6,7 @@
 
 mod breaker;
 mod cache;
+pub mod clock;
 mod codec;
 pub mod context;
 mod envelope;

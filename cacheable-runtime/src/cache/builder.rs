@@ -30,6 +30,7 @@ pub struct CacheBuilder {
     alerts: Vec<crate::monitor::Alert>,
     on_alert: Vec<crate::monitor::AlertCallback>,
     alert_interval: Duration,
+    clock: crate::clock::AnyClock,
 }
 
 #[derive(Clone)]
@@ -81,6 +82,7 @@ impl Default for CacheBuilder {
             alerts: Vec::new(),
             on_alert: Vec::new(),
             alert_interval: Duration::from_secs(1),
+            clock: crate::clock::AnyClock::System,
         }
     }
 }
@@ -262,6 +264,18 @@ impl CacheBuilder {
         self
     }
 
+    /// The clock of the cache's in-process timers (default
+    /// [`SystemClock`](crate::clock::SystemClock)): breaker cool-downs,
+    /// soft expiry and the `stale` window, early refresh, the memory store's
+    /// expiry, local rate-limit windows. Tests pass a
+    /// [`FakeClock`](crate::clock::FakeClock) and advance it instead of
+    /// sleeping. Redis' own TTLs stay on the server's clock (see
+    /// [`clock`](crate::clock)).
+    pub fn clock(mut self, clock: impl crate::clock::Clock) -> Self {
+        self.clock = crate::clock::AnyClock::new(clock);
+        self
+    }
+
     /// The ranges `build` accepts: every duration is bounded (TTLs by
     /// [`MAX_TTL`](crate::MAX_TTL), timeouts and waits by an hour),
     /// counts are at least 1, and the settings that must act are not zero.
@@ -364,7 +378,10 @@ impl CacheBuilder {
         }
         let store = Arc::new(match self.backend {
             None => return config("no store: call .redis_url(..) or .memory()".into()),
-            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new(self.memory_capacity)),
+            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::with_clock(
+                self.memory_capacity,
+                self.clock.clone(),
+            )),
             Some(Backend::Redis(url)) => {
                 AnyStore::Redis(RedisStore::new(&url, self.op_timeout, &self.tls)?)
             }
@@ -378,6 +395,7 @@ impl CacheBuilder {
             Arc::clone(&store) as Arc<dyn crate::store::ScriptHost>,
             self.prefix.clone(),
             self.op_timeout,
+            &self.clock,
         );
         let alerts = (!self.alerts.is_empty()).then(|| {
             Arc::new(crate::monitor::alerts::Alerts::new(
@@ -406,7 +424,8 @@ impl CacheBuilder {
                     self.breaker_threshold,
                     self.breaker_cooldown.0,
                     self.breaker_cooldown.1,
-                ),
+                )
+                .with_clock(self.clock.clone()),
                 stats: Registry::default(),
                 flights: Flights::default(),
                 log: LogLimiter::new(Duration::from_secs(10)),
@@ -420,6 +439,7 @@ impl CacheBuilder {
                 pending: crate::invalidation::Pending::default(),
                 server: crate::invalidation::ServerCheck::default(),
                 alerts,
+                clock: self.clock,
             }),
         };
         if let Some(handle) = runtime {

@@ -161,6 +161,8 @@ pub(crate) struct Inner {
     pending: crate::invalidation::Pending,
     /// Whether the server must be checked before the next read.
     server: crate::invalidation::ServerCheck,
+    /// The clock of the in-process timers (see `crate::clock`).
+    pub(crate) clock: crate::clock::AnyClock,
     /// Configured alerts and their state (`None`: no alerts, no evaluator task).
     alerts: Option<Arc<crate::monitor::alerts::Alerts>>,
 }
@@ -420,7 +422,14 @@ impl Cache {
             })
             .collect();
         let payload = codec::encode(value)?;
-        let raw = envelope::encode(KIND_VALUE, spec.ttl, Duration::ZERO, &deps, &payload)?;
+        let raw = envelope::encode(
+            KIND_VALUE,
+            self.inner.clock.unix_ms(),
+            spec.ttl,
+            Duration::ZERO,
+            &deps,
+            &payload,
+        )?;
         let dep_keys = &spec.keys[1..];
         let put = Put {
             key: &spec.keys[0],

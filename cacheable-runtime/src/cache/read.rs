@@ -44,7 +44,7 @@ impl Cache {
             self.check_server().await?;
         }
         let store = &self.inner.store;
-        let at = Instant::now();
+        let at = self.inner.clock.now();
         let values = self.op_in(spec, store.mget(&spec.keys)).await?;
         if values.len() != spec.keys.len() {
             return Err(CacheError::Store(format!(
@@ -74,7 +74,7 @@ impl Cache {
         if !self.deps_current(spec, &env.deps, &versions).await? {
             return Ok(Lookup::Miss(miss(Some(&raw), versions)));
         }
-        let now = now_ms();
+        let now = self.inner.clock.unix_ms();
         let stale_until = env
             .fresh_until_ms
             .saturating_add(u64::try_from(spec.stale.as_millis()).unwrap_or(u64::MAX));

@@ -21,9 +21,12 @@ impl Cache {
             }
         };
         let collector = Arc::new(Mutex::new(Collected::default()));
-        let started = Instant::now();
+        // On the cache's clock: the compute time is stored with the value
+        // (XFetch scales by it) and the write guard runs from the snapshot.
+        let clock = &self.inner.clock;
+        let started = clock.now();
         let out = DEPS.scope(Arc::clone(&collector), body).await;
-        let elapsed = started.elapsed();
+        let elapsed = clock.now().saturating_duration_since(started);
         self.inner
             .stats
             .computed(&spec.counters, spec.name, elapsed);
@@ -62,7 +65,7 @@ impl Cache {
             self.report(Some(&spec.counters), "write", &CacheError::TenantDependency);
             return out;
         }
-        let since_snapshot = miss.at.elapsed();
+        let since_snapshot = clock.now().saturating_duration_since(miss.at);
         if since_snapshot >= self.inner.write_guard {
             tracing::debug!(key = %spec.keys[0], ?since_snapshot, "computation outlived the write guard; not stored");
             return out;
@@ -129,7 +132,14 @@ impl Cache {
             Ok(p) => p,
             Err(e) => return self.report(Some(&spec.counters), "encode", &e),
         };
-        let raw = match envelope::encode(KIND_VALUE, spec.ttl, compute, deps, &payload) {
+        let raw = match envelope::encode(
+            KIND_VALUE,
+            self.inner.clock.unix_ms(),
+            spec.ttl,
+            compute,
+            deps,
+            &payload,
+        ) {
             Ok(r) => r,
             Err(e) => return self.report(Some(&spec.counters), "encode", &e),
         };

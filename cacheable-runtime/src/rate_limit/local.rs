@@ -1,6 +1,7 @@
 //! The in-process side of the limiter: the same three algorithms on a
 //! monotonic clock (for `Cache::memory()` and the `on_error = "local"`
-//! fallback), and the cache of recent denials.
+//! fallback), and the cache of recent denials. Both read the cache's clock
+//! (`crate::clock`), so tests advance a fake one through a window.
 //!
 //! # Bounds
 //!
@@ -16,8 +17,10 @@
 //!   budget. If only exhausted entries remain, a new key is refused (counted
 //!   in `RateLimitStats::local_overflow`) rather than let through unlimited.
 //! - [`DenialCache`]: [`DENIALS_MAX_BYTES`]. Expired denials are swept at most
-//!   every second and whenever the bound is reached; a denial that still does
-//!   not fit is not remembered (Redis, which holds the budget, still denies).
+//!   every second and when the bound is reached (then not again for 100 ms if
+//!   that freed nothing: a flood of live denials is not swept once per key);
+//!   a denial that still does not fit is not remembered (Redis, which holds
+//!   the budget, still denies).
 //!
 //! moka is not used: its admission and eviction policy (TinyLFU) may drop any
 //! entry, and there is no way to pin the entries that must stay (denials).
@@ -31,6 +34,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{Algorithm, Verdict};
+use crate::clock::AnyClock;
 
 /// The bound of the in-process limiter's state, in bytes (about 400,000 keys
 /// of 60 bytes).
@@ -147,6 +151,7 @@ struct Slots {
 
 /// In-process limiters, keyed like the Redis keys, bounded by `max_bytes`.
 pub(super) struct LocalLimiter {
+    clock: AnyClock,
     epoch: Instant,
     slots: Mutex<Slots>,
     max_bytes: usize,
@@ -232,6 +237,7 @@ impl Slots {
 impl LocalLimiter {
     pub(super) fn with_max_bytes(max_bytes: usize) -> Self {
         Self {
+            clock: AnyClock::System,
             epoch: Instant::now(),
             slots: Mutex::new(Slots::default()),
             max_bytes,
@@ -239,10 +245,17 @@ impl LocalLimiter {
         }
     }
 
+    /// The same limiter, timed by `clock`.
+    pub(super) fn with_clock(mut self, clock: AnyClock) -> Self {
+        self.epoch = clock.now();
+        self.clock = clock;
+        self
+    }
+
     /// Microseconds since the limiter was created (plus one, so that a fresh
     /// GCRA slot is never "at zero").
     fn now_us(&self) -> u64 {
-        us(self.epoch.elapsed()) + 1
+        us(self.clock.now().saturating_duration_since(self.epoch)) + 1
     }
 
     /// Bytes held (as accounted against the bound) and entries.
@@ -460,6 +473,10 @@ struct Denials {
     map: HashMap<String, Denial>,
     bytes: usize,
     next_sweep: Instant,
+    /// No sweep for room before this time, after one that found none.
+    next_full_sweep: Instant,
+    /// Sweeps run (the flood test counts them).
+    sweeps: u64,
 }
 
 /// Denials by key, kept until the retry time: while a key is denied for a
@@ -473,6 +490,7 @@ pub(super) struct DenialCache {
     /// The map's length, read without the lock (the common case: empty).
     len: AtomicUsize,
     max_bytes: usize,
+    clock: AnyClock,
 }
 
 impl Default for DenialCache {
@@ -483,6 +501,10 @@ impl Default for DenialCache {
 
 /// How often expired denials are swept while the cache is in use.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// After a sweep for room that found none, how long new denials are not
+/// remembered before the next such sweep.
+const FULL_SWEEP_PAUSE: Duration = Duration::from_millis(100);
 
 impl Denials {
     fn sweep(&mut self, now: Instant) {
@@ -496,6 +518,7 @@ impl Denials {
         });
         self.bytes = bytes;
         self.next_sweep = now + SWEEP_EVERY;
+        self.sweeps += 1;
     }
 }
 
@@ -506,10 +529,22 @@ impl DenialCache {
                 map: HashMap::new(),
                 bytes: 0,
                 next_sweep: Instant::now(),
+                next_full_sweep: Instant::now(),
+                sweeps: 0,
             }),
             len: AtomicUsize::new(0),
             max_bytes,
+            clock: AnyClock::System,
         }
+    }
+
+    /// The same cache, timed by `clock`.
+    pub(super) fn with_clock(mut self, clock: AnyClock) -> Self {
+        let d = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        d.next_sweep = clock.now();
+        d.next_full_sweep = clock.now();
+        self.clock = clock;
+        self
     }
 
     /// Bytes held (as accounted against the bound) and entries.
@@ -523,7 +558,7 @@ impl DenialCache {
         if self.len.load(Relaxed) == 0 {
             return None;
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let s = &mut *guard;
         if now >= s.next_sweep {
@@ -552,16 +587,20 @@ impl DenialCache {
         if v.allowed || v.retry_after_us == 0 {
             return;
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let s = &mut *guard;
         let need = slot_bytes::<Denial>(key);
         let present = s.map.contains_key(key);
-        if now >= s.next_sweep || (!present && s.bytes + need > self.max_bytes) {
+        let full = !present && s.bytes + need > self.max_bytes;
+        if now >= s.next_sweep || (full && now >= s.next_full_sweep) {
             s.sweep(now);
         }
         let present = s.map.contains_key(key);
         if !present && s.bytes + need > self.max_bytes {
+            // Full of live denials: sweeping again for every new key would
+            // cost a pass over the map per denial under a flood.
+            s.next_full_sweep = now + FULL_SWEEP_PAUSE;
             // Not remembered: Redis, which holds the budget, still denies.
             self.len.store(s.map.len(), Relaxed);
             return;
@@ -591,6 +630,7 @@ impl DenialCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
 
     fn login() -> Policy {
         Policy {
@@ -607,9 +647,19 @@ mod tests {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
-    /// 1,000,000 sprayed identities: the bytes stay under the bound and the
-    /// victim, denied before the spray, is still denied after it (the old
-    /// limiter cleared itself at 100,000 entries).
+    /// A limiter on a fake clock, and the clock to advance.
+    fn fake(max_bytes: usize) -> (LocalLimiter, FakeClock) {
+        let clock = FakeClock::new();
+        let l = LocalLimiter::with_max_bytes(max_bytes).with_clock(AnyClock::new(clock.clone()));
+        (l, clock)
+    }
+
+    /// Identities sprayed at a limiter 20 times the size of its bound: the
+    /// bytes stay under the bound through about 200 rounds of eviction, and
+    /// the victim, denied before the spray, is still denied after it (the old
+    /// limiter cleared itself at 100,000 entries). The clock stands still, so
+    /// nothing expires: only eviction makes room. (The bound is 512 KiB, not
+    /// the default 64 MiB, so that 20 times it is a quick debug run.)
     #[test]
     fn a_flood_of_identities_keeps_the_bound_and_the_victim_denied() {
         for algorithm in [
@@ -621,38 +671,39 @@ mod tests {
                 algorithm,
                 ..login()
             };
-            let max = 4 << 20;
-            let l = LocalLimiter::with_max_bytes(max);
+            let max = 512 << 10;
+            let (l, _clock) = fake(max);
             let before = rss_kib();
             for _ in 0..3 {
                 assert!(l.check("victim", &p).allowed);
             }
             assert!(!l.check("victim", &p).allowed);
             let mut key = String::new();
-            // 1,000,000 identities for the login policy, 300,000 (still far
-            // past the bound) for the others, to keep the debug run short.
-            let spray = if algorithm == Algorithm::SlidingWindow {
-                1_000_000
-            } else {
-                300_000
-            };
-            for i in 0..spray {
+            let mut spray = 0;
+            let mut full_at = None;
+            while full_at.is_none_or(|n| spray < 20 * n) {
+                let i = spray;
+                spray += 1;
                 key.clear();
                 std::fmt::Write::write_fmt(&mut key, format_args!("cacheable:{{g}}:rl:u:{i}"))
                     .unwrap();
                 assert!(l.check(&key, &p).allowed, "{algorithm:?} {i}");
                 if i % 256 == 0 {
-                    let (bytes, _) = l.usage();
+                    let (bytes, entries) = l.usage();
                     assert!(bytes <= max, "{bytes} > {max}");
+                    if entries < i && full_at.is_none() {
+                        full_at = Some(entries);
+                    }
                 }
             }
             let (bytes, entries) = l.usage();
+            assert!(entries > 1000, "{algorithm:?}: {entries} entries kept");
             assert!(
                 !l.check("victim", &p).allowed,
                 "{algorithm:?}: victim admitted"
             );
             eprintln!(
-                "{algorithm:?}: {entries} entries, {bytes} bytes accounted, RSS {:?} -> {:?} KiB",
+                "{algorithm:?}: {spray} keys, {entries} entries, {bytes} bytes accounted, RSS {:?} -> {:?} KiB",
                 before,
                 rss_kib()
             );
@@ -710,25 +761,105 @@ mod tests {
         }
     }
 
+    /// Each algorithm refills exactly when its verdict said: denied 1 µs
+    /// before `retry_after`, allowed at it, and then only for what refilled.
+    #[test]
+    fn a_denied_key_is_allowed_again_at_its_retry_time() {
+        for algorithm in [
+            Algorithm::Gcra,
+            Algorithm::SlidingWindow,
+            Algorithm::FixedWindow,
+        ] {
+            let p = Policy {
+                algorithm,
+                ..login()
+            };
+            let (l, clock) = fake(LOCAL_MAX_BYTES);
+            // Not at the start of a fixed window: the window's end comes first.
+            clock.advance(Duration::from_secs(7));
+            for _ in 0..3 {
+                assert!(l.check("k", &p).allowed, "{algorithm:?}");
+                clock.advance(Duration::from_secs(1));
+            }
+            let denied = l.check("k", &p);
+            assert!(!denied.allowed, "{algorithm:?}");
+            assert!(denied.retry_after_us > 1, "{algorithm:?}");
+            assert!(denied.retry_after_us <= us(p.window), "{algorithm:?}");
+            clock.advance(Duration::from_micros(denied.retry_after_us - 1));
+            assert!(!l.check("k", &p).allowed, "{algorithm:?}: 1 µs early");
+            clock.advance(Duration::from_micros(1));
+            assert!(l.check("k", &p).allowed, "{algorithm:?}: at retry_after");
+            if algorithm != Algorithm::FixedWindow {
+                // One point refilled, not the whole budget.
+                assert!(!l.check("k", &p).allowed, "{algorithm:?}: one point only");
+            }
+            // A whole window later, the whole budget is back.
+            clock.advance(p.window);
+            for _ in 0..3 {
+                assert!(l.check("k", &p).allowed, "{algorithm:?}: full again");
+            }
+            assert!(!l.check("k", &p).allowed, "{algorithm:?}");
+        }
+    }
+
+    #[test]
+    fn a_denial_is_served_until_its_retry_time() {
+        let p = login();
+        let clock = FakeClock::new();
+        let d = DenialCache::default().with_clock(AnyClock::new(clock.clone()));
+        let v = Verdict {
+            allowed: false,
+            remaining: 0,
+            reset_after_us: 30_000,
+            retry_after_us: 20_000,
+        };
+        d.put("k", &p, &v);
+        clock.advance(Duration::from_millis(19));
+        let cached = d.get("k", &p).expect("still denied");
+        assert!(!cached.allowed);
+        assert_eq!(cached.retry_after_us, 1000);
+        assert_eq!(cached.reset_after_us, 11_000);
+        clock.advance(Duration::from_millis(1));
+        assert!(d.get("k", &p).is_none(), "forgotten at its retry time");
+    }
+
+    /// Far more denials than fit: the bytes stay under the bound; once they
+    /// expire, the next use after a sweep interval sweeps them all.
     #[test]
     fn the_denial_cache_is_bounded_and_sweeps_expired_denials() {
         let p = login();
         let max = 1 << 20;
-        let d = DenialCache::with_max_bytes(max);
+        let clock = FakeClock::new();
+        let d = DenialCache::with_max_bytes(max).with_clock(AnyClock::new(clock.clone()));
         let short = Verdict {
             allowed: false,
             remaining: 0,
             reset_after_us: 1,
             retry_after_us: 20_000,
         };
-        for i in 0..1_000_000u32 {
+        // About ten times what fits (each denial weighs about 100 bytes).
+        for i in 0..100_000u32 {
             d.put(&format!("k{i}"), &p, &short);
             if i % 1024 == 0 {
                 assert!(d.usage().0 <= max);
             }
         }
-        assert!(d.usage().1 > 1000);
-        std::thread::sleep(SWEEP_EVERY + Duration::from_millis(30));
+        let (bytes, kept) = d.usage();
+        assert!(
+            bytes <= max && kept > 1000 && kept < 50_000,
+            "{bytes} bytes, {kept}"
+        );
+        let sweeps = |d: &DenialCache| d.inner.lock().unwrap().sweeps;
+        assert!(
+            sweeps(&d) <= 2,
+            "{} sweeps: a full cache of live denials is not swept once per put",
+            sweeps(&d)
+        );
+        assert!(d.get("k0", &p).is_some(), "the first denials are kept");
+        clock.advance(Duration::from_millis(20));
+        assert!(d.get("k0", &p).is_none(), "expired at its retry time");
+        assert_eq!(d.usage().1, kept - 1, "no sweep before SWEEP_EVERY");
+        clock.advance(SWEEP_EVERY);
         // Any use after a second sweeps what expired.
         d.put("late", &p, &short);
         assert_eq!(d.usage().1, 1, "expired denials were swept");

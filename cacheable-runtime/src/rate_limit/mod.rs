@@ -432,6 +432,17 @@ struct State {
     expected_instances: AtomicU32,
 }
 
+impl State {
+    /// The same state, with its local windows, denials and breaker timed by
+    /// `clock` (see `crate::clock`; the Redis scripts use server time).
+    pub(crate) fn with_clock(mut self, clock: &crate::clock::AnyClock) -> Self {
+        self.local = self.local.with_clock(clock.clone());
+        self.denials = self.denials.with_clock(clock.clone());
+        self.breaker = self.breaker.with_clock(clock.clone());
+        self
+    }
+}
+
 /// The default of [`RateLimiter::set_expected_instances`].
 pub const DEFAULT_EXPECTED_INSTANCES: u32 = 4;
 
@@ -473,9 +484,14 @@ impl RateLimiter {
     /// The limiter of a cache: decisions by `store`'s scripts (in the
     /// process when it runs none), keys under `prefix`, each script call
     /// bounded by `op_timeout`. Built once per cache, by its builder.
-    pub(crate) fn new(store: Arc<dyn ScriptHost>, prefix: String, op_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn ScriptHost>,
+        prefix: String,
+        op_timeout: Duration,
+        clock: &crate::clock::AnyClock,
+    ) -> Self {
         Self {
-            state: Arc::new(State::new(store, prefix, op_timeout)),
+            state: Arc::new(State::new(store, prefix, op_timeout).with_clock(clock)),
         }
     }
 

@@ -19,6 +19,12 @@
 //! stored in the slot); reads check the deadline too, so an expired key is
 //! never seen even before moka drops it.
 //!
+//! Deadlines are read on the cache's clock (`crate::clock`). Moka's own
+//! expiry runs on the real clock, so under a custom clock (a test's fake
+//! one) it is turned off: an expired key is then invisible to reads (its
+//! deadline is checked) and stays until the capacity evicts it, and no key
+//! is dropped early because real time ran ahead of the fake clock.
+//!
 //! # Why evicting any key is safe
 //!
 //! Eviction needs no coordination with the consistency protocol (`cache`
@@ -66,6 +72,7 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
 use super::{Put, Store, parse_version};
+use crate::clock::AnyClock;
 use crate::error::CacheError;
 
 /// Default capacity of the memory store: 64 MiB.
@@ -120,6 +127,7 @@ pub(crate) struct MemoryStore {
     /// Serializes the multi-key operations (see the module docs).
     writer: Mutex<()>,
     capacity: u64,
+    clock: AnyClock,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -133,16 +141,25 @@ impl std::fmt::Debug for MemoryStore {
 
 impl MemoryStore {
     /// A store that holds at most `capacity` weighed bytes (see the module docs).
+    #[cfg(test)]
     pub(crate) fn new(capacity: u64) -> Self {
+        Self::with_clock(capacity, AnyClock::System)
+    }
+
+    /// The same, with its deadlines on `clock`.
+    pub(crate) fn with_clock(capacity: u64, clock: AnyClock) -> Self {
+        let mut keys = Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|k: &String, s: &Arc<Slot>| weigh(k, s))
+            .eviction_policy(EvictionPolicy::lru());
+        if clock.is_system() {
+            keys = keys.expire_after(Deadline);
+        }
         Self {
-            keys: Cache::builder()
-                .max_capacity(capacity)
-                .weigher(|k: &String, s: &Arc<Slot>| weigh(k, s))
-                .expire_after(Deadline)
-                .eviction_policy(EvictionPolicy::lru())
-                .build(),
+            keys: keys.build(),
             writer: Mutex::new(()),
             capacity,
+            clock,
         }
     }
 
@@ -186,7 +203,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        let now = Instant::now();
+        let now = self.clock.now();
         Ok(keys
             .iter()
             .map(|k| self.get(k, now).map(|s| s.value.to_vec()))
@@ -195,7 +212,7 @@ impl Store for MemoryStore {
 
     async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
         let _writer = self.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         // A version that moved, expired or went bad since the snapshot: the
         // entry could never be read, so it is not written.
         if put
@@ -239,7 +256,7 @@ impl Store for MemoryStore {
 
     async fn bump(&self, keys: &[String]) -> Result<(), CacheError> {
         let _writer = self.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         for key in keys {
             let Some(slot) = self.get(key, now) else {
                 continue;
@@ -260,7 +277,7 @@ impl Store for MemoryStore {
         ttl: Duration,
     ) -> Result<Vec<u64>, CacheError> {
         let _writer = self.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         Ok(keys
             .iter()
             .map(|key| {
@@ -279,7 +296,7 @@ impl Store for MemoryStore {
     async fn clear(&self, prefix: &str) -> Result<u64, CacheError> {
         let head = format!("{prefix}:{{");
         let _writer = self.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut removed = 0;
         for (key, _) in &self.keys {
             if key.starts_with(&head) && self.keys.remove(key.as_str()).is_some_and(|s| s.live(now))
@@ -292,7 +309,7 @@ impl Store for MemoryStore {
 
     async fn try_lease(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, CacheError> {
         let _writer = self.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         if self.get(key, now).is_some() {
             return Ok(false);
         }
@@ -303,7 +320,7 @@ impl Store for MemoryStore {
     async fn release(&self, key: &str, token: &str) -> Result<(), CacheError> {
         let _writer = self.lock();
         if self
-            .get(key, Instant::now())
+            .get(key, self.clock.now())
             .is_some_and(|s| &*s.value == token.as_bytes())
         {
             self.keys.invalidate(key);
@@ -353,6 +370,7 @@ fn deadline(now: Instant, ttl: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use crate::store::Expect;
 
     const MIB: u64 = 1024 * 1024;
@@ -475,22 +493,73 @@ mod tests {
         assert_eq!(read, vec![None, Some(b"z".to_vec())]);
     }
 
-    #[tokio::test]
-    async fn each_key_expires_on_its_own_deadline() {
-        let store = MemoryStore::new(MIB);
-        let short = Put {
+    fn short(ttl: Duration) -> Put<'static> {
+        Put {
             key: "s",
             value: b"1",
-            ttl: Duration::from_millis(30),
+            ttl,
             expect: Expect::Any,
             deps: &[],
             versions: &[],
             quota: None,
-        };
-        assert!(store.put(&short).await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn each_key_expires_on_its_own_deadline() {
+        let clock = FakeClock::new();
+        let store = MemoryStore::with_clock(MIB, AnyClock::new(clock.clone()));
+        assert!(store.put(&short(Duration::from_millis(30))).await.unwrap());
         assert!(write(&store, "l", b"2").await);
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(Duration::from_millis(29));
+        let read = store.mget(&["s".into(), "l".into()]).await.unwrap();
+        assert_eq!(read, vec![Some(b"1".to_vec()), Some(b"2".to_vec())]);
+        clock.advance(Duration::from_millis(1));
         let read = store.mget(&["s".into(), "l".into()]).await.unwrap();
         assert_eq!(read, vec![None, Some(b"2".to_vec())]);
+        // An expired lease can be taken again.
+        assert!(
+            store
+                .try_lease("lease", "a", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .try_lease("lease", "b", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        clock.advance(Duration::from_secs(5));
+        assert!(
+            store
+                .try_lease("lease", "b", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+    }
+
+    /// Under a fake clock, moka's real-time expiry is off: real time running
+    /// ahead of the fake clock drops nothing.
+    #[tokio::test]
+    async fn real_time_does_not_expire_keys_under_a_fake_clock() {
+        let clock = FakeClock::new();
+        let store = MemoryStore::with_clock(MIB, AnyClock::new(clock));
+        assert!(store.put(&short(Duration::from_millis(10))).await.unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(store.keys.get("s").is_some(), "moka kept the key");
+        let read = store.mget(&["s".into()]).await.unwrap();
+        assert_eq!(read, vec![Some(b"1".to_vec())]);
+    }
+
+    /// The system clock: moka drops an expired key by itself (one short
+    /// real sleep).
+    #[tokio::test]
+    async fn keys_expire_in_real_time_on_the_system_clock() {
+        let store = MemoryStore::new(MIB);
+        assert!(store.put(&short(Duration::from_millis(10))).await.unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(store.keys.get("s").is_none(), "moka expired the key itself");
+        assert_eq!(store.mget(&["s".into()]).await.unwrap(), vec![None]);
     }
 }
