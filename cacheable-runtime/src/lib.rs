@@ -8,6 +8,7 @@ mod breaker;
 mod cache;
 mod codec;
 pub mod context;
+pub mod debug;
 mod envelope;
 mod error;
 mod flight;

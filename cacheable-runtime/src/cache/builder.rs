@@ -27,6 +27,7 @@ pub struct CacheBuilder {
     require_tenant: bool,
     tls: TlsSettings,
     memory_capacity: u64,
+    enabled: bool,
 }
 
 #[derive(Clone)]
@@ -53,6 +54,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("prefix", &self.prefix)
             .field("default_ttl", &self.default_ttl)
             .field("op_timeout", &self.op_timeout)
+            .field("enabled", &self.enabled)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +77,7 @@ impl Default for CacheBuilder {
             require_tenant: false,
             tls: TlsSettings::default(),
             memory_capacity: crate::store::memory::DEFAULT_CAPACITY,
+            enabled: true,
         }
     }
 }
@@ -230,6 +233,18 @@ impl CacheBuilder {
         self
     }
 
+    /// `false` builds a disabled cache (see [`Cache::disabled`]): every call
+    /// runs its body, nothing touches a store, rate limits are decided in
+    /// the process. For switching caching off by configuration:
+    /// `Cache::builder().redis_url(url).enabled(config.cache_enabled)`.
+    /// The rest of the configuration is still validated, but no store is
+    /// built: a disabled cache needs no store (`redis_url`, `memory`), and
+    /// a Redis URL given is not parsed. Default `true`.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
     /// The ranges `build` accepts: every duration is bounded (TTLs by
     /// [`MAX_TTL`](crate::MAX_TTL), timeouts and waits by an hour),
     /// counts are at least 1, and the settings that must act are not zero.
@@ -327,9 +342,21 @@ impl CacheBuilder {
         if self.memory_capacity == 0 {
             return config("memory_capacity must be greater than zero".into());
         }
-        let store = match self.backend {
+        // Disabled: a store that is never used for caching (the rate limiter
+        // decides in the process, as on the memory store); the smallest one.
+        let backend = if self.enabled {
+            self.backend
+        } else {
+            Some(Backend::Memory)
+        };
+        let memory_capacity = if self.enabled {
+            self.memory_capacity
+        } else {
+            1
+        };
+        let store = match backend {
             None => return config("no store: call .redis_url(..) or .memory()".into()),
-            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new(self.memory_capacity)),
+            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::new(memory_capacity)),
             Some(Backend::Redis(url)) => {
                 AnyStore::Redis(RedisStore::new(&url, self.op_timeout, &self.tls)?)
             }
@@ -363,6 +390,7 @@ impl CacheBuilder {
                 rate_state: crate::rate_limit::State::default(),
                 pending: crate::invalidation::Pending::default(),
                 server: crate::invalidation::ServerCheck::default(),
+                disabled: !self.enabled,
             }),
         })
     }
