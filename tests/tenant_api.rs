@@ -463,3 +463,95 @@ async fn compression_fieldsets_and_revalidation() {
     let (status, _, _) = router.call(Method::GET, "/users", &[], None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn cache_stats_are_json_for_admins_only() {
+    let dir = ScratchDir::new("tenant-api-cache-stats");
+    let router = app(state(&dir, Cache::memory()).await);
+    for _ in 0..2 {
+        let (status, _, _) = router.call(Method::GET, "/users/2", &[ACME], None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _, _) = router
+        .call(Method::GET, "/cache/stats", &[ACME], None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let member = format!("Bearer {}", login(&router, ACME, "bob@acme.test").await);
+    let (status, _, _) = router
+        .call(
+            Method::GET,
+            "/cache/stats",
+            &[ACME, ("authorization", &member)],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let admin = format!("Bearer {}", login(&router, ACME, "alice@acme.test").await);
+    let (status, headers, body) = router
+        .call(
+            Method::GET,
+            "/cache/stats",
+            &[ACME, ("authorization", &admin)],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h(&headers, "content-type"), Some("application/json"));
+    let stats = json_of(&body);
+    assert_eq!(stats["disabled"], false);
+    assert_eq!(stats["hits"], 1, "{stats}");
+    assert_eq!(stats["misses"], 1, "{stats}");
+    let get = &stats["functions"]["users.get"];
+    assert_eq!(get["hits"], 1, "{stats}");
+    assert_eq!(get["computes"], 1, "{stats}");
+    // Durations are float milliseconds under `_ms` names.
+    assert!(
+        get["compute_time_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{stats}"
+    );
+    assert!(stats.get("compute_time").is_none(), "{stats}");
+}
+
+#[tokio::test]
+async fn a_disabled_cache_serves_every_read_fresh_and_still_limits_writes() {
+    let dir = ScratchDir::new("tenant-api-disabled");
+    let router = app(state(&dir, Cache::disabled()).await);
+    for _ in 0..3 {
+        let (status, headers, body) = router.call(Method::GET, "/users/2", &[ACME], None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json_of(&body)["name"], "Bob");
+        assert_ne!(h(&headers, "x-cache"), Some("hit"));
+    }
+    let (status, _, body) = router.call(Method::GET, "/health", &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    let health = json_of(&body);
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["cache"]["enabled"], false, "{health}");
+    assert_eq!(health["cache"]["backend"], "disabled", "{health}");
+
+    // Rate limits stay on: a member's 3 writes a minute, then 429.
+    let auth = format!("Bearer {}", login(&router, ACME, "bob@acme.test").await);
+    for (i, expected) in [
+        StatusCode::OK,
+        StatusCode::OK,
+        StatusCode::OK,
+        StatusCode::TOO_MANY_REQUESTS,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, _, _) = router
+            .call(
+                Method::PUT,
+                "/users/2",
+                &[ACME, ("authorization", &auth)],
+                Some(&json!({ "name": format!("Bob {i}") })),
+            )
+            .await;
+        assert_eq!(status, expected, "write {i}");
+    }
+    // No cache: the read after a write sees it at once.
+    let (_, _, body) = router.call(Method::GET, "/users/2", &[ACME], None).await;
+    assert_eq!(json_of(&body)["name"], "Bob 2");
+}

@@ -45,8 +45,10 @@ const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
 const HALF_OPEN: u8 = 2;
 
-/// The breaker's state, as reported by `Cache::health`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The breaker's state, as reported by `Cache::health`. Serializes as
+/// `"closed"`, `"open"` or `"half_open"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum BreakerState {
     /// Calls go through.

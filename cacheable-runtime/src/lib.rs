@@ -9,6 +9,7 @@ mod cache;
 pub mod clock;
 mod codec;
 pub mod context;
+pub mod debug;
 mod envelope;
 mod error;
 mod flight;

@@ -46,6 +46,23 @@ pub fn global_cache() -> Option<Cache> {
     crate::global()
 }
 
+/// Whether a call needs its key and tags: only on an enabled cache. Without
+/// a cache (warned about) or on a disabled one (silent), the call runs its
+/// body and the macro skips the hashing and the tag rendering.
+pub fn wants_key(cache: &Option<Cache>) -> bool {
+    cache.as_ref().is_some_and(Cache::is_enabled)
+}
+
+/// The key of a call that needs none (see [`wants_key`]); never read.
+pub fn no_key() -> Result<KeySource, HashError> {
+    Ok(KeySource::Hash(0))
+}
+
+/// The tags of a call that needs none (see [`wants_key`]); never read.
+pub fn no_tags() -> Vec<String> {
+    Vec::new()
+}
+
 /// The default key: a hash of the non-skipped arguments.
 /// The site's identity is hashed first, then every argument.
 pub fn hashed_key(
@@ -112,6 +129,11 @@ where
     A: Adapter<O>,
     F: Future<Output = O>,
 {
+    if let Some(cache) = &cache
+        && !cache.is_enabled()
+    {
+        return body.await;
+    }
     crate::identity::register(
         &site.state,
         std::ptr::from_ref(site) as usize,
@@ -143,6 +165,7 @@ where
     let out = body.await;
     if K::succeeded(&out) {
         match cache {
+            Some(cache) if !cache.is_enabled() => {}
             Some(cache) => cache.evict_after_call(&tags, all_tenants).await,
             None => crate::cache::warn_no_cache("cache_evict"),
         }
@@ -170,6 +193,7 @@ where
 {
     let out = body.await?;
     match cache {
+        Some(cache) if !cache.is_enabled() => {}
         Some(cache) => {
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
             let result = if all_tenants {

@@ -227,6 +227,7 @@ impl Registry {
             computes: t.computes,
             hit_time: t.hit_time,
             identity_conflicts: crate::identity::conflicts(),
+            disabled: false,
             functions,
             routes: self.routes.snapshot(),
         }
@@ -234,7 +235,17 @@ impl Registry {
 }
 
 /// A snapshot of a cache's counters since it was built.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// # Serialization
+///
+/// `Stats` and [`FunctionStats`] implement `serde::Serialize`, so a stats
+/// endpoint is `Json(cache.stats())`. The format is stable: counters are
+/// integers under their field names; every duration is a float number of
+/// milliseconds under the field name with `_ms` appended (`compute_time_ms`,
+/// `hit_time_ms`); `functions` is an object from each function's name to
+/// its counters. New fields may be added; none is renamed or removed
+/// without a CHANGELOG entry.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Reads served from the cache.
@@ -248,16 +259,21 @@ pub struct Stats {
     /// Invalidations (delete, tags, tenant, evict).
     pub invalidations: u64,
     /// Time spent computing values on misses: the database queries.
+    #[serde(rename = "compute_time_ms", serialize_with = "millis")]
     pub compute_time: Duration,
     /// Number of computations behind `compute_time`.
     pub computes: u64,
     /// Time spent serving hits (lookup and decode), estimated from one hit in
     /// 16 (timing every hit would cost more than the rest of the bookkeeping).
+    #[serde(rename = "hit_time_ms", serialize_with = "millis")]
     pub hit_time: Duration,
     /// Distinct `#[cacheable]` functions found sharing one identity (the same
     /// `name` and `version` on two fns), in this process: each would read the
     /// other's entries. Process-wide, so every cache reports the same number.
     pub identity_conflicts: u64,
+    /// The cache is disabled ([`Cache::disabled`](crate::Cache::disabled)):
+    /// its calls ran uncached and counted nothing.
+    pub disabled: bool,
     functions: BTreeMap<String, FunctionStats>,
     /// By (route, method).
     routes: BTreeMap<(String, String), RouteStats>,
@@ -291,8 +307,9 @@ impl Stats {
     }
 }
 
-/// The counters of one cached function.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The counters of one cached function. Serialized as [`Stats`] is
+/// (durations as float milliseconds, `compute_time_ms`, `hit_time_ms`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct FunctionStats {
     /// Hits.
@@ -306,8 +323,10 @@ pub struct FunctionStats {
     /// Computations (misses that ran the function).
     pub computes: u64,
     /// Total time of those computations.
+    #[serde(rename = "compute_time_ms", serialize_with = "millis")]
     pub compute_time: Duration,
     /// Total time serving hits.
+    #[serde(rename = "hit_time_ms", serialize_with = "millis")]
     pub hit_time: Duration,
     /// Quantiles of the computation times (misses that ran the function:
     /// the database query), within 1.6 %.
@@ -326,6 +345,26 @@ impl FunctionStats {
     pub fn mean_compute_time(&self) -> Option<Duration> {
         (self.computes > 0)
             .then(|| self.compute_time / u32::try_from(self.computes).unwrap_or(u32::MAX))
+    }
+}
+
+/// A duration as a float number of milliseconds (the serialized form of
+/// every duration in `Stats`, `FunctionStats` and `Health`): sub-millisecond
+/// hit times stay visible, and JSON consumers need no `{secs, nanos}` pair.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes `&T`
+pub(crate) fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// [`millis`] of an optional duration (`null` when absent).
+#[allow(clippy::ref_option)] // serde's `serialize_with` passes `&T`
+pub(crate) fn opt_millis<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),
+        None => s.serialize_none(),
     }
 }
 

@@ -33,6 +33,7 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     let cache = local("cache");
     let key = local("key");
     let tags = local("tags");
+    let keyed = local("keyed");
 
     let name = match &args.name {
         Some(name) => {
@@ -93,8 +94,10 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
         };
         let #id = #id_value;
         let #cache = #cache_value;
-        let #key = #key_value;
-        let #tags = #tags_value;
+        // No key work for a disabled cache (or none): the body just runs.
+        let #keyed = ::cacheable::__private::wants_key(&#cache);
+        let #key = if #keyed { #key_value } else { ::cacheable::__private::no_key() };
+        let #tags = if #keyed { #tags_value } else { ::cacheable::__private::no_tags() };
         #cached
     }
 }

@@ -46,7 +46,12 @@ fn body(args: &EvictArgs, input: &AsyncFn) -> TokenStream {
     let evict = await_on_output(input, callee, quote!(#cache, #tags, #all_tenants, #fut));
     quote! {
         let #cache = #cache_value;
-        let #tags = #tags_value;
+        // No tag rendering for a disabled cache (or none).
+        let #tags = if ::cacheable::__private::wants_key(&#cache) {
+            #tags_value
+        } else {
+            ::cacheable::__private::no_tags()
+        };
         #evict
     }
 }

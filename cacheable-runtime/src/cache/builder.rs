@@ -31,6 +31,7 @@ pub struct CacheBuilder {
     on_alert: Vec<crate::monitor::AlertCallback>,
     alert_interval: Duration,
     clock: crate::clock::AnyClock,
+    enabled: bool,
 }
 
 #[derive(Clone)]
@@ -57,6 +58,7 @@ impl std::fmt::Debug for CacheBuilder {
             .field("prefix", &self.prefix)
             .field("default_ttl", &self.default_ttl)
             .field("op_timeout", &self.op_timeout)
+            .field("enabled", &self.enabled)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +85,7 @@ impl Default for CacheBuilder {
             on_alert: Vec::new(),
             alert_interval: Duration::from_secs(1),
             clock: crate::clock::AnyClock::System,
+            enabled: true,
         }
     }
 }
@@ -276,6 +279,18 @@ impl CacheBuilder {
         self
     }
 
+    /// `false` builds a disabled cache (see [`Cache::disabled`]): every call
+    /// runs its body, nothing touches a store, rate limits are decided in
+    /// the process. For switching caching off by configuration:
+    /// `Cache::builder().redis_url(url).enabled(config.cache_enabled)`.
+    /// The rest of the configuration is still validated, but no store is
+    /// built: a disabled cache needs no store (`redis_url`, `memory`), and
+    /// a Redis URL given is not parsed. Default `true`.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
     /// The ranges `build` accepts: every duration is bounded (TTLs by
     /// [`MAX_TTL`](crate::MAX_TTL), timeouts and waits by an hour),
     /// counts are at least 1, and the settings that must act are not zero.
@@ -376,12 +391,23 @@ impl CacheBuilder {
         if self.memory_capacity == 0 {
             return config("memory_capacity must be greater than zero".into());
         }
-        let store = Arc::new(match self.backend {
+        // Disabled: a store that is never used for caching (the rate limiter
+        // decides in the process, as on the memory store); the smallest one.
+        let backend = if self.enabled {
+            self.backend
+        } else {
+            Some(Backend::Memory)
+        };
+        let memory_capacity = if self.enabled {
+            self.memory_capacity
+        } else {
+            1
+        };
+        let store = Arc::new(match backend {
             None => return config("no store: call .redis_url(..) or .memory()".into()),
-            Some(Backend::Memory) => AnyStore::Memory(MemoryStore::with_clock(
-                self.memory_capacity,
-                self.clock.clone(),
-            )),
+            Some(Backend::Memory) => {
+                AnyStore::Memory(MemoryStore::with_clock(memory_capacity, self.clock.clone()))
+            }
             Some(Backend::Redis(url)) => {
                 AnyStore::Redis(RedisStore::new(&url, self.op_timeout, &self.tls)?)
             }
@@ -440,6 +466,7 @@ impl CacheBuilder {
                 server: crate::invalidation::ServerCheck::default(),
                 alerts,
                 clock: self.clock,
+                disabled: !self.enabled,
             }),
         };
         if let Some(handle) = runtime {

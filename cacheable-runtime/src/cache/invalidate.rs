@@ -13,6 +13,9 @@ impl Cache {
     /// background until it lands, and until then this process serves nothing
     /// from the store (see the module docs of `invalidation`).
     pub async fn delete(&self, key: &str, opts: &CacheOptions) -> Result<(), CacheError> {
+        if self.inner.disabled {
+            return Ok(());
+        }
         let tenant = self.resolve_tenant(opts.tenant.as_ref(), opts.global)?;
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
         self.invalidate(vec![key::user_key_version(&ns, key)], "delete")
@@ -30,6 +33,9 @@ impl Cache {
         tags: &[&str],
         tenant: Option<&str>,
     ) -> Result<(), CacheError> {
+        if self.inner.disabled {
+            return Ok(());
+        }
         let tenant = match tenant {
             Some(t) => Some(TenantId::from(t)),
             None => tenant::current(),
@@ -50,6 +56,9 @@ impl Cache {
     /// Store, timeout or breaker errors; the invalidation is then retried as
     /// for [`Cache::delete`].
     pub async fn delete_by_tags_all_tenants(&self, tags: &[&str]) -> Result<(), CacheError> {
+        if self.inner.disabled {
+            return Ok(());
+        }
         self.invalidate(self.all_tenant_tag_keys(tags), "tags")
             .await
     }
@@ -65,6 +74,9 @@ impl Cache {
     /// Store, timeout or breaker errors; the invalidation is then retried as
     /// for [`Cache::delete`].
     pub async fn delete_by_tenant(&self, tenant: &str) -> Result<(), CacheError> {
+        if self.inner.disabled {
+            return Ok(());
+        }
         let ns = key::namespace(&self.inner.prefix, Some(&TenantId::from(tenant)));
         self.invalidate(vec![key::generation_key(&ns)], "tenant")
             .await
@@ -193,6 +205,9 @@ impl Cache {
     /// # Errors
     /// Store or breaker errors.
     pub async fn clear(&self) -> Result<(), CacheError> {
+        if self.inner.disabled {
+            return Ok(());
+        }
         let result = if self.inner.breaker.allow() {
             self.clear_prefix().await
         } else {
@@ -217,6 +232,9 @@ impl Cache {
     /// `evict_wait`; past that it returns, and the error is counted and logged
     /// (the retry goes on in the background).
     pub(crate) async fn evict_after_call(&self, tags: &[String], all_tenants: bool) {
+        if self.inner.disabled {
+            return;
+        }
         let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
         let keys = if all_tenants {
             self.all_tenant_tag_keys(&tags)

@@ -131,6 +131,7 @@ impl std::fmt::Debug for Cache {
             .field("store", &self.inner.store)
             .field("prefix", &self.inner.prefix)
             .field("default_ttl", &self.inner.default_ttl)
+            .field("enabled", &!self.inner.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +166,9 @@ pub(crate) struct Inner {
     pub(crate) clock: crate::clock::AnyClock,
     /// Configured alerts and their state (`None`: no alerts, no evaluator task).
     alerts: Option<Arc<crate::monitor::alerts::Alerts>>,
+    /// Built disabled (`Cache::disabled`, `CacheBuilder::enabled(false)`):
+    /// every cached call runs its body, the store is never used.
+    pub(crate) disabled: bool,
 }
 
 impl Inner {
@@ -180,21 +184,37 @@ impl Inner {
 }
 
 /// The result of a health check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serializes (serde) with `latency` as `latency_ms`, a float number of
+/// milliseconds (`null` when there was no answer), and `breaker` as
+/// `"closed"`, `"open"` or `"half_open"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Health {
+    /// The cache is disabled ([`Cache::disabled`]): there is no store, so
+    /// `reachable` is `false` and `error` is `None`; see [`Health::is_ok`].
+    pub disabled: bool,
     /// The store answered a `PING`.
     pub reachable: bool,
     /// The round trip of that `PING`.
+    #[serde(rename = "latency_ms", serialize_with = "crate::stats::opt_millis")]
     pub latency: Option<Duration>,
     /// The circuit breaker's state.
     pub breaker: BreakerState,
-    /// `"memory"`, `"redis"` or `"redis-cluster"`.
+    /// `"memory"`, `"redis"`, `"redis-cluster"` or `"disabled"`.
     pub backend: &'static str,
     /// Memory used by the store (Redis `used_memory`), when it answered.
     pub used_memory: Option<u64>,
     /// Why it is not reachable.
     pub error: Option<String>,
+}
+
+impl Health {
+    /// Nothing is wrong: the store is reachable, or the cache is disabled on
+    /// purpose (a readiness probe should not fail because caching is off).
+    pub fn is_ok(&self) -> bool {
+        self.disabled || self.reachable
+    }
 }
 
 /// Everything one cached call needs, resolved once.
@@ -264,6 +284,40 @@ impl Cache {
             .memory()
             .build_sync()
             .expect("the default memory configuration is valid")
+    }
+
+    /// A disabled cache: every `#[cacheable]` call runs its body, with no
+    /// key hashing, no tag rendering, no store and no warning (the "no cache
+    /// configured" warning is for a cache that is missing, not one turned
+    /// off). `set_global(Cache::disabled())` turns caching off for every
+    /// function that names no cache. See [`CacheBuilder::enabled`] to switch
+    /// by configuration.
+    ///
+    /// The rest of the API agrees: [`get`](Self::get) finds nothing
+    /// (`Ok(None)`), [`set`](Self::set), the deletes and
+    /// [`clear`](Self::clear) succeed and do nothing,
+    /// [`get_or_compute`](Self::get_or_compute) runs its closure,
+    /// `#[cache_evict]` (also `strict`) runs its body and succeeds.
+    /// [`stats`](Self::stats) and [`health`](Self::health) report
+    /// `disabled: true`; stats count nothing.
+    ///
+    /// **Rate limits stay enforced.** `#[rate_limit]` and
+    /// [`rate_limiter`](Self::rate_limiter) decide in this process (the
+    /// in-process limiter that `Cache::memory()` uses, with the full
+    /// `points`): turning caching off by configuration must not turn off
+    /// login or abuse limits. With several instances each one admits
+    /// `points`; build an enabled cache for limits shared across processes.
+    pub fn disabled() -> Cache {
+        CacheBuilder::default()
+            .enabled(false)
+            .build_sync()
+            .expect("the default disabled configuration is valid")
+    }
+
+    /// Whether this cache caches: `false` for [`Cache::disabled`] and
+    /// `CacheBuilder::enabled(false)`.
+    pub fn is_enabled(&self) -> bool {
+        !self.inner.disabled
     }
 
     /// The key prefix.
@@ -375,6 +429,9 @@ impl Cache {
         key: &str,
         opts: &CacheOptions,
     ) -> Result<Option<T>, CacheError> {
+        if self.inner.disabled {
+            return Ok(None);
+        }
         let spec = self.user_spec(key, opts, "cache.get")?;
         let found = match self.lookup::<T>(&spec, false).await? {
             Lookup::Hit(hit) => {
@@ -402,6 +459,9 @@ impl Cache {
         value: &T,
         opts: &CacheOptions,
     ) -> Result<(), CacheError> {
+        if self.inner.disabled {
+            return Ok(());
+        }
         let spec = self.user_spec(key, opts, "cache.set")?;
         if self.inner.pending.active() {
             return Err(CacheError::InvalidationPending);
@@ -461,6 +521,9 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if self.inner.disabled {
+            return compute().await;
+        }
         let Ok(spec) = self.user_spec(key, opts, "cache.get_or_compute") else {
             // No tenant under `require_tenant` (counted and logged): uncached.
             return compute().await;
@@ -477,13 +540,27 @@ impl Cache {
 
     /// Counters since the cache was built.
     pub fn stats(&self) -> Stats {
-        self.inner.stats.snapshot()
+        let mut stats = self.inner.stats.snapshot();
+        stats.disabled = self.inner.disabled;
+        stats
     }
 
     /// Pings the store (bypassing the breaker) and reports reachability,
-    /// latency, breaker state and memory use.
+    /// latency, breaker state and memory use. A disabled cache pings nothing
+    /// and reports `disabled: true`.
     pub async fn health(&self) -> Health {
         let inner = &self.inner;
+        if inner.disabled {
+            return Health {
+                disabled: true,
+                reachable: false,
+                latency: None,
+                breaker: BreakerState::Closed,
+                backend: "disabled",
+                used_memory: None,
+                error: None,
+            };
+        }
         let started = Instant::now();
         let ping = tokio::time::timeout(inner.op_timeout, inner.store.ping()).await;
         let latency = started.elapsed();
@@ -502,6 +579,7 @@ impl Cache {
             None
         };
         Health {
+            disabled: false,
             reachable: error.is_none(),
             latency: error.is_none().then_some(latency),
             breaker: inner.breaker.state(),

@@ -116,7 +116,7 @@ impl Cache {
         } else {
             stale
         };
-        Ok(Spec {
+        let spec = Spec {
             tenant_scoped: tenant.is_some(),
             ns,
             keys,
@@ -127,7 +127,28 @@ impl Cache {
             name: site.name,
             counters: self.inner.stats.function(site.name),
             degraded: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        // `debug::capture_keys`: one relaxed load unless a capture runs.
+        crate::debug::record(&spec.keys, spec.name, tenant.as_ref());
+        Ok(spec)
+    }
+
+    /// The tenant, namespace and keys of a service-API key: `keys[0]` is the
+    /// entry, then the key's own version, then the versions of
+    /// `dep_keys_into`. Also behind `Cache::explain_key`.
+    pub(crate) fn user_keys(
+        &self,
+        key: &str,
+        opts: &CacheOptions,
+    ) -> Result<(Option<TenantId>, String, Vec<String>), CacheError> {
+        let tenant = self.resolve_tenant(opts.tenant.as_ref(), opts.global)?;
+        let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
+        let mut keys = Vec::with_capacity(3 + 2 * opts.tags.len());
+        keys.push(key::user_entry_key(&ns, key));
+        // The key's own version: `delete` bumps it.
+        keys.push(key::user_key_version(&ns, key));
+        self.dep_keys_into(&mut keys, &ns, &opts.tags, tenant.is_some());
+        Ok((tenant, ns, keys))
     }
 
     pub(super) fn user_spec(
@@ -136,19 +157,13 @@ impl Cache {
         opts: &CacheOptions,
         name: &'static str,
     ) -> Result<Spec, CacheError> {
-        let tenant = match self.resolve_tenant(opts.tenant.as_ref(), opts.global) {
-            Ok(t) => t,
+        let (tenant, ns, keys) = match self.user_keys(key, opts) {
+            Ok(resolved) => resolved,
             Err(e) => {
                 self.report(Some(&self.inner.stats.function(name)), "tenant", &e);
                 return Err(e);
             }
         };
-        let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
-        let mut keys = Vec::with_capacity(3 + 2 * opts.tags.len());
-        keys.push(key::user_entry_key(&ns, key));
-        // The key's own version: `delete` bumps it.
-        keys.push(key::user_key_version(&ns, key));
-        self.dep_keys_into(&mut keys, &ns, &opts.tags, tenant.is_some());
         let (ttl, stale) = match (&opts.ttl, &opts.policy) {
             (Some(ttl), _) => (*ttl, Duration::ZERO),
             (None, Some(p)) => self.policy_ttl(p, &keys[0]).unwrap_or_else(|| {
@@ -157,7 +172,7 @@ impl Cache {
             }),
             (None, None) => (self.inner.default_ttl, Duration::ZERO),
         };
-        Ok(Spec {
+        let spec = Spec {
             tenant_scoped: tenant.is_some(),
             ns,
             keys,
@@ -168,6 +183,9 @@ impl Cache {
             name,
             counters: self.inner.stats.function(name),
             degraded: std::sync::atomic::AtomicBool::new(false),
-        })
+        };
+        // `debug::capture_keys`: one relaxed load unless a capture runs.
+        crate::debug::record(&spec.keys, spec.name, tenant.as_ref());
+        Ok(spec)
     }
 }

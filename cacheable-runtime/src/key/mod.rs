@@ -1,5 +1,8 @@
 //! Key layout and argument hashing.
 //!
+//! The public description of the layout, with what users may rely on, is
+//! in `crate::debug`; keep the two in step.
+//!
 //! # Layout (schema 2, pinned by golden tests)
 //!
 //! ```text

@@ -137,20 +137,29 @@ pub(crate) fn quantile(counts: &[u64], q: f64) -> Option<u64> {
 
 /// Latency quantiles of one function or route, from a bounded sketch: within
 /// 1.6 % of the exact sample quantiles (see the `monitor::sketch` docs).
+///
+/// Serializes (serde) each duration as a float number of milliseconds under
+/// a `_ms` name (`p50_ms`, `p95_ms`, `p99_ms`, `max_ms`, `total_ms`), as
+/// [`Stats`](crate::Stats) does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Latency {
     /// Samples recorded.
     pub count: u64,
     /// Median.
+    #[serde(rename = "p50_ms", serialize_with = "crate::stats::millis")]
     pub p50: Duration,
     /// 95th percentile.
+    #[serde(rename = "p95_ms", serialize_with = "crate::stats::millis")]
     pub p95: Duration,
     /// 99th percentile.
+    #[serde(rename = "p99_ms", serialize_with = "crate::stats::millis")]
     pub p99: Duration,
     /// The largest sample, exact.
+    #[serde(rename = "max_ms", serialize_with = "crate::stats::millis")]
     pub max: Duration,
     /// The sum of all samples, exact.
+    #[serde(rename = "total_ms", serialize_with = "crate::stats::millis")]
     pub total: Duration,
 }
 

@@ -12,7 +12,9 @@
 //!   on startup; `DATABASE_URL=postgres://user@host/db` uses Postgres instead
 //!   (tables are created and seeded there the same way).
 //! - Cache: Redis at `REDIS_URL` when set, else at 127.0.0.1:6379 when it
-//!   answers `PING`, else the in-process store (`Cache::memory()`).
+//!   answers `PING`, else the in-process store (`Cache::memory()`);
+//!   `CACHE_ENABLED=false` turns caching off (`Cache::disabled()`: every
+//!   handler runs its query; rate limits still apply, in the process).
 //! - Listens on 127.0.0.1:3000, or `PORT`.
 //!
 //! Run: `cargo run -p tenant-api`
@@ -26,6 +28,9 @@
 //! - `GET /stats`: an ad-hoc aggregate query cached with `get_or_compute`
 //!   under the tag `users`, so the same writes invalidate it.
 //! - `GET /health`: the cache's health and the database backend.
+//! - `GET /cache/stats` with an admin's bearer token: the cache's counters
+//!   (`Json(cache.stats())`: hits, misses, errors, per function; durations
+//!   in milliseconds).
 //!
 //! Layer order, outermost first: `ConditionalLayer` (tags the bytes sent) →
 //! `CompressionLayer` → `FieldsLayer` (filters before compressing) → auth
@@ -250,6 +255,12 @@ async fn redis_answers(addr: &str) -> bool {
 /// # Errors
 /// When `REDIS_URL` is not a valid Redis URL.
 pub async fn cache_from_env() -> Result<(Cache, String), cacheable::CacheError> {
+    if std::env::var("CACHE_ENABLED").is_ok_and(|v| v == "false" || v == "0") {
+        return Ok((
+            Cache::disabled(),
+            "disabled (CACHE_ENABLED=false)".to_owned(),
+        ));
+    }
     let url = match std::env::var("REDIS_URL") {
         Ok(url) => Some(url),
         Err(_) if redis_answers("127.0.0.1:6379").await => {
@@ -393,16 +404,30 @@ pub async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
     let h = app.cache.health().await;
     let db_ok = sqlx::query("SELECT 1").execute(&app.db).await.is_ok();
     Json(json!({
-        "status": if h.reachable && db_ok { "ok" } else { "degraded" },
+        "status": if h.is_ok() && db_ok { "ok" } else { "degraded" },
         "database": { "backend": app.database, "reachable": db_ok },
         "cache": {
             "backend": h.backend,
+            "enabled": !h.disabled,
             "reachable": h.reachable,
             "latency_us": h.latency.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             "breaker": format!("{:?}", h.breaker),
             "error": h.error,
         },
     }))
+}
+
+/// `GET /cache/stats`: the cache's counters, for admins only (they name
+/// the functions and show traffic). `Stats` implements `Serialize`.
+pub async fn cache_stats(
+    State(app): State<AppState>,
+    me: Option<Extension<Identity>>,
+) -> Result<Json<cacheable::Stats>, ApiError> {
+    match me {
+        None => Err(ApiError::Unauthorized),
+        Some(Extension(me)) if me.role.as_deref() != Some("admin") => Err(ApiError::Forbidden),
+        Some(_) => Ok(Json(app.cache.stats())),
+    }
 }
 
 /// A random session token: 128 bits from the standard library's per-process
@@ -476,6 +501,7 @@ pub fn app(state: AppState) -> Router {
         .route("/login", post(login))
         .route("/stats", get(stats))
         .route("/health", get(health))
+        .route("/cache/stats", get(cache_stats))
         .layer(ContextLayer::new())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(FieldsLayer::new())
