@@ -14,6 +14,7 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub hits: AtomicU64,
+    pub local_hits: AtomicU64,
     pub misses: AtomicU64,
     pub errors: AtomicU64,
     pub stale_served: AtomicU64,
@@ -34,6 +35,7 @@ impl Counters {
     fn snapshot(&self) -> FunctionStats {
         FunctionStats {
             hits: self.hits.load(Relaxed),
+            local_hits: self.local_hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             errors: self.errors.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),
@@ -123,6 +125,16 @@ impl Registry {
         let _ = name;
     }
 
+    /// A hit served from the local tier (counted in `hits` too).
+    pub(crate) fn local_hit(&self, f: &Counters, name: &'static str) {
+        Counters::add(&self.total.local_hits);
+        Counters::add(&f.local_hits);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cacheable_local_hits_total", "function" => name).increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+    }
+
     /// The time a hit took (lookup and decode).
     pub(crate) fn hit_time(&self, f: &Counters, name: &'static str, elapsed: Duration) {
         Counters::add_time(&self.total.hit_nanos, elapsed);
@@ -189,6 +201,7 @@ impl Registry {
             .collect();
         Stats {
             hits: t.hits,
+            local_hits: t.local_hits,
             misses: t.misses,
             errors: t.errors,
             stale_served: t.stale_served,
@@ -206,8 +219,11 @@ impl Registry {
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Reads served from the cache.
+    /// Reads served from the cache (the local tier's included).
     pub hits: u64,
+    /// Of `hits`, those served from the local in-process tier without a
+    /// Redis round trip (see `CacheBuilder::local_cache`).
+    pub local_hits: u64,
     /// Reads that ran the function (or found nothing, for `get`).
     pub misses: u64,
     /// Store errors and codec errors (each one made the call run uncached).
@@ -251,8 +267,10 @@ impl Stats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FunctionStats {
-    /// Hits.
+    /// Hits (the local tier's included).
     pub hits: u64,
+    /// Of `hits`, those served from the local tier.
+    pub local_hits: u64,
     /// Misses.
     pub misses: u64,
     /// Errors.
