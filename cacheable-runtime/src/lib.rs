@@ -16,6 +16,7 @@ pub mod http;
 mod identity;
 mod invalidation;
 mod key;
+mod local;
 mod options;
 #[doc(hidden)]
 pub mod private;

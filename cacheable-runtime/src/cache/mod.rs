@@ -82,6 +82,7 @@ mod builder;
 mod fill;
 mod global;
 mod invalidate;
+mod local;
 mod read;
 mod spec;
 mod write;
@@ -156,6 +157,8 @@ pub(crate) struct Inner {
     pending: crate::invalidation::Pending,
     /// Whether the server must be checked before the next read.
     server: crate::invalidation::ServerCheck,
+    /// The local in-process tier, when configured (see `crate::local`).
+    local: Option<Arc<crate::local::LocalTier>>,
 }
 
 /// The result of a health check.
@@ -190,6 +193,9 @@ struct Spec {
     stale: Duration,
     cache_none: bool,
     private: bool,
+    /// The local tier may hold this call's entry (`#[cacheable(local = false)]`
+    /// opts out).
+    local: bool,
     counters: Arc<Counters>,
     /// One of this call's store operations failed for availability: skip
     /// the rest (see `op_in`).
@@ -208,6 +214,8 @@ struct Hit<V> {
     /// recorded in its dependencies): an HTTP response built from it is
     /// personal.
     private: bool,
+    /// Served from the local tier.
+    local: bool,
 }
 
 enum Lookup<V> {
@@ -346,6 +354,9 @@ impl Cache {
         let found = match self.lookup::<T>(&spec, false).await? {
             Lookup::Hit(hit) => {
                 report_deps(&hit.deps);
+                if hit.local {
+                    self.inner.stats.local_hit(&spec.counters, spec.name);
+                }
                 Some(hit.value)
             }
             Lookup::Stale { .. } | Lookup::Miss(_) => None,
