@@ -253,6 +253,8 @@ pub(crate) struct CacheableArgs {
     pub(crate) stale: Option<Arg<Secs>>,
     pub(crate) cache: Option<Arg<Expr>>,
     pub(crate) cache_none: Option<Arg<()>>,
+    /// `local = false`: keep the call site out of the local tier.
+    pub(crate) local: Option<Arg<bool>>,
 }
 
 impl CacheableArgs {
@@ -269,6 +271,7 @@ impl CacheableArgs {
         "stale",
         "cache",
         "cache_none",
+        "local",
     ];
 
     /// Parses the attribute's arguments; problems go to `cx`.
@@ -308,6 +311,10 @@ impl CacheableArgs {
                     "cache_none" => {
                         flag(meta)?;
                         set_once(&mut args.cache_none, meta, i, ())?;
+                    }
+                    "local" => {
+                        let lit: syn::LitBool = meta.value()?.parse()?;
+                        set_once(&mut args.local, meta, i, lit.value)?;
                     }
                     _ => return Ok(false),
                 }

@@ -40,6 +40,7 @@ mod template;
 /// | `stale = 30` / `stale = "30s"` | serve a value up to this long past expiry while one caller refreshes it | no stale window |
 /// | `cache = <expr>` | the `Cache` to use, e.g. `self.cache` or a parameter; evaluated before the body | `cacheable::global()` |
 /// | `cache_none` | also cache `None` (negative caching) | `None` is not cached |
+/// | `local = false` | keep this call site out of the local in-process tier (`CacheBuilder::local_cache`) | `true`: in the local tier when one is configured |
 ///
 /// **Default key.** xxh3-128 of every parameter binding in order, streamed
 /// through `serde::Serialize` (stable across processes and builds). Left out:

@@ -18,6 +18,7 @@ pub mod http;
 mod identity;
 mod invalidation;
 mod key;
+mod local;
 pub mod monitor;
 mod options;
 #[doc(hidden)]

@@ -27,6 +27,9 @@ pub struct Site {
     pub stale_secs: u64,
     /// `cache_none`.
     pub cache_none: bool,
+    /// Whether the local in-process tier may hold this site's entries
+    /// (`local = false` opts out).
+    pub local: bool,
     /// Which identities this site registered (conflict reports).
     pub state: SiteState,
 }

@@ -21,6 +21,7 @@ pub(crate) const HIT_SAMPLE: u32 = 16;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub hits: AtomicU64,
+    pub local_hits: AtomicU64,
     pub misses: AtomicU64,
     pub errors: AtomicU64,
     pub stale_served: AtomicU64,
@@ -45,6 +46,7 @@ impl Counters {
     fn snapshot(&self) -> FunctionStats {
         FunctionStats {
             hits: self.hits.load(Relaxed),
+            local_hits: self.local_hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             errors: self.errors.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),
@@ -138,6 +140,16 @@ impl Registry {
         let _ = name;
     }
 
+    /// A hit served from the local tier (counted in `hits` too).
+    pub(crate) fn local_hit(&self, f: &Counters, name: &'static str) {
+        Counters::add(&self.total.local_hits);
+        Counters::add(&f.local_hits);
+        #[cfg(feature = "metrics")]
+        metrics::counter!("cacheable_local_hits_total", "function" => name).increment(1);
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
+    }
+
     /// The time of a sampled hit (lookup and decode), scaled by
     /// [`HIT_SAMPLE`] to estimate the time of all hits.
     pub(crate) fn hit_time(&self, f: &Counters, name: &'static str, elapsed: Duration) {
@@ -219,6 +231,7 @@ impl Registry {
             .collect();
         Stats {
             hits: t.hits,
+            local_hits: t.local_hits,
             misses: t.misses,
             errors: t.errors,
             stale_served: t.stale_served,
@@ -248,8 +261,11 @@ impl Registry {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Reads served from the cache.
+    /// Reads served from the cache (the local tier's included).
     pub hits: u64,
+    /// Of `hits`, those served from the local in-process tier without a
+    /// Redis round trip (see `CacheBuilder::local_cache`).
+    pub local_hits: u64,
     /// Reads that ran the function (or found nothing, for `get`).
     pub misses: u64,
     /// Store errors and codec errors (each one made the call run uncached).
@@ -312,8 +328,10 @@ impl Stats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct FunctionStats {
-    /// Hits.
+    /// Hits (the local tier's included).
     pub hits: u64,
+    /// Of `hits`, those served from the local tier.
+    pub local_hits: u64,
     /// Misses.
     pub misses: u64,
     /// Errors.

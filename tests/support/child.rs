@@ -9,6 +9,12 @@
 //!   under tenant `acme`, filling the entry the parent then reads
 //!   (`a_cached_call_in_one_process_hits_in_another`).
 //!
+//! - `cacheable-test-child local <redis-url> <dir>`: a cache with a local
+//!   tier (prefix `ltchild`, lease 1 s) reading `<dir>/value` through a
+//!   cached call tagged `rec`, forever; before each read it reads
+//!   `<dir>/mark`, and prints `M=<mark> V=<value> LOCAL=<0|1>`
+//!   (`tests/local_tier.rs`, which pauses it with SIGSTOP).
+//!
 //! The types, names and arguments here must stay those of `tests/cache.rs`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +38,31 @@ struct Filter {
 #[cacheable::cacheable(name = "tests.xproc", ttl = 60, tags = ["xproc:{id}"], skip(answer))]
 async fn xproc(id: u64, filter: Filter, answer: String) -> String {
     answer
+}
+
+#[cacheable::cacheable(name = "tests.local_child", ttl = 60, tags = ["rec"], global)]
+async fn local_child(dir: &str) -> String {
+    std::fs::read_to_string(format!("{dir}/value")).unwrap_or_default()
+}
+
+async fn local_loop(url: &str, dir: &str) {
+    let cache = Cache::builder()
+        .redis_url(url)
+        .prefix("ltchild")
+        .local_cache(100, std::time::Duration::from_secs(60))
+        .local_cache_lease(std::time::Duration::from_secs(1))
+        .build()
+        .await
+        .expect("valid configuration");
+    cacheable::set_global(cache.clone());
+    loop {
+        let mark = std::fs::read_to_string(format!("{dir}/mark")).unwrap_or_default();
+        let before = cache.stats().local_hits;
+        let v = local_child(dir).await;
+        let local = u8::from(cache.stats().local_hits > before);
+        println!("M={mark} V={v} LOCAL={local}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }
 
 fn stable_key() -> String {
@@ -74,8 +105,17 @@ fn main() -> ExitCode {
             });
             println!("XPROC={got}");
         }
+        ["local", url, dir] => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(local_loop(url, dir));
+        }
         _ => {
-            eprintln!("usage: cacheable-test-child key | xproc <redis-url>");
+            eprintln!(
+                "usage: cacheable-test-child key | xproc <redis-url> | local <redis-url> <dir>"
+            );
             return ExitCode::FAILURE;
         }
     }

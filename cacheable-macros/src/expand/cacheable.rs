@@ -61,6 +61,7 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     let global = args.global.is_some();
     let stale = Literal::u64_unsuffixed(args.stale.as_ref().map_or(0, |s| s.value.secs));
     let cache_none = args.cache_none.is_some();
+    let local_tier = args.local.as_ref().is_none_or(|l| l.value);
 
     let id = local("id");
     let id_value = identity(args, input);
@@ -90,6 +91,7 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
             global: #global,
             stale_secs: #stale,
             cache_none: #cache_none,
+            local: #local_tier,
             state: ::cacheable::__private::SiteState::new(),
         };
         let #id = #id_value;

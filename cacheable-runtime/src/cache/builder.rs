@@ -32,6 +32,10 @@ pub struct CacheBuilder {
     alert_interval: Duration,
     clock: crate::clock::AnyClock,
     enabled: bool,
+    /// `local_cache(max_entries, ttl)`.
+    local: Option<(u64, Duration)>,
+    local_bytes: Option<u64>,
+    local_lease: Duration,
 }
 
 #[derive(Clone)]
@@ -86,6 +90,9 @@ impl Default for CacheBuilder {
             alert_interval: Duration::from_secs(1),
             clock: crate::clock::AnyClock::System,
             enabled: true,
+            local: None,
+            local_bytes: None,
+            local_lease: Duration::from_secs(2),
         }
     }
 }
@@ -125,6 +132,50 @@ impl CacheBuilder {
     /// [`memory`](Self::memory).
     pub fn memory_capacity(mut self, bytes: u64) -> Self {
         self.memory_capacity = bytes;
+        self
+    }
+
+    /// A local in-process tier in front of Redis (moka): at most
+    /// `max_entries` entries, each kept at most `ttl` (and never past its own
+    /// expiry), bounded in bytes too by
+    /// [`local_cache_bytes`](Self::local_cache_bytes) (default 64 MiB). A
+    /// local hit costs no round trip.
+    ///
+    /// Invalidations stay consistent across instances (guarantee 2): once
+    /// `delete`, `delete_by_tags`, `delete_by_tenant`, `clear` or a
+    /// `#[cache_evict]` call has returned on any instance, no instance serves
+    /// a value computed before it from its local tier. Each instance with a
+    /// tier subscribes to an invalidation channel and holds a lease in Redis
+    /// ([`local_cache_lease`](Self::local_cache_lease)); an invalidation
+    /// returns once every live instance acknowledged it, or at worst after
+    /// one lease when one does not answer (paused, partitioned). An instance
+    /// that loses its subscription or lease stops serving locally at once and
+    /// drops its whole tier when it is back. The protocol and what it relies
+    /// on are written down in the crate's `local` module docs.
+    ///
+    /// Only with [`redis_url`](Self::redis_url) (a single Redis; a Redis
+    /// Cluster or the memory store is a [`CacheError::Config`]). Call sites
+    /// opt out with `#[cacheable(local = false)]`. Zero entries or a zero ttl
+    /// is a [`CacheError::Config`].
+    pub fn local_cache(mut self, max_entries: u64, ttl: Duration) -> Self {
+        self.local = Some((max_entries, ttl));
+        self
+    }
+
+    /// The most bytes the local tier holds (key, envelope bytes and about
+    /// 100 bytes of bookkeeping per entry; default 64 MiB). Needs
+    /// [`local_cache`](Self::local_cache).
+    pub fn local_cache_bytes(mut self, bytes: u64) -> Self {
+        self.local_bytes = Some(bytes);
+        self
+    }
+
+    /// The lease of an instance's local tier in Redis (default 2 s; 100 ms to
+    /// one hour): an instance serves locally only while it holds it, and an
+    /// invalidation waits at most about one lease (plus 250 ms) for an
+    /// instance that does not acknowledge it.
+    pub fn local_cache_lease(mut self, lease: Duration) -> Self {
+        self.local_lease = lease;
         self
     }
 
@@ -345,6 +396,44 @@ impl CacheBuilder {
         Ok(())
     }
 
+    /// The local tier's configuration, checked.
+    fn local_config(&self) -> Result<Option<crate::local::LocalConfig>, String> {
+        let Some((max_entries, ttl)) = self.local else {
+            if self.local_bytes.is_some() {
+                return Err("local_cache_bytes needs local_cache(max_entries, ttl)".into());
+            }
+            return Ok(None);
+        };
+        if !matches!(self.backend, Some(Backend::Redis(_))) {
+            return Err(
+                "local_cache needs a single Redis (redis_url); a Redis Cluster or the memory \
+                 store cannot have a local tier yet"
+                    .into(),
+            );
+        }
+        if max_entries == 0 {
+            return Err("local_cache max_entries must be greater than zero".into());
+        }
+        if ttl.is_zero() || ttl > crate::options::MAX_TTL {
+            return Err("local_cache ttl must be greater than zero and at most MAX_TTL".into());
+        }
+        let max_bytes = self.local_bytes.unwrap_or(crate::local::DEFAULT_BYTES);
+        if max_bytes == 0 {
+            return Err("local_cache_bytes must be greater than zero".into());
+        }
+        if self.local_lease < Duration::from_millis(100)
+            || self.local_lease > Duration::from_secs(3600)
+        {
+            return Err("local_cache_lease must be between 100 ms and one hour".into());
+        }
+        Ok(Some(crate::local::LocalConfig {
+            max_entries,
+            max_bytes,
+            ttl,
+            lease: self.local_lease,
+        }))
+    }
+
     /// Validates the configuration and builds the cache. No I/O happens here.
     ///
     /// # Errors
@@ -391,6 +480,10 @@ impl CacheBuilder {
         if self.memory_capacity == 0 {
             return config("memory_capacity must be greater than zero".into());
         }
+        let local = match self.local_config() {
+            Ok(local) => local,
+            Err(m) => return config(m),
+        };
         // Disabled: a store that is never used for caching (the rate limiter
         // decides in the process, as on the memory store); the smallest one.
         let backend = if self.enabled {
@@ -467,6 +560,9 @@ impl CacheBuilder {
                 alerts,
                 clock: self.clock,
                 disabled: !self.enabled,
+                local: local
+                    .filter(|_| self.enabled)
+                    .map(|c| Arc::new(crate::local::LocalTier::new(c))),
             }),
         };
         if let Some(handle) = runtime {

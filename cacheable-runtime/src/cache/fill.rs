@@ -216,6 +216,9 @@ impl Cache {
 
     pub(super) fn serve_hit<A: Adapter<O>, O>(&self, spec: &Spec, hit: Hit<A::Value>) -> O {
         self.inner.stats.hit(&spec.counters, spec.name, false);
+        if hit.local {
+            self.inner.stats.local_hit(&spec.counters, spec.name);
+        }
         report_deps(&hit.deps);
         note_cache(
             hit.private,

@@ -89,7 +89,7 @@ impl Cache {
         keys: Vec<String>,
         what: &'static str,
     ) -> Result<(), CacheError> {
-        match self.op(self.inner.store.bump(&keys)).await {
+        match self.bump_announced(&keys, true).await {
             Ok(()) => {
                 self.inner.stats.invalidation(what);
                 Ok(())
@@ -130,11 +130,9 @@ impl Cache {
                 continue;
             }
             let landed = if work.clear {
-                self.clear_prefix().await.is_ok()
+                self.clear_prefix().await.is_ok() && self.announce_all(false).await.is_ok()
             } else {
-                tokio::time::timeout(inner.op_timeout, inner.store.bump(&work.keys))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
+                self.bump_announced(&work.keys, false).await.is_ok()
             };
             if landed {
                 inner.pending.done(&work);
@@ -168,6 +166,7 @@ impl Cache {
             && before != now
         {
             self.clear_prefix().await?;
+            self.local_drop_all();
             inner.stats.invalidation("server_changed");
             tracing::warn!(
                 "the Redis server changed (restart or failover): cleared this cache's keys, \
@@ -209,7 +208,10 @@ impl Cache {
             return Ok(());
         }
         let result = if self.inner.breaker.allow() {
-            self.clear_prefix().await
+            match self.clear_prefix().await {
+                Ok(()) => self.announce_all(true).await,
+                Err(e) => Err(e),
+            }
         } else {
             Err(CacheError::CircuitOpen)
         };

@@ -82,6 +82,7 @@ mod builder;
 mod fill;
 mod global;
 mod invalidate;
+mod local;
 mod read;
 mod spec;
 mod write;
@@ -169,9 +170,16 @@ pub(crate) struct Inner {
     /// Built disabled (`Cache::disabled`, `CacheBuilder::enabled(false)`):
     /// every cached call runs its body, the store is never used.
     pub(crate) disabled: bool,
+    /// The local in-process tier, when configured (see `crate::local`).
+    local: Option<Arc<crate::local::LocalTier>>,
 }
 
 impl Inner {
+    /// Bytes held by the local tier (0 without one).
+    pub(crate) fn local_bytes(&self) -> u64 {
+        self.local.as_ref().map_or(0, |l| l.weighted_size())
+    }
+
     /// The configured alerts, if any.
     pub(crate) fn alerts(&self) -> Option<&Arc<crate::monitor::alerts::Alerts>> {
         self.alerts.as_ref()
@@ -231,6 +239,9 @@ struct Spec {
     stale: Duration,
     cache_none: bool,
     private: bool,
+    /// The local tier may hold this call's entry (`#[cacheable(local = false)]`
+    /// opts out).
+    local: bool,
     counters: Arc<Counters>,
     /// One of this call's store operations failed for availability: skip
     /// the rest (see `op_in`).
@@ -249,6 +260,8 @@ struct Hit<V> {
     /// recorded in its dependencies): an HTTP response built from it is
     /// personal.
     private: bool,
+    /// Served from the local tier.
+    local: bool,
 }
 
 enum Lookup<V> {
@@ -436,6 +449,9 @@ impl Cache {
         let found = match self.lookup::<T>(&spec, false).await? {
             Lookup::Hit(hit) => {
                 report_deps(&hit.deps);
+                if hit.local {
+                    self.inner.stats.local_hit(&spec.counters, spec.name);
+                }
                 Some(hit.value)
             }
             Lookup::Stale { .. } | Lookup::Miss(_) => None,

@@ -43,6 +43,10 @@ impl Cache {
         if self.inner.server.suspect() {
             self.check_server().await?;
         }
+        let epoch = match self.local_read::<V>(spec, early_refresh) {
+            local::LocalRead::Hit(hit) => return Ok(Lookup::Hit(hit)),
+            local::LocalRead::Miss(epoch) => epoch,
+        };
         let store = &self.inner.store;
         let at = self.inner.clock.now();
         let values = self.op_in(spec, store.mget(&spec.keys)).await?;
@@ -96,8 +100,10 @@ impl Cache {
                 miss: miss(Some(&raw), versions),
             });
         }
+        self.local_keep(spec, epoch, &raw, &env.deps);
         Ok(Lookup::Hit(Hit {
             value,
+            local: false,
             now_ms: now,
             stored_at_ms: env.stored_at_ms,
             fresh_until_ms: env.fresh_until_ms,

@@ -330,10 +330,11 @@ impl Cache {
         report
     }
 
-    /// Bytes held by the local in-process tier. The hook for the local tier
-    /// (being built separately): 0 until it exists.
+    /// Bytes held by the local in-process tier (its weigher's total, which
+    /// counts each entry at least `local_cache_bytes / max_entries`); 0
+    /// without one.
     fn local_tier_bytes(&self) -> u64 {
-        0
+        self.inner().local_bytes()
     }
 }
 

@@ -251,6 +251,9 @@ return 0
 
 pub(crate) struct RedisStore {
     conn: ConnectionManager,
+    /// For the dedicated connections of the local tier's subscription
+    /// (boxed: a client is large, and the store sits in every cache).
+    client: std::sync::Arc<Client>,
     display_url: String,
     put: Lua,
     bump: Lua,
@@ -384,16 +387,22 @@ impl RedisStore {
             .set_response_timeout(None)
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| CacheError::Config(format!("redis connection manager: {e}")))?;
         Ok(Self {
             conn,
+            client: std::sync::Arc::new(client),
             display_url,
             put: Lua::new(PUT),
             bump: Lua::new(BUMP),
             ensure: Lua::new(ENSURE),
             release: Lua::new(RELEASE),
         })
+    }
+
+    /// The client, for dedicated connections (the local tier's subscription).
+    pub(crate) fn client(&self) -> std::sync::Arc<Client> {
+        std::sync::Arc::clone(&self.client)
     }
 
     /// A clone of the multiplexed connection (cheap), for the memory

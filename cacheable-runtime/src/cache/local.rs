@@ -1,0 +1,271 @@
+//! The engine's hooks into the local tier (`crate::local`, whose module
+//! docs hold the protocol): a local hit before the Redis read, keeping a
+//! Redis hit in the tier, and the invalidation's bump, publish and wait for
+//! acknowledgements (which every Redis cache runs, with a tier or not).
+
+use super::*;
+use crate::local::scripts::{self, Drop as What, Keys};
+use crate::local::{LocalTier, channel};
+use crate::store::redis::RedisStore;
+
+/// How long an invalidation waits for acknowledgements before it evicts
+/// the instances that did not answer and waits for their leases instead.
+const ACK_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// What the local tier said about a read.
+pub(super) enum LocalRead<V> {
+    /// Served locally.
+    Hit(Hit<V>),
+    /// Not there (or not servable): read Redis, and keep a hit under this
+    /// read epoch (0: the tier is off for this call).
+    Miss(u64),
+}
+
+impl Cache {
+    /// The tier, with its subscription task started (on first use, on the
+    /// caller's runtime).
+    fn local_tier(&self) -> Option<&Arc<LocalTier>> {
+        use std::sync::atomic::Ordering;
+        let tier = self.inner.local.as_ref()?;
+        if !tier.started.load(Ordering::Acquire) {
+            self.start_local(tier);
+        }
+        Some(tier)
+    }
+
+    fn start_local(&self, tier: &Arc<LocalTier>) {
+        use std::sync::atomic::Ordering;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let AnyStore::Redis(store) = &*self.inner.store else {
+            return;
+        };
+        if tier.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *tier.closed.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        let wiring = channel::Wiring {
+            client: store.client(),
+            conn: store.connection(),
+            keys: Keys::new(&self.inner.prefix),
+            op_timeout: self.inner.op_timeout,
+        };
+        runtime.spawn(channel::run(Arc::downgrade(tier), wiring, rx));
+    }
+
+    /// A fresh local hit, or the read epoch for the Redis read that follows.
+    /// A stale, expired or early-refresh entry falls through to Redis,
+    /// which handles those.
+    pub(super) fn local_read<V: DeserializeOwned>(
+        &self,
+        spec: &Spec,
+        early_refresh: bool,
+    ) -> LocalRead<V> {
+        if !spec.local {
+            return LocalRead::Miss(0);
+        }
+        let Some(tier) = self.local_tier() else {
+            return LocalRead::Miss(0);
+        };
+        // Before the Redis read (step 3): what is read after this epoch may
+        // be kept.
+        let epoch = tier.floors.begin();
+        let Some(entry) = tier.get(&spec.keys[0]) else {
+            return LocalRead::Miss(epoch);
+        };
+        let Ok(env) = envelope::decode(&entry.raw) else {
+            tier.remove(&spec.keys[0]);
+            return LocalRead::Miss(epoch);
+        };
+        let now = now_ms();
+        if now >= env.fresh_until_ms
+            || (early_refresh && read::xfetch_due(now, env.fresh_until_ms, env.compute_us))
+        {
+            return LocalRead::Miss(epoch);
+        }
+        let Ok(value) = codec::decode::<V>(env.payload) else {
+            tier.remove(&spec.keys[0]);
+            return LocalRead::Miss(epoch);
+        };
+        LocalRead::Hit(Hit {
+            value,
+            now_ms: now,
+            stored_at_ms: env.stored_at_ms,
+            fresh_until_ms: env.fresh_until_ms,
+            private: spec.private || env.deps.iter().any(|d| key::is_tenant_key(d.key)),
+            deps: if collecting() {
+                env.deps.iter().map(|d| d.owned()).collect()
+            } else {
+                Vec::new()
+            },
+            local: true,
+        })
+    }
+
+    /// Keeps a current Redis hit read at `epoch` in the tier.
+    pub(super) fn local_keep(&self, spec: &Spec, epoch: u64, raw: &[u8], deps: &[DepRef<'_>]) {
+        if epoch == 0 {
+            return;
+        }
+        if let Some(tier) = &self.inner.local {
+            tier.insert(&spec.keys[0], epoch, raw, deps.iter().map(|d| d.key));
+        }
+    }
+
+    /// Drops this instance's whole tier (the server changed).
+    pub(super) fn local_drop_all(&self) {
+        if let Some(tier) = &self.inner.local {
+            tier.drop_all();
+        }
+    }
+
+    /// Entries in this cache's local tier (0 without one).
+    pub fn local_entries(&self) -> u64 {
+        self.inner.local.as_ref().map_or(0, |t| t.len())
+    }
+
+    /// A store operation, through the breaker or (retries) only bounded by
+    /// the operation timeout.
+    async fn step<T>(
+        &self,
+        through_breaker: bool,
+        fut: impl Future<Output = Result<T, CacheError>>,
+    ) -> Result<T, CacheError> {
+        if through_breaker {
+            self.op(fut).await
+        } else {
+            tokio::time::timeout(self.inner.op_timeout, fut)
+                .await
+                .map_err(|_| CacheError::Timeout(self.inner.op_timeout))?
+        }
+    }
+
+    /// Bumps `keys` and, on Redis, tells every instance's local tier before
+    /// returning (steps 2, 4 and 6).
+    pub(super) async fn bump_announced(
+        &self,
+        keys: &[String],
+        through_breaker: bool,
+    ) -> Result<(), CacheError> {
+        match &*self.inner.store {
+            AnyStore::Redis(store) => {
+                self.announce(store, keys, What::Keys(keys.to_vec()), through_breaker)
+                    .await
+            }
+            // No local tier runs on the other stores.
+            store => self.step(through_breaker, store.bump(keys)).await,
+        }
+    }
+
+    /// After a `clear`: every instance drops its whole tier.
+    pub(super) async fn announce_all(&self, through_breaker: bool) -> Result<(), CacheError> {
+        match &*self.inner.store {
+            AnyStore::Redis(store) => self.announce(store, &[], What::All, through_breaker).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn announce(
+        &self,
+        store: &RedisStore,
+        bump: &[String],
+        what: What,
+        through_breaker: bool,
+    ) -> Result<(), CacheError> {
+        let s = scripts::scripts();
+        let names = Keys::new(&self.inner.prefix);
+        let msg_id = scripts::new_id();
+        let message = scripts::message(&msg_id, &what);
+        let mut keys: Vec<&str> = bump.iter().map(String::as_str).collect();
+        keys.push(&names.registry);
+        let mut conn = store.connection();
+        let live: Vec<String> = self
+            .step(through_breaker, async {
+                let args = [names.channel.as_bytes(), message.as_bytes()];
+                Ok(s.bump_announce.run(&mut conn, &keys, &args).await?)
+            })
+            .await?;
+        // Step 6: this instance at once, without its own acknowledgement.
+        let me = self.inner.local.as_ref().and_then(|tier| {
+            match &what {
+                What::Keys(keys) => tier.floors.raise(keys.iter().map(String::as_str)),
+                What::All => tier.drop_all(),
+            }
+            tier.id()
+        });
+        let waiting: Vec<String> = live
+            .into_iter()
+            .filter(|id| Some(id) != me.as_ref())
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        self.await_acks(&mut conn, &names, &msg_id, waiting, through_breaker)
+            .await
+    }
+
+    /// Step 4: until every instance in `waiting` acknowledged or its lease
+    /// ran out; past [`ACK_TIMEOUT`], evicts the others and waits their
+    /// leases out.
+    async fn await_acks(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        names: &Keys,
+        msg_id: &str,
+        mut waiting: Vec<String>,
+        through_breaker: bool,
+    ) -> Result<(), CacheError> {
+        let s = scripts::scripts();
+        let ack_key = names.ack(msg_id);
+        let keys = [names.registry.as_str(), ack_key.as_str()];
+        let started = Instant::now();
+        let deadline = started + ACK_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            // Acknowledgements take a delivery and a round trip (~0.1 ms on
+            // loopback): checked back to back for the first 2 ms (the
+            // timer's resolution is 1 ms), then with growing pauses.
+            if started.elapsed() < Duration::from_millis(2) {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+            let args: Vec<&[u8]> = waiting.iter().map(String::as_bytes).collect();
+            waiting = self
+                .step(through_breaker, async {
+                    Ok(s.wait.run(&mut *conn, &keys, &args).await?)
+                })
+                .await?;
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let args: Vec<&[u8]> = waiting.iter().map(String::as_bytes).collect();
+        let wait_ms: i64 = self
+            .step(through_breaker, async {
+                Ok(s.evict.run(&mut *conn, &keys, &args).await?)
+            })
+            .await?;
+        if let Some(log) = self.inner.log.admit("local_ack") {
+            tracing::warn!(
+                instances = waiting.len(),
+                wait_ms,
+                suppressed = log,
+                "instances did not acknowledge an invalidation in time: evicted from the \
+                 registry; the invalidation returns once their leases have run out"
+            );
+        }
+        if let Ok(ms) = u64::try_from(wait_ms)
+            && ms > 0
+        {
+            tokio::time::sleep(Duration::from_millis(ms + 1)).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! The subscription and lease of one instance's local tier (steps 1, 3 and
+//! 5 of the protocol in the module docs of `local`): one background task
+//! per tier, holding a dedicated pub/sub connection, that applies and
+//! acknowledges invalidation messages and renews the registration. It ends
+//! (and deregisters) when the tier is dropped.
+
+use std::pin::Pin;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use futures_core::Stream;
+use redis::aio::ConnectionManager;
+
+use super::LocalTier;
+use super::scripts::{self, Drop as What, Keys};
+
+/// What the task needs from Redis.
+pub(crate) struct Wiring {
+    pub client: std::sync::Arc<redis::Client>,
+    pub conn: ConnectionManager,
+    pub keys: Keys,
+    pub op_timeout: Duration,
+}
+
+/// Why a session ended.
+enum Ended {
+    /// The tier was dropped.
+    Closed,
+    /// The subscription or the lease was lost: start again.
+    Lost(&'static str),
+}
+
+/// Runs sessions until the tier is dropped.
+pub(crate) async fn run(
+    tier: Weak<LocalTier>,
+    wiring: Wiring,
+    mut closed: tokio::sync::oneshot::Receiver<()>,
+) {
+    const FIRST: Duration = Duration::from_millis(20);
+    let mut pause = FIRST;
+    // The id registered last, for the deregistration at the end.
+    let mut current: Option<String> = None;
+    loop {
+        let ended = session(&tier, &wiring, &mut closed, &mut current).await;
+        let registered = current.is_some();
+        match ended {
+            Ended::Closed => break,
+            Ended::Lost(why) => {
+                if let Some(t) = tier.upgrade() {
+                    t.stop_serving();
+                    t.set_id(None);
+                }
+                tracing::debug!(
+                    why,
+                    "local tier: session ended; not serving locally until it is back"
+                );
+                // It serves nothing locally now: no invalidation needs to
+                // wait for its old registration.
+                if let Some(id) = current.take() {
+                    deregister(&wiring, &id).await;
+                }
+            }
+        }
+        if registered {
+            pause = FIRST;
+        }
+        tokio::select! {
+            _ = &mut closed => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+    if let Some(id) = current {
+        deregister(&wiring, &id).await;
+    }
+}
+
+/// Best effort: an instance that ends leaves the registry, so that no
+/// invalidation waits for its lease.
+async fn deregister(wiring: &Wiring, id: &str) {
+    let _ = tokio::time::timeout(
+        wiring.op_timeout,
+        redis::cmd("ZREM")
+            .arg(&wiring.keys.registry)
+            .arg(id)
+            .query_async::<i64>(&mut wiring.conn.clone()),
+    )
+    .await;
+}
+
+/// Times out `fut` after the operation timeout, flattening both errors.
+async fn bounded<T>(
+    d: Duration,
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Option<T> {
+    tokio::time::timeout(d, fut).await.ok().and_then(Result::ok)
+}
+
+/// One subscription and registration, until either is lost.
+async fn session(
+    tier: &Weak<LocalTier>,
+    wiring: &Wiring,
+    closed: &mut tokio::sync::oneshot::Receiver<()>,
+    current: &mut Option<String>,
+) -> Ended {
+    let s = scripts::scripts();
+    let op = wiring.op_timeout;
+    let lease = match tier.upgrade() {
+        Some(t) => t.config.lease,
+        None => return Ended::Closed,
+    };
+    let lease_ms = lease.as_millis().to_string();
+    // Step 1: subscribe (confirmed), drop everything, register, serve.
+    let Some(pubsub) = bounded(op, wiring.client.get_async_pubsub()).await else {
+        return Ended::Lost("cannot connect the subscription");
+    };
+    let (mut sink, stream) = pubsub.split();
+    if bounded(op, sink.subscribe(&wiring.keys.channel))
+        .await
+        .is_none()
+    {
+        return Ended::Lost("cannot subscribe");
+    }
+    let mut stream = Box::pin(stream);
+    let id = scripts::new_id();
+    match tier.upgrade() {
+        Some(t) => t.drop_all(),
+        None => return Ended::Closed,
+    }
+    let mut conn = wiring.conn.clone();
+    *current = Some(id.clone());
+    let sent = Instant::now();
+    let reply: Option<i64> = bounded(
+        op,
+        s.register.run(
+            &mut conn,
+            &[&wiring.keys.registry],
+            &[id.as_bytes(), lease_ms.as_bytes()],
+        ),
+    )
+    .await;
+    if reply != Some(1) {
+        return Ended::Lost("cannot register");
+    }
+    match tier.upgrade() {
+        Some(t) => {
+            t.set_id(Some(id.clone()));
+            t.serve_from(sent);
+        }
+        None => return Ended::Closed,
+    }
+    let period = lease / 4;
+    let mut next_renewal = tokio::time::Instant::now() + period;
+    loop {
+        tokio::select! {
+            _ = &mut *closed => return Ended::Closed,
+            msg = next(stream.as_mut()) => {
+                let Some(msg) = msg else {
+                    return Ended::Lost("subscription closed");
+                };
+                let (msg_id, what) = scripts::parse(msg.get_payload_bytes());
+                // Step 3: apply, then acknowledge.
+                match tier.upgrade() {
+                    Some(t) => match &what {
+                        What::Keys(keys) => t.floors.raise(keys.iter().map(String::as_str)),
+                        What::All => t.drop_all(),
+                    },
+                    None => return Ended::Closed,
+                }
+                if let Some(msg_id) = msg_id {
+                    let life = (2 * lease).as_millis().to_string();
+                    let acked: Option<i64> = bounded(
+                        op,
+                        s.ack.run(&mut conn, &[&wiring.keys.ack(&msg_id)], &[id.as_bytes(), life.as_bytes()]),
+                    )
+                    .await;
+                    if acked.is_none() {
+                        return Ended::Lost("cannot acknowledge");
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(next_renewal) => {
+                // Step 5: renew; a refused renewal means the lease ran out
+                // or this id was evicted.
+                let sent = Instant::now();
+                let renewed: Option<i64> = bounded(
+                    op,
+                    s.renew.run(&mut conn, &[&wiring.keys.registry], &[id.as_bytes(), lease_ms.as_bytes()]),
+                )
+                .await;
+                match renewed {
+                    Some(1) => match tier.upgrade() {
+                        Some(t) => t.serve_from(sent),
+                        None => return Ended::Closed,
+                    },
+                    Some(_) => return Ended::Lost("lease ran out or was evicted"),
+                    // Not renewed: the deadline lapses by itself; try again.
+                    None => {}
+                }
+                // The subscription must answer too (a half-open connection).
+                if bounded(op, sink.ping::<redis::Value>()).await.is_none() {
+                    return Ended::Lost("subscription does not answer");
+                }
+                next_renewal = tokio::time::Instant::now() + period;
+            }
+        }
+    }
+}
+
+async fn next<S: Stream + ?Sized>(mut stream: Pin<&mut S>) -> Option<S::Item> {
+    std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await
+}

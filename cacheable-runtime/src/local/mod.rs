@@ -1,0 +1,408 @@
+//! The local in-process tier (`CacheBuilder::local_cache`): a moka cache of
+//! envelope bytes in front of Redis that stays consistent across instances.
+//!
+//! This module owns the tier's state (entries, the invalidation floors, the
+//! serving deadline) and its protocol; `channel` runs the subscription and
+//! the lease of one instance, `scripts` holds the Lua scripts, keys and the
+//! message format. The hooks into the engine are in `cache/local.rs`.
+//!
+//! # What the tier holds
+//!
+//! Keyed by the full entry key: the envelope bytes a Redis hit returned,
+//! the *read epoch* (the value of this tier's epoch counter loaded before
+//! the `MGET` that returned them) and the floor slots of every version key
+//! the envelope depends on (its own and those inherited from nested calls).
+//! A local hit re-checks the envelope's soft and hard expiry; a stale or
+//! expired entry falls through to Redis. Bounded by entries and bytes (a
+//! weigher, see [`LocalConfig`]) and by the configured time to live.
+//!
+//! # Guarantee 2 across instances: the protocol
+//!
+//! Once an invalidation has returned on any instance, no instance serves a
+//! value computed before it from its local tier. The steps, each with the
+//! test in `tests/local_tier.rs` that breaks when the step is removed:
+//!
+//! 1. **Subscribe, then register, then serve.** An instance with a tier
+//!    subscribes to `{prefix}:local:invalidations` (a dedicated pub/sub
+//!    connection), waits for the subscription's confirmation, drops its
+//!    whole tier, and only then registers a fresh id in the sorted set
+//!    `{prefix}:local:instances` with a lease (score: expiry in Redis
+//!    server time). It serves locally only after the registration returned.
+//!    An invalidator that sees the registration therefore publishes to a
+//!    channel the instance already hears. Test:
+//!    `a_killed_subscription_stops_local_hits_and_drops_everything`.
+//! 2. **Bump, then publish, in one script.** Every invalidation of a Redis
+//!    cache (`delete`, tags, tenant, `#[cache_evict]`, `clear`, and their
+//!    retries), with or without a tier of its own, bumps the versions and,
+//!    in the same script, reads the live registrations and publishes the
+//!    message naming the bumped version keys. The set of instances to wait
+//!    for is exactly those registered when the message was published.
+//!    Test: `an_invalidation_on_one_instance_is_seen_by_another` (a checker
+//!    with a negative control that skips the channel).
+//! 3. **Apply, then acknowledge.** An instance receiving a message raises
+//!    the floor of every named version key to a new epoch (`Floors`), then
+//!    adds its id to the message's acknowledgement set. An entry is served
+//!    only if no floor of its dependencies is above its read epoch. An entry
+//!    whose `MGET` was sent before the message was applied has a smaller
+//!    read epoch, so it is refused even when it is inserted after the
+//!    acknowledgement (the in-flight race); an entry read after it was
+//!    applied was read after the bump (the publish follows the bump), so it
+//!    is current. Same test, and the unit test
+//!    `an_entry_read_before_a_raise_is_refused_even_when_inserted_after`.
+//! 4. **Wait for every live instance.** The invalidator returns once each
+//!    instance registered at publish time has acknowledged, or its lease has
+//!    run out (server time), or it deregistered. An instance that has not
+//!    acknowledged within the acknowledgement timeout (a quarter of the
+//!    lease) is evicted from the registry, and the invalidator waits until
+//!    its lease has run out. Test: `a_paused_instance_delays_an_invalidation_by_at_most_a_lease`.
+//! 5. **No lease, no local hits.** An instance serves locally only before a
+//!    local monotonic deadline: the time it *sent* its last successful
+//!    renewal plus three quarters of the lease. Redis sets the lease expiry
+//!    when it runs the renewal, later, to its time plus the whole lease, so
+//!    the deadline passes at least a quarter lease (the margin for clock
+//!    rates) before the expiry an invalidator waits for. A renewal is
+//!    refused once the lease has run out or the id was evicted: the
+//!    instance then goes back to step 1 with a new id (dropping everything).
+//!    A closed subscription (killed connection, Redis restart) ends the
+//!    session at once: the instance stops serving locally and reconnects.
+//!    Tests: `a_killed_subscription_stops_local_hits_and_drops_everything`,
+//!    `a_paused_instance_delays_an_invalidation_by_at_most_a_lease`, `no_lease_no_hits`,
+//!    `a_restarted_redis_drops_everything`.
+//! 6. **Same instance: immediate.** An invalidation applies its floors to the
+//!    invalidator's own tier before it returns (before it waits for others),
+//!    and does not wait for its own acknowledgement. A failed invalidation
+//!    is pending (see `crate::invalidation`): while one is, the tier serves
+//!    nothing, as the store serves nothing. Test: `same_instance_invalidation_is_immediate`.
+//!
+//! The protocol relies on: Redis running each script atomically and
+//! delivering a connection's pub/sub messages in order, after the script
+//! that published them; the server's clock (`TIME`) and the instances'
+//! monotonic clocks running at rates within a quarter of each other over
+//! one lease, and the server's clock not stepping back by more than the
+//! margin; the kernel closing an instance's subscription when the Redis
+//! process dies, before a restarted server answers an invalidation.
+//!
+//! Not covered (written here so nobody relies on it): the registry key
+//! lost while an instance's subscription stays up (evicted under an
+//! `allkeys-*` policy, a `FLUSHDB`): until that instance's next renewal
+//! (at most a quarter lease) an invalidation does not wait for it (it
+//! still receives the message). Redis Cluster: `local_cache` is refused
+//! there for now.
+//!
+//! # Message format
+//!
+//! A JSON object on `{prefix}:local:invalidations`, published by the bump
+//! script: `{"v":1,"id":"<32 hex>","keys":["<version key>",..]}` for
+//! versions bumped, `{"v":1,"id":"<32 hex>","all":true}` for a `clear`.
+//! Receivers acknowledge with `SADD {prefix}:local:ack:<id> <instance id>`.
+//! A message that does not parse drops the receiver's whole tier.
+
+pub(crate) mod channel;
+pub(crate) mod scripts;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Floor slots: version keys hash into this many (a collision only drops
+/// more than needed). 32 KiB per tier.
+const SLOTS: usize = 4096;
+
+/// The tier's configuration, from the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalConfig {
+    /// The most entries held.
+    pub max_entries: u64,
+    /// The most bytes held (key, envelope and bookkeeping of each entry).
+    pub max_bytes: u64,
+    /// How long an entry stays in the tier at most.
+    pub ttl: Duration,
+    /// The registration lease.
+    pub lease: Duration,
+}
+
+/// Default byte bound when only `local_cache` is set: 64 MiB.
+pub(crate) const DEFAULT_BYTES: u64 = 64 << 20;
+
+/// Bookkeeping bytes counted per entry beside its key and envelope.
+const ENTRY_OVERHEAD: u64 = 96;
+
+/// One entry of the tier.
+pub(crate) struct Entry {
+    pub raw: Box<[u8]>,
+    read_epoch: u64,
+    slots: Box<[u16]>,
+}
+
+/// Invalidation floors: a global epoch counter, a floor per slot of version
+/// keys and one for everything. See step 3 of the protocol.
+pub(crate) struct Floors {
+    epoch: AtomicU64,
+    all: AtomicU64,
+    slots: Box<[AtomicU64]>,
+}
+
+impl Floors {
+    fn new() -> Self {
+        Self {
+            epoch: AtomicU64::new(1),
+            all: AtomicU64::new(0),
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The read epoch of a lookup starting now.
+    pub(crate) fn begin(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn next(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Every entry read before now that depends on one of `keys` is refused.
+    pub(crate) fn raise<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let e = self.next();
+        for k in keys {
+            self.slots[usize::from(slot(k))].fetch_max(e, Ordering::SeqCst);
+        }
+    }
+
+    /// Every entry read before now is refused.
+    pub(crate) fn raise_all(&self) {
+        let e = self.next();
+        self.all.fetch_max(e, Ordering::SeqCst);
+    }
+
+    fn valid(&self, entry: &Entry) -> bool {
+        self.all.load(Ordering::SeqCst) <= entry.read_epoch
+            && entry
+                .slots
+                .iter()
+                .all(|s| self.slots[usize::from(*s)].load(Ordering::SeqCst) <= entry.read_epoch)
+    }
+}
+
+fn slot(key: &str) -> u16 {
+    #[allow(clippy::cast_possible_truncation)]
+    let s = (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % SLOTS as u64) as u16;
+    s
+}
+
+/// The local tier of one cache.
+pub(crate) struct LocalTier {
+    entries: moka::sync::Cache<String, Arc<Entry>>,
+    pub(crate) floors: Floors,
+    pub(crate) config: LocalConfig,
+    base: Instant,
+    /// Local hits are served only while `base.elapsed()` (ms) is below this.
+    serving_until_ms: AtomicU64,
+    /// This instance's registration id while registered.
+    id: Mutex<Option<String>>,
+    /// The subscription task was started.
+    pub(crate) started: AtomicBool,
+    /// Dropped with the tier: tells the subscription task to deregister and end.
+    pub(crate) closed: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl std::fmt::Debug for LocalTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTier")
+            .field("config", &self.config)
+            .field("entries", &self.entries.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalTier {
+    pub(crate) fn new(config: LocalConfig) -> Self {
+        // Each entry weighs at least `max_bytes / max_entries`: the byte
+        // bound then also bounds the number of entries.
+        let min_weight = (config.max_bytes / config.max_entries.max(1)).max(1);
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .time_to_live(config.ttl)
+            .weigher(move |k: &String, e: &Arc<Entry>| {
+                let bytes = k.len() as u64 + e.raw.len() as u64 + 2 * e.slots.len() as u64;
+                u32::try_from((bytes + ENTRY_OVERHEAD).max(min_weight)).unwrap_or(u32::MAX)
+            })
+            .build();
+        Self {
+            entries,
+            floors: Floors::new(),
+            config,
+            base: Instant::now(),
+            serving_until_ms: AtomicU64::new(0),
+            id: Mutex::new(None),
+            started: AtomicBool::new(false),
+            closed: Mutex::new(None),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether local hits may be served now (step 5).
+    pub(crate) fn serving(&self) -> bool {
+        self.now_ms() < self.serving_until_ms.load(Ordering::SeqCst)
+    }
+
+    /// A renewal sent at `sent` succeeded: serve until three quarters of the
+    /// lease after it.
+    pub(crate) fn serve_from(&self, sent: Instant) {
+        let sent_ms = u64::try_from(sent.saturating_duration_since(self.base).as_millis())
+            .unwrap_or(u64::MAX);
+        let lease = self.config.lease;
+        let until = sent_ms
+            .saturating_add(u64::try_from((lease - lease / 4).as_millis()).unwrap_or(u64::MAX));
+        self.serving_until_ms.store(until, Ordering::SeqCst);
+    }
+
+    pub(crate) fn stop_serving(&self) {
+        self.serving_until_ms.store(0, Ordering::SeqCst);
+    }
+
+    pub(crate) fn set_id(&self, id: Option<String>) {
+        *self.id.lock().unwrap_or_else(PoisonError::into_inner) = id;
+    }
+
+    pub(crate) fn id(&self) -> Option<String> {
+        self.id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The entry of `key`, if it may be served: the instance holds its lease
+    /// and no invalidation applied here since its read names a dependency.
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        if !self.serving() {
+            return None;
+        }
+        let entry = self.entries.get(key)?;
+        if self.floors.valid(&entry) {
+            Some(entry)
+        } else {
+            self.entries.invalidate(key);
+            None
+        }
+    }
+
+    /// Keeps the envelope `raw` of `key`, read at `read_epoch`, depending on `deps`.
+    pub(crate) fn insert<'a>(
+        &self,
+        key: &str,
+        read_epoch: u64,
+        raw: &[u8],
+        deps: impl Iterator<Item = &'a str>,
+    ) {
+        let entry = Entry {
+            raw: raw.into(),
+            read_epoch,
+            slots: deps.map(slot).collect(),
+        };
+        // Already refused: not worth a slot.
+        if self.floors.valid(&entry) {
+            self.entries.insert(key.to_owned(), Arc::new(entry));
+        }
+    }
+
+    /// Drops an entry that turned out unusable (expired, undecodable).
+    pub(crate) fn remove(&self, key: &str) {
+        self.entries.invalidate(key);
+    }
+
+    /// Drops everything (reconnection, `clear`, a changed server).
+    pub(crate) fn drop_all(&self) {
+        self.floors.raise_all();
+        self.entries.invalidate_all();
+    }
+
+    /// Entries held (approximate, as moka counts).
+    pub(crate) fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    /// Bytes held by the weigher's count.
+    #[cfg(test)]
+    pub(crate) fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
+    }
+}
+
+impl Drop for LocalTier {
+    fn drop(&mut self) {
+        if let Some(tx) = self
+            .closed
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tier(max_entries: u64, max_bytes: u64) -> LocalTier {
+        let t = LocalTier::new(LocalConfig {
+            max_entries,
+            max_bytes,
+            ttl: Duration::from_secs(60),
+            lease: Duration::from_secs(4),
+        });
+        t.serve_from(Instant::now());
+        t
+    }
+
+    #[test]
+    fn an_entry_read_before_a_raise_is_refused_even_when_inserted_after() {
+        let t = tier(100, DEFAULT_BYTES);
+        let epoch = t.floors.begin();
+        t.floors.raise(["v:a"]);
+        t.insert("k", epoch, b"x", ["v:a"].into_iter());
+        assert!(t.get("k").is_none());
+        let epoch = t.floors.begin();
+        t.insert("k", epoch, b"x", ["v:a", "v:b"].into_iter());
+        assert!(t.get("k").is_some(), "read after the raise: current");
+        t.floors.raise(["v:c"]);
+        assert!(t.get("k").is_some(), "another key's raise leaves it");
+        t.floors.raise(["v:b"]);
+        assert!(t.get("k").is_none());
+        let epoch = t.floors.begin();
+        t.insert("k", epoch, b"x", std::iter::empty());
+        t.drop_all();
+        assert!(t.get("k").is_none());
+    }
+
+    #[test]
+    fn no_lease_no_hits() {
+        let t = tier(100, DEFAULT_BYTES);
+        t.insert("k", t.floors.begin(), b"x", std::iter::empty());
+        assert!(t.get("k").is_some());
+        t.stop_serving();
+        assert!(t.get("k").is_none());
+    }
+
+    #[test]
+    fn bounded_by_entries_and_by_bytes() {
+        let t = tier(50, DEFAULT_BYTES);
+        for i in 0..1000 {
+            t.insert(&format!("k{i}"), t.floors.begin(), b"x", std::iter::empty());
+        }
+        assert!(t.len() <= 50, "{} entries", t.len());
+        let t = tier(1_000_000, 64 << 10);
+        let big = vec![0u8; 4096];
+        for i in 0..1000 {
+            t.insert(&format!("k{i}"), t.floors.begin(), &big, std::iter::empty());
+        }
+        assert!(t.weighted_size() <= 64 << 10, "{} bytes", t.weighted_size());
+        assert!(t.len() <= 16, "{} entries of 4 KiB", t.len());
+    }
+}

@@ -1,0 +1,215 @@
+//! The local tier's Redis side: key names, the Lua scripts of the protocol
+//! (steps 1, 2, 4 and 5 in the module docs of `local`) and the message format.
+//!
+//! The keys live under `{prefix}:local:`, outside `{prefix}:{…`, so that
+//! `clear()` (which deletes `{prefix}:{*`) never drops the registry.
+
+use std::sync::OnceLock;
+
+use crate::store::redis::Lua;
+
+/// The names of one prefix's registry, channel and acknowledgement sets.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub registry: String,
+    pub channel: String,
+    ack_prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            registry: format!("{prefix}:local:instances"),
+            channel: format!("{prefix}:local:invalidations"),
+            ack_prefix: format!("{prefix}:local:ack:"),
+        }
+    }
+
+    /// The acknowledgement set of message `id`.
+    pub(crate) fn ack(&self, id: &str) -> String {
+        format!("{}{id}", self.ack_prefix)
+    }
+}
+
+/// Redis server time in ms, as every script reads it.
+const NOW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+/// `KEYS[1]` registry; `ARGV[1]` id, `ARGV[2]` lease ms. Registers (after
+/// dropping expired registrations); returns 1.
+const REGISTER: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 2 * tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
+end
+return 1
+";
+
+/// Renews a lease that has not run out and was not evicted; 0 otherwise
+/// (the instance must register again with a new id, dropping its tier).
+const RENEW: &str = r"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) > now then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < 2 * tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
+  end
+  return 1
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 0
+";
+
+/// `KEYS[1]` registry, `KEYS[2]` acknowledgement set; `ARGV` ids. Returns
+/// the ids that neither acknowledged nor have a lease that ran out.
+const WAIT: &str = r"
+local out = {}
+for i = 1, #ARGV do
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
+    local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if s and tonumber(s) > now then out[#out + 1] = ARGV[i] end
+  end
+end
+return out
+";
+
+/// Like `WAIT`, but evicts the ids still missing; returns the ms until the
+/// last of their leases runs out (0 when none).
+const EVICT: &str = r"
+local wait = 0
+for i = 1, #ARGV do
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
+    local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if s and tonumber(s) > now then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      if tonumber(s) - now > wait then wait = tonumber(s) - now end
+    end
+  end
+end
+return wait
+";
+
+/// `KEYS[1]` acknowledgement set; `ARGV[1]` id, `ARGV[2]` life ms.
+const ACK: &str = r"
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// The invalidation script of a Redis cache: `KEYS[1..n-1]` version keys
+/// bumped exactly as the store's `BUMP`, `KEYS[n]` the registry; `ARGV[1]`
+/// the channel, `ARGV[2]` the message. Publishes, and returns the ids whose
+/// lease runs (step 2). `allow-oom`, as `BUMP`: an invalidation lands even
+/// when Redis is out of memory.
+const BUMP_ANNOUNCE: &str = r"#!lua flags=allow-oom
+for i = 1, #KEYS - 1 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local r = redis.pcall('INCR', KEYS[i])
+    if type(r) ~= 'number' then redis.call('DEL', KEYS[i]) end
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local live = redis.call('ZRANGEBYSCORE', KEYS[#KEYS], '(' .. now, '+inf')
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return live
+";
+
+/// The scripts, hashed once per process.
+pub(crate) struct Scripts {
+    pub register: Lua,
+    pub renew: Lua,
+    pub wait: Lua,
+    pub evict: Lua,
+    pub ack: Lua,
+    pub bump_announce: Lua,
+}
+
+fn with_now(body: &str) -> &'static str {
+    Box::leak(format!("{NOW}{body}").into_boxed_str())
+}
+
+/// The scripts (built on first use; a handful of static strings).
+pub(crate) fn scripts() -> &'static Scripts {
+    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        register: Lua::new(with_now(REGISTER)),
+        renew: Lua::new(with_now(RENEW)),
+        wait: Lua::new(with_now(WAIT)),
+        evict: Lua::new(with_now(EVICT)),
+        ack: Lua::new(ACK),
+        bump_announce: Lua::new(BUMP_ANNOUNCE),
+    })
+}
+
+/// A fresh random id (32 hex digits), for messages and registrations.
+pub(crate) fn new_id() -> String {
+    format!("{:032x}", u128::from_le_bytes(crate::envelope::new_stamp()))
+}
+
+/// What a message asks receivers to drop.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Drop {
+    /// Entries depending on these version keys.
+    Keys(Vec<String>),
+    /// Everything.
+    All,
+}
+
+/// The message of invalidation `id` (see the format in the module docs of `local`).
+pub(crate) fn message(id: &str, drop: &Drop) -> String {
+    let body = match drop {
+        Drop::Keys(keys) => serde_json::json!({ "v": 1, "id": id, "keys": keys }),
+        Drop::All => serde_json::json!({ "v": 1, "id": id, "all": true }),
+    };
+    body.to_string()
+}
+
+/// Parses a message: its id (to acknowledge, when there is one) and what to
+/// drop. Anything unexpected drops everything.
+pub(crate) fn parse(raw: &[u8]) -> (Option<String>, Drop) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) else {
+        return (None, Drop::All);
+    };
+    let id = v
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .filter(|id| !id.is_empty() && id.len() <= 64)
+        .map(str::to_owned);
+    let keys = v
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .map(|k| k.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+        });
+    match keys {
+        Some(keys) if v.get("all").is_none() => (id, Drop::Keys(keys)),
+        _ => (id, Drop::All),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_garbage_drops_everything() {
+        let keys = Drop::Keys(vec!["p:{t:61}:g".into(), "p:{a}:t:x\"y".into()]);
+        let m = message("ab", &keys);
+        assert_eq!(parse(m.as_bytes()), (Some("ab".into()), keys));
+        assert_eq!(
+            parse(message("cd", &Drop::All).as_bytes()),
+            (Some("cd".into()), Drop::All)
+        );
+        assert_eq!(parse(b"not json"), (None, Drop::All));
+        assert_eq!(
+            parse(br#"{"id":"x","keys":[1]}"#),
+            (Some("x".into()), Drop::All)
+        );
+    }
+}

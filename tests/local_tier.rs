@@ -1,0 +1,357 @@
+//! The local in-process tier (`CacheBuilder::local_cache`) against a real
+//! `redis-server`: local hits and their counts, the opt-out, and guarantee 2
+//! across instances under each failure path of the protocol in the
+//! runtime's `local` module docs (a killed subscription, a paused instance
+//! in a child process, a restarted Redis), with a checker and its negative
+//! control.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cacheable::{Cache, CacheError, cacheable};
+use cacheable_test_support::RedisServer;
+
+const LEASE: Duration = Duration::from_secs(1);
+
+async fn plain(server: &RedisServer, prefix: &str) -> Cache {
+    Cache::builder()
+        .redis_url(server.url())
+        .prefix(prefix)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn local(server: &RedisServer, prefix: &str) -> Cache {
+    Cache::builder()
+        .redis_url(server.url())
+        .prefix(prefix)
+        .local_cache(10_000, Duration::from_secs(60))
+        .local_cache_lease(LEASE)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The "database" of the tests: one value per record.
+struct Db(Vec<AtomicU64>);
+
+impl Db {
+    fn new() -> Arc<Self> {
+        Arc::new(Self((0..8).map(|_| AtomicU64::new(1)).collect()))
+    }
+}
+
+#[cacheable(name = "local.load", ttl = 60, tags = ["r{r}"], global, cache = cache, skip(cache, db))]
+async fn load(cache: &Cache, db: &Db, r: usize) -> u64 {
+    db.0[r].load(Ordering::SeqCst)
+}
+
+#[cacheable(name = "local.remote", ttl = 60, tags = ["r{r}"], global, local = false, cache = cache, skip(cache, db))]
+async fn load_remote(cache: &Cache, db: &Db, r: usize) -> u64 {
+    db.0[r].load(Ordering::SeqCst)
+}
+
+/// Reads record `r` on `cache` until a read is a local hit (the instance
+/// registered and the entry is in its tier).
+async fn until_local(cache: &Cache, db: &Db, r: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = cache.stats().local_hits;
+    while cache.stats().local_hits == before {
+        assert!(
+            Instant::now() < deadline,
+            "no local hit: {:?}",
+            cache.stats()
+        );
+        load(cache, db, r).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Bumps the version of tag `r{r}` behind every cache's back: an
+/// invalidation that does not go through the channel (the naive local tier).
+fn raw_bump(server: &RedisServer, prefix: &str, r: usize) {
+    let key = format!("{prefix}:{{a}}:v:t:r{r}");
+    server.command(&[b"INCR", key.as_bytes()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_hits_are_counted_and_local_false_opts_out() {
+    let server = RedisServer::start();
+    let b = local(&server, "lt1").await;
+    let db = Db::new();
+    until_local(&b, &db, 0).await;
+    let s = b.stats();
+    let f = s.function("local.load").unwrap();
+    assert!(f.local_hits >= 1 && f.local_hits <= f.hits, "{f:?}");
+    assert_eq!(s.local_hits, f.local_hits);
+    assert!(b.local_entries() >= 1);
+    for _ in 0..20 {
+        assert_eq!(load_remote(&b, &db, 0).await, 1);
+    }
+    let s = b.stats();
+    let f = s.function("local.remote").unwrap();
+    assert_eq!(
+        f.local_hits, 0,
+        "`local = false` is never served locally: {f:?}"
+    );
+    assert!(f.hits >= 18, "{f:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_instance_invalidation_is_immediate() {
+    let server = RedisServer::start();
+    let b = local(&server, "lt2").await;
+    let db = Db::new();
+    until_local(&b, &db, 1).await;
+    db.0[1].store(2, Ordering::SeqCst);
+    b.delete_by_tags(&["r1"], None).await.unwrap();
+    assert_eq!(load(&b, &db, 1).await, 2);
+    until_local(&b, &db, 1).await;
+    db.0[1].store(3, Ordering::SeqCst);
+    b.clear().await.unwrap();
+    assert_eq!(load(&b, &db, 1).await, 3);
+}
+
+/// Readers on `b` (local tier) and a writer on `a` that updates the database
+/// and invalidates (through the cache, or, for the negative control, behind
+/// its back); counts reads that started after an invalidation returned and
+/// still saw an older value.
+async fn checker(
+    server: &RedisServer,
+    prefix: &str,
+    a: Cache,
+    b: Cache,
+    through_channel: bool,
+) -> (u64, u64) {
+    let db = Db::new();
+    let floor: Arc<Vec<AtomicU64>> = Arc::new((0..8).map(|_| AtomicU64::new(1)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, violations) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    until_local(&b, &db, 0).await;
+    let mut tasks = Vec::new();
+    for k in 0..3u64 {
+        let (b, db, floor, stop) = (b.clone(), db.clone(), floor.clone(), stop.clone());
+        let (reads, violations) = (reads.clone(), violations.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = k;
+            while !stop.load(Ordering::SeqCst) {
+                i = i.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let r = usize::try_from(i >> 61).unwrap();
+                let min = floor[r].load(Ordering::SeqCst);
+                if load(&b, &db, r).await < min {
+                    violations.fetch_add(1, Ordering::SeqCst);
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut i = 7u64;
+    let mut latencies = Vec::new();
+    while started.elapsed() < Duration::from_secs(3) {
+        i = i.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let r = usize::try_from(i >> 61).unwrap();
+        let v = db.0[r].fetch_add(1, Ordering::SeqCst) + 1;
+        if through_channel {
+            let t = Instant::now();
+            a.delete_by_tags_all_tenants(&[&format!("r{r}")])
+                .await
+                .unwrap();
+            latencies.push(t.elapsed());
+        } else {
+            raw_bump(server, prefix, r);
+        }
+        floor[r].fetch_max(v, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    if !latencies.is_empty() {
+        latencies.sort_unstable();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+        eprintln!(
+            "{} invalidations across instances: p50 {:?}, p99 {:?}, max {:?}",
+            latencies.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (
+        reads.load(Ordering::SeqCst),
+        violations.load(Ordering::SeqCst),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invalidation_on_one_instance_is_seen_by_another() {
+    let server = RedisServer::start();
+    // The invalidator has no tier of its own: it waits for B all the same.
+    let a = plain(&server, "lt3").await;
+    let b = local(&server, "lt3").await;
+    let (reads, violations) = checker(&server, "lt3", a, b.clone(), true).await;
+    eprintln!(
+        "through the channel: {reads} reads, {violations} stale; {:?}",
+        b.stats()
+    );
+    assert!(reads > 1000, "{reads} reads");
+    assert!(b.stats().local_hits > 1000, "{:?}", b.stats());
+    assert_eq!(violations, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn negative_control_an_invalidation_that_skips_the_channel_is_stale() {
+    let server = RedisServer::start();
+    let a = plain(&server, "lt4").await;
+    let b = local(&server, "lt4").await;
+    let (reads, violations) = checker(&server, "lt4", a, b, false).await;
+    eprintln!("behind the channel: {reads} reads, {violations} stale");
+    assert!(violations > 0, "the checker sees stale local reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscription_stops_local_hits_and_drops_everything() {
+    let server = RedisServer::start();
+    let b = local(&server, "lt5").await;
+    let db = Db::new();
+    until_local(&b, &db, 2).await;
+    let killed = server.command(&[b"CLIENT", b"KILL", b"TYPE", b"pubsub"]);
+    assert_eq!(killed, b":1\r\n", "one subscription killed");
+    // Behind the channel's back: only a tier that dropped everything on
+    // reconnecting (and did not serve while it was down) reads 2.
+    db.0[2].store(2, Ordering::SeqCst);
+    raw_bump(&server, "lt5", 2);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert_eq!(load(&b, &db, 2).await, 2);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    until_local(&b, &db, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_redis_drops_everything() {
+    let mut server = RedisServer::start();
+    let b = local(&server, "lt6").await;
+    let db = Db::new();
+    until_local(&b, &db, 3).await;
+    db.0[3].store(2, Ordering::SeqCst);
+    // No persistence: the new server has no entry and no version, and no
+    // invalidation ever reaches B's tier.
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert_eq!(load(&b, &db, 3).await, 2);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    until_local(&b, &db, 3).await;
+}
+
+#[tokio::test]
+async fn local_cache_configuration_errors() {
+    let bad = [
+        Cache::builder()
+            .memory()
+            .local_cache(10, Duration::from_secs(1)),
+        Cache::builder()
+            .redis_url("redis://127.0.0.1:1/")
+            .local_cache(0, Duration::from_secs(1)),
+        Cache::builder()
+            .redis_url("redis://127.0.0.1:1/")
+            .local_cache(10, Duration::ZERO),
+        Cache::builder()
+            .redis_url("redis://127.0.0.1:1/")
+            .local_cache_bytes(100),
+        Cache::builder()
+            .redis_url("redis://127.0.0.1:1/")
+            .local_cache(10, Duration::from_secs(1))
+            .local_cache_lease(Duration::from_millis(1)),
+    ];
+    for builder in bad {
+        assert!(matches!(builder.build().await, Err(CacheError::Config(_))));
+    }
+}
+
+// A paused instance (SIGSTOP of a child process holding a local tier): an
+// invalidation returns within about one lease, and the child, resumed,
+// never serves the old value to a read that starts after it returned.
+
+const CHILD: &str = env!("CARGO_BIN_EXE_cacheable-test-child");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_instance_delays_an_invalidation_by_at_most_a_lease() {
+    use std::io::BufRead;
+    let server = RedisServer::start();
+    let dir = cacheable_test_support::ScratchDir::new("local-tier");
+    let (value, mark) = (dir.path().join("value"), dir.path().join("mark"));
+    std::fs::write(&value, "1").unwrap();
+    std::fs::write(&mark, "0").unwrap();
+    let mut child = std::process::Command::new(CHILD)
+        .args(["local", &server.url()])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let out = child.stdout.take().unwrap();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let seen = |want: &str| lines.lock().unwrap().iter().any(|l| l == want);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen("M=0 V=1 LOCAL=1") {
+        assert!(Instant::now() < deadline, "the child never hit locally");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = child.id().to_string();
+    let kill = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    kill("-STOP");
+    let a = plain(&server, "ltchild").await;
+    std::fs::write(&value, "2").unwrap();
+    let started = Instant::now();
+    a.delete_by_tags(&["rec"], None).await.unwrap();
+    let took = started.elapsed();
+    std::fs::write(&mark, "1").unwrap();
+    kill("-CONT");
+    eprintln!("invalidation with a paused instance took {took:?}");
+    assert!(
+        took >= Duration::from_millis(200),
+        "it waited for the paused instance: {took:?}"
+    );
+    assert!(
+        took < LEASE + Duration::from_millis(800),
+        "at most about one lease: {took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen("M=1 V=2 LOCAL=1") {
+        assert!(
+            Instant::now() < deadline,
+            "the child never hit locally again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = lines.lock().unwrap();
+    let stale = lines.iter().filter(|l| l.starts_with("M=1 V=1")).count();
+    assert_eq!(
+        stale, 0,
+        "reads after the invalidation returned saw the old value"
+    );
+}
