@@ -325,8 +325,7 @@ impl LocalTier {
         self.entries.entry_count()
     }
 
-    /// Bytes held by the weigher's count.
-    #[cfg(test)]
+    /// Bytes held by the weigher's count (the memory report's `local_bytes`).
     pub(crate) fn weighted_size(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.weighted_size()
