@@ -32,7 +32,8 @@ const SAMPLE_SPACING: Duration = Duration::from_millis(900);
 /// A live monitoring page for `cache`, as a [`Router`] to mount where the
 /// app likes, e.g. `.nest("/_cache", dashboard(cache))`:
 ///
-/// - `GET /` (so `/_cache/`): one self-contained HTML page (inline CSS and
+/// - `GET /` (so `/_cache`; axum 0.8's `nest` does not match `/_cache/`,
+///   add a redirect if you want it): one self-contained HTML page (inline CSS and
 ///   JS, plots drawn on `<canvas>`; no CDN, works offline);
 /// - `GET /api/snapshot`: the JSON the page polls every second: totals and
 ///   a bounded series of ([`SERIES_LEN`]) hit/miss samples for the hit

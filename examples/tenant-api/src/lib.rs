@@ -15,7 +15,8 @@
 //!   answers `PING`, else the in-process store (`Cache::memory()`).
 //! - Listens on 127.0.0.1:3000, or `PORT`.
 //!
-//! Run: `cargo run -p tenant-api`
+//! Run: `cargo run -p tenant-api` (this file is the service; `main.rs`
+//! adds the Prometheus recorder, a stderr logger and the listener).
 //!
 //! Endpoints (every one takes the tenant in `x-tenant-id`):
 //! - `POST /login` `{"email", "password"}` → `{"token", "user"}`; 5 tries per
@@ -27,27 +28,40 @@
 //!   under the tag `users`, so the same writes invalidate it.
 //! - `GET /health`: the cache's health and the database backend.
 //!
-//! Layer order, outermost first: `ConditionalLayer` (tags the bytes sent) →
+//! Operator endpoints, behind the admin token (`CACHE_ADMIN_TOKEN`, or a
+//! random one printed at startup), see [`require_admin`]:
+//! - `GET /_cache`: the live dashboard (`cacheable::http::dashboard`);
+//!   open `/_cache?token=<token>` once in a browser (it sets a cookie);
+//! - `GET /metrics`: Prometheus text format (`Authorization: Bearer <token>`).
+//!
+//! Monitoring: `MetricsLayer` times every request by matched route (into
+//! `stats()` and the `metrics` facade); sqlx logs statements slower than
+//! [`SLOW_STATEMENT`] at warn level.
+//!
+//! Layer order, outermost first: `MetricsLayer` (times the whole request)
+//! → `ConditionalLayer` (tags the bytes sent) →
 //! `CompressionLayer` → `FieldsLayer` (filters before compressing) → auth
 //! (puts the `Identity` in the request) → `ContextLayer` (reads it, sets the
 //! tenant context, writes cache and rate-limit headers) → handlers.
 
-use std::error::Error;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use cacheable::http::{ConditionalLayer, ContextLayer, FieldsLayer, Identity};
+use cacheable::http::{
+    ConditionalLayer, ContextLayer, FieldsLayer, Identity, MetricsLayer, dashboard,
+};
 use cacheable::{Cache, CacheOptions, RateLimited, cache_evict, cacheable, rate_limit};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Row};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions as _, Row};
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 
@@ -173,8 +187,14 @@ pub fn default_database_url() -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
+/// Statements slower than this are logged by sqlx at warn level (target
+/// `sqlx::query`, with the statement and its time): the query time behind a
+/// cached function's misses, next to the cache's own `compute_latency`.
+pub const SLOW_STATEMENT: Duration = Duration::from_millis(100);
+
 /// Connects to `url` (SQLite or Postgres), creates the tables and seeds them
-/// (rows that exist are kept).
+/// (rows that exist are kept). Slow statements are logged (see
+/// [`SLOW_STATEMENT`]).
 ///
 /// # Errors
 /// When the database cannot be reached or the statements fail.
@@ -185,10 +205,12 @@ pub async fn connect_database(url: &str) -> Result<(AnyPool, &'static str), sqlx
     } else {
         "sqlite"
     };
+    let options: AnyConnectOptions = url.parse()?;
+    let options = options.log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT);
     let db = AnyPoolOptions::new()
         .max_connections(5)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(options)
         .await?;
     for statement in SCHEMA {
         sqlx::query(statement).execute(&db).await?;
@@ -481,7 +503,102 @@ pub fn app(state: AppState) -> Router {
         .layer(FieldsLayer::new())
         .layer(CompressionLayer::new())
         .layer(ConditionalLayer::new())
+        .layer(MetricsLayer::new().cache(state.cache.clone()))
         .with_state(state)
+}
+
+// ----- operators: dashboard and metrics -----
+
+/// The cookie that carries the admin token for the dashboard's page and feed.
+pub const ADMIN_COOKIE: &str = "cacheable_admin";
+
+/// The operator token that guards `/_cache` and `/metrics`. Not a user
+/// session: the dashboard shows every tenant.
+#[derive(Clone)]
+pub struct AdminToken(Arc<str>);
+
+impl AdminToken {
+    /// This token (use URL-safe characters: it may be sent in a query).
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        Self(token.into())
+    }
+
+    /// `CACHE_ADMIN_TOKEN`, or a new random token when it is unset or empty:
+    /// the dashboard is never open by default.
+    pub fn from_env() -> Self {
+        match std::env::var("CACHE_ADMIN_TOKEN") {
+            Ok(t) if !t.is_empty() => Self::new(t),
+            _ => Self::new(new_token()),
+        }
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares in time independent of where the first difference is.
+    fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// Admits a request carrying the admin token: `Authorization: Bearer
+/// <token>` (Prometheus, scripts), or the [`ADMIN_COOKIE`] cookie. A `GET`
+/// with `?token=<token>` sets that cookie (`HttpOnly`, `SameSite=Strict`)
+/// and redirects to the same path without the token, so a browser opens
+/// the dashboard with one link. Anything else: `401`.
+pub async fn require_admin(State(token): State<AdminToken>, req: Request, next: Next) -> Response {
+    if bearer(req.headers()).is_some_and(|t| token.matches(&t)) {
+        return next.run(req).await;
+    }
+    let cookie = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(k, v)| k == ADMIN_COOKIE && token.matches(v));
+    if cookie {
+        return next.run(req).await;
+    }
+    let query = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    if query.is_some_and(|t| token.matches(t)) {
+        let set = format!(
+            "{ADMIN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            token.as_str()
+        );
+        let to = req.uri().path().to_owned();
+        return (
+            StatusCode::SEE_OTHER,
+            [(header::SET_COOKIE, set), (header::LOCATION, to)],
+        )
+            .into_response();
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "error": "admin token required" })),
+    )
+        .into_response()
+}
+
+/// The service with its operator endpoints: [`app`], plus the dashboard
+/// at `/_cache` (`/_cache/` redirects there) and the routes of `admin_extra` (`main` adds `/metrics`),
+/// all behind [`require_admin`]. The dashboard's own polling is not timed
+/// by the `MetricsLayer` (it is outside the app's layers).
+pub fn service(state: AppState, admin: AdminToken, admin_extra: Router) -> Router {
+    let ops = Router::new()
+        .nest("/_cache", dashboard(state.cache.clone()))
+        .route("/_cache/", get(|| async { Redirect::permanent("/_cache") }))
+        .merge(admin_extra)
+        .layer(middleware::from_fn_with_state(admin, require_admin));
+    app(state).merge(ops)
 }
 
 /// Serves `app(state)` on `listener` (with the peer address for the
@@ -495,30 +612,4 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
-    let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| default_database_url());
-    let (db, database) = connect_database(&database_url).await?;
-    let (cache, cache_desc) = cache_from_env().await?;
-    let port: u16 = match std::env::var("PORT") {
-        Ok(p) => p.parse()?,
-        Err(_) => 3000,
-    };
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-    let shown_db = database_url.split('@').next_back().unwrap_or(&database_url);
-    println!("database: {database} ({shown_db})");
-    println!("cache:    {cache_desc}");
-    println!("listening on http://{}", listener.local_addr()?);
-    serve(
-        listener,
-        AppState {
-            db,
-            cache,
-            database,
-        },
-    )
-    .await?;
-    Ok(())
 }
