@@ -2,7 +2,7 @@
 //! through its `Router` (tower `oneshot`, in-process cache) and bound to
 //! 127.0.0.1:0 with a real HTTP/1.1 client (hyper) on a Redis of its own.
 
-#[path = "../examples/tenant-api/src/main.rs"]
+#[path = "../examples/tenant-api/src/lib.rs"]
 #[allow(dead_code)]
 mod tenant_api;
 

@@ -3,6 +3,7 @@
 pub mod cache_headers;
 pub mod conditional;
 mod context_layer;
+mod dashboard;
 pub mod fields;
 mod identity;
 mod metrics;
@@ -13,6 +14,7 @@ pub mod service;
 pub use cache_headers::CacheHeaderOptions;
 pub use conditional::ConditionalLayer;
 pub use context_layer::{ContextLayer, ContextService, InvalidHeaderName};
+pub use dashboard::{MEMORY_REPORT_TTL, SERIES_LEN, dashboard};
 pub use fields::{Fields, FieldsLayer};
 pub use identity::Identity;
 pub use metrics::{DEFAULT_MAX_ROUTES, MetricsLayer, MetricsService};

@@ -1,549 +1,97 @@
-//! A multi-tenant users API: axum + sqlx + `cacheable`.
+//! The `tenant-api` binary: the service of `lib.rs` with its operator
+//! endpoints, a Prometheus recorder for the `metrics` facade (rendered at
+//! `/metrics`, no HTTP server of its own) and a stderr logger for warnings
+//! (sqlx's slow statements, the cache's alerts and errors).
 //!
-//! Purpose: shows `#[cacheable]` on axum handlers (reads cached per tenant,
-//! with tags), `#[cache_evict]` on writes, `#[rate_limit]` by role on login
-//! and writes, query-result caching with `Cache::get_or_compute`, the
-//! `ContextLayer` (tenant from `x-tenant-id`, user and role from the bearer
-//! token), tower-http compression (gzip, br, zstd), `ETag`/`304` from the
-//! `ConditionalLayer`, sparse fieldsets (`?fields=id,name`) and `/health`.
-//!
-//! Prerequisites: none.
-//! - Database: SQLite in a file under the system temp dir, created and seeded
-//!   on startup; `DATABASE_URL=postgres://user@host/db` uses Postgres instead
-//!   (tables are created and seeded there the same way).
-//! - Cache: Redis at `REDIS_URL` when set, else at 127.0.0.1:6379 when it
-//!   answers `PING`, else the in-process store (`Cache::memory()`);
-//!   `CACHE_ENABLED=false` turns caching off (`Cache::disabled()`: every
-//!   handler runs its query; rate limits still apply, in the process).
-//! - Listens on 127.0.0.1:3000, or `PORT`.
-//!
-//! Run: `cargo run -p tenant-api`
-//!
-//! Endpoints (every one takes the tenant in `x-tenant-id`):
-//! - `POST /login` `{"email", "password"}` → `{"token", "user"}`; 5 tries per
-//!   minute per e-mail.
-//! - `GET /users`, `GET /users/{id}`: cached 60 s, tags `users`, `user:{id}`.
-//! - `PUT /users/{id}` `{"name"}` with `Authorization: Bearer <token>`: admins
-//!   may rename anyone (30 writes a minute), others themselves (3 a minute).
-//! - `GET /stats`: an ad-hoc aggregate query cached with `get_or_compute`
-//!   under the tag `users`, so the same writes invalidate it.
-//! - `GET /health`: the cache's health and the database backend.
-//! - `GET /cache/stats` with an admin's bearer token: the cache's counters
-//!   (`Json(cache.stats())`: hits, misses, errors, per function; durations
-//!   in milliseconds).
-//!
-//! Layer order, outermost first: `ConditionalLayer` (tags the bytes sent) →
-//! `CompressionLayer` → `FieldsLayer` (filters before compressing) → auth
-//! (puts the `Identity` in the request) → `ContextLayer` (reads it, sets the
-//! tenant context, writes cache and rate-limit headers) → handlers.
+//! Run: `cargo run -p tenant-api`; see the library's docs for the endpoints
+//! and settings (`DATABASE_URL`, `REDIS_URL`, `PORT`, `CACHE_ADMIN_TOKEN`).
 
 use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use cacheable::http::{ConditionalLayer, ContextLayer, FieldsLayer, Identity};
-use cacheable::{Cache, CacheOptions, RateLimited, cache_evict, cacheable, rate_limit};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Row};
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tenant_api::{AdminToken, AppState, cache_from_env, connect_database, default_database_url};
 use tokio::net::TcpListener;
-use tower_http::compression::CompressionLayer;
 
-/// Shared by every handler: the pool and the cache.
-#[derive(Clone)]
-pub struct AppState {
-    /// The database (SQLite or Postgres through sqlx's `Any` driver).
-    pub db: AnyPool,
-    /// The cache (Redis or in-process).
-    pub cache: Cache,
-    /// `"sqlite"` or `"postgres"`, for `/health`.
-    pub database: &'static str,
-}
+/// Prints warnings and errors of the `log` facade (and of `tracing`, which
+/// forwards to it when no subscriber is set) to stderr.
+struct StderrLogger;
 
-/// A user of a tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct User {
-    /// Id, unique within the tenant.
-    pub id: i64,
-    /// Display name.
-    pub name: String,
-    /// Login e-mail.
-    pub email: String,
-    /// `admin` or `member`.
-    pub role: String,
-}
-
-/// The body of `POST /login`.
-#[derive(Debug, Deserialize)]
-pub struct LoginForm {
-    email: String,
-    password: String,
-}
-
-/// The body of `PUT /users/{id}`.
-#[derive(Debug, Deserialize)]
-pub struct Rename {
-    name: String,
-}
-
-/// Errors of the API, as JSON responses.
-#[derive(Debug)]
-pub enum ApiError {
-    /// No `x-tenant-id` header.
-    NoTenant,
-    /// Missing or unknown bearer token, or bad credentials.
-    Unauthorized,
-    /// Not allowed for this role.
-    Forbidden,
-    /// No such user in this tenant.
-    NotFound,
-    /// Invalid input.
-    BadRequest(&'static str),
-    /// The rate limit refused the call: 429 with `Retry-After`.
-    Limited(RateLimited),
-    /// The database failed.
-    Db(sqlx::Error),
-}
-
-impl From<RateLimited> for ApiError {
-    fn from(r: RateLimited) -> Self {
-        ApiError::Limited(r)
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
     }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        ApiError::Db(e)
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("{} {}: {}", r.level(), r.target(), r.args());
+        }
     }
+    fn flush(&self) {}
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
-            ApiError::Limited(r) => return r.into_response(),
-            ApiError::NoTenant => (StatusCode::BAD_REQUEST, "x-tenant-id is required"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not found"),
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::Db(e) => {
-                eprintln!("database error: {e}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "database error")
-            }
-        };
-        (status, Json(json!({ "error": message }))).into_response()
-    }
-}
+static LOGGER: StderrLogger = StderrLogger;
 
-// ----- database -----
-
-const SCHEMA: [&str; 2] = [
-    "CREATE TABLE IF NOT EXISTS users (
-        tenant TEXT NOT NULL,
-        id BIGINT NOT NULL,
-        name TEXT NOT NULL,
-        email TEXT NOT NULL,
-        role TEXT NOT NULL,
-        password TEXT NOT NULL,
-        PRIMARY KEY (tenant, id)
-    )",
-    "CREATE TABLE IF NOT EXISTS sessions (
-        token TEXT PRIMARY KEY,
-        tenant TEXT NOT NULL,
-        user_id BIGINT NOT NULL,
-        role TEXT NOT NULL
-    )",
+/// Histogram buckets (seconds) for request, hit and compute times: from
+/// 50 µs to 10 s, so Grafana's `histogram_quantile` works on them.
+const BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
 ];
 
-/// Seed data: `(tenant, id, name, email, role)`. Every password is `demo`
-/// (stored in clear: a demo; real code stores a password hash such as argon2).
-const SEED: [(&str, i64, &str, &str, &str); 5] = [
-    ("acme", 1, "Alice", "alice@acme.test", "admin"),
-    ("acme", 2, "Bob", "bob@acme.test", "member"),
-    ("acme", 3, "Carol", "carol@acme.test", "member"),
-    ("globex", 1, "Gina", "gina@globex.test", "admin"),
-    ("globex", 2, "Hank", "hank@globex.test", "member"),
-];
-
-/// The default database: a SQLite file under the system temp dir.
-pub fn default_database_url() -> String {
-    let path = std::env::temp_dir().join("cacheable-tenant-api.sqlite3");
-    format!("sqlite://{}?mode=rwc", path.display())
-}
-
-/// Connects to `url` (SQLite or Postgres), creates the tables and seeds them
-/// (rows that exist are kept).
-///
-/// # Errors
-/// When the database cannot be reached or the statements fail.
-pub async fn connect_database(url: &str) -> Result<(AnyPool, &'static str), sqlx::Error> {
-    sqlx::any::install_default_drivers();
-    let database = if url.starts_with("postgres") {
-        "postgres"
-    } else {
-        "sqlite"
-    };
-    let db = AnyPoolOptions::new()
-        .max_connections(5)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await?;
-    for statement in SCHEMA {
-        sqlx::query(statement).execute(&db).await?;
-    }
-    for (tenant, id, name, email, role) in SEED {
-        sqlx::query(
-            "INSERT INTO users (tenant, id, name, email, role, password)
-             VALUES ($1, $2, $3, $4, $5, 'demo') ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(name)
-        .bind(email)
-        .bind(role)
-        .execute(&db)
-        .await?;
-    }
-    Ok((db, database))
-}
-
-fn user_of(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        email: row.try_get("email")?,
-        role: row.try_get("role")?,
-    })
-}
-
-/// The tenant of the request (the `ContextLayer` put it in the context).
-fn tenant() -> Result<String, ApiError> {
-    cacheable::tenant::current()
-        .map(|t| t.as_str().to_owned())
-        .ok_or(ApiError::NoTenant)
-}
-
-// ----- cache -----
-
-/// Whether a Redis answers `PING` at `addr` within 300 ms.
-async fn redis_answers(addr: &str) -> bool {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let probe = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"PING\r\n").await.ok()?;
-        let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).await.ok()?;
-        // `+PONG`, or `-NOAUTH` from a Redis with a password: it answers.
-        (n > 0 && matches!(buf[0], b'+' | b'-')).then_some(())
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_millis(300), probe).await,
-        Ok(Some(()))
-    )
-}
-
-/// The cache: Redis at `REDIS_URL`, else at 127.0.0.1:6379 if it answers,
-/// else in-process. Returns the cache and a description for the logs.
-///
-/// # Errors
-/// When `REDIS_URL` is not a valid Redis URL.
-pub async fn cache_from_env() -> Result<(Cache, String), cacheable::CacheError> {
-    if std::env::var("CACHE_ENABLED").is_ok_and(|v| v == "false" || v == "0") {
-        return Ok((
-            Cache::disabled(),
-            "disabled (CACHE_ENABLED=false)".to_owned(),
-        ));
-    }
-    let url = match std::env::var("REDIS_URL") {
-        Ok(url) => Some(url),
-        Err(_) if redis_answers("127.0.0.1:6379").await => {
-            Some("redis://127.0.0.1:6379".to_owned())
+/// Installs the Prometheus recorder as the `metrics` facade's global
+/// recorder; histograms render as buckets. Its upkeep (draining histogram
+/// samples) runs every 5 s on a task.
+fn prometheus() -> Result<PrometheusHandle, Box<dyn Error>> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &BUCKETS)?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
         }
-        Err(_) => None,
-    };
-    match url {
-        Some(url) => {
-            let cache = Cache::builder()
-                .redis_url(&url)
-                .prefix("tenant_api")
-                .build()
-                .await?;
-            let shown = url.split('@').next_back().unwrap_or(&url).to_owned();
-            Ok((cache, format!("redis ({shown})")))
-        }
-        None => Ok((Cache::memory(), "in-process memory".to_owned())),
-    }
-}
-
-// ----- handlers -----
-
-/// `GET /users`: every user of the tenant. Cached per tenant (the tenant is
-/// part of every key), tagged `users`.
-#[cacheable(ttl = 60, name = "users.list", tags = ["users"], cache = app.cache)]
-pub async fn list_users(State(app): State<AppState>) -> Result<Json<Vec<User>>, ApiError> {
-    let rows = sqlx::query("SELECT id, name, email, role FROM users WHERE tenant = $1 ORDER BY id")
-        .bind(tenant()?)
-        .fetch_all(&app.db)
-        .await?;
-    Ok(Json(rows.iter().map(user_of).collect::<Result<_, _>>()?))
-}
-
-/// `GET /users/{id}`: one user. The key is the id (the `State` extractor is
-/// left out of keys); tags `users` and `user:{id}`.
-#[cacheable(ttl = 60, name = "users.get", tags = ["users", "user:{id}"], cache = app.cache)]
-pub async fn get_user(
-    State(app): State<AppState>,
-    Path(id): Path<i64>,
-) -> Result<Json<User>, ApiError> {
-    let row = sqlx::query("SELECT id, name, email, role FROM users WHERE tenant = $1 AND id = $2")
-        .bind(tenant()?)
-        .bind(id)
-        .fetch_optional(&app.db)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(user_of(&row)?))
-}
-
-/// `PUT /users/{id}`: renames a user. Rate-limited per user by role (admins
-/// 30 writes a minute, everyone else 3); on success the tags `users` and
-/// `user:{id}` of the tenant are invalidated, so the next read is fresh.
-#[rate_limit(points = 3, duration = 60, roles(admin = 30), name = "users.write", cache = app.cache)]
-#[cache_evict(tags = ["users", "user:{id}"], cache = app.cache)]
-pub async fn update_user(
-    State(app): State<AppState>,
-    Path(id): Path<i64>,
-    me: Option<Extension<Identity>>,
-    Json(body): Json<Rename>,
-) -> Result<Json<User>, ApiError> {
-    let Some(Extension(me)) = me else {
-        return Err(ApiError::Unauthorized);
-    };
-    if me.role.as_deref() != Some("admin") && me.user_id != id.to_string() {
-        return Err(ApiError::Forbidden);
-    }
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::BadRequest("name must have 1 to 100 bytes"));
-    }
-    let row = sqlx::query(
-        "UPDATE users SET name = $1 WHERE tenant = $2 AND id = $3
-         RETURNING id, name, email, role",
-    )
-    .bind(name)
-    .bind(tenant()?)
-    .bind(id)
-    .fetch_optional(&app.db)
-    .await?
-    .ok_or(ApiError::NotFound)?;
-    Ok(Json(user_of(&row)?))
-}
-
-/// `POST /login`: checks the credentials and opens a session. Five tries a
-/// minute per e-mail (exact sliding window), within the tenant.
-#[rate_limit(points = 5, duration = 60, key = "{form.email}", name = "login", algorithm = "sliding_window", cache = app.cache)]
-pub async fn login(
-    State(app): State<AppState>,
-    Json(form): Json<LoginForm>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = tenant()?;
-    let row = sqlx::query(
-        "SELECT id, name, email, role FROM users
-         WHERE tenant = $1 AND email = $2 AND password = $3",
-    )
-    .bind(&tenant)
-    .bind(&form.email)
-    .bind(&form.password)
-    .fetch_optional(&app.db)
-    .await?
-    .ok_or(ApiError::Unauthorized)?;
-    let user = user_of(&row)?;
-    let token = new_token();
-    sqlx::query("INSERT INTO sessions (token, tenant, user_id, role) VALUES ($1, $2, $3, $4)")
-        .bind(&token)
-        .bind(&tenant)
-        .bind(user.id)
-        .bind(&user.role)
-        .execute(&app.db)
-        .await?;
-    Ok(Json(json!({ "token": token, "user": user })))
-}
-
-/// `GET /stats`: an ad-hoc aggregate, cached with `get_or_compute` under the
-/// same `users` tag as the handlers, so a rename invalidates it too.
-pub async fn stats(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant = tenant()?;
-    let opts = CacheOptions::new()
-        .ttl(Duration::from_secs(60))
-        .tags(["users"]);
-    let (users, admins): (i64, i64) = app
-        .cache
-        .get_or_compute("users.stats", &opts, || async {
-            let row = sqlx::query(
-                "SELECT COUNT(*) AS users,
-                        COALESCE(SUM(CASE WHEN role = 'admin' THEN 1 ELSE 0 END), 0) AS admins
-                 FROM users WHERE tenant = $1",
-            )
-            .bind(&tenant)
-            .fetch_one(&app.db)
-            .await?;
-            Ok::<_, ApiError>((row.try_get("users")?, row.try_get("admins")?))
-        })
-        .await?;
-    Ok(Json(json!({ "users": users, "admins": admins })))
-}
-
-/// `GET /health`: the cache's health and the database backend.
-pub async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
-    let h = app.cache.health().await;
-    let db_ok = sqlx::query("SELECT 1").execute(&app.db).await.is_ok();
-    Json(json!({
-        "status": if h.is_ok() && db_ok { "ok" } else { "degraded" },
-        "database": { "backend": app.database, "reachable": db_ok },
-        "cache": {
-            "backend": h.backend,
-            "enabled": !h.disabled,
-            "reachable": h.reachable,
-            "latency_us": h.latency.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-            "breaker": format!("{:?}", h.breaker),
-            "error": h.error,
-        },
-    }))
-}
-
-/// `GET /cache/stats`: the cache's counters, for admins only (they name
-/// the functions and show traffic). `Stats` implements `Serialize`.
-pub async fn cache_stats(
-    State(app): State<AppState>,
-    me: Option<Extension<Identity>>,
-) -> Result<Json<cacheable::Stats>, ApiError> {
-    match me {
-        None => Err(ApiError::Unauthorized),
-        Some(Extension(me)) if me.role.as_deref() != Some("admin") => Err(ApiError::Forbidden),
-        Some(_) => Ok(Json(app.cache.stats())),
-    }
-}
-
-/// A random session token: 128 bits from the standard library's per-process
-/// random hasher keys (no extra dependency for a demo).
-fn new_token() -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let word = || {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        h.finish()
-    };
-    format!("{:016x}{:016x}", word(), word())
-}
-
-/// Auth: `Authorization: Bearer <token>` of a session of the request's
-/// tenant puts an [`Identity`] (user id and role) in the request for the
-/// `ContextLayer`. An unknown token is refused; no token is anonymous.
-async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(token) = bearer(req.headers()) else {
-        return next.run(req).await;
-    };
-    let tenant = req
-        .headers()
-        .get("x-tenant-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let session =
-        sqlx::query("SELECT user_id, role FROM sessions WHERE token = $1 AND tenant = $2")
-            .bind(token)
-            .bind(tenant)
-            .fetch_optional(&app.db)
-            .await;
-    match session {
-        Ok(Some(row)) => {
-            let (Ok(user_id), Ok(role)) = (
-                row.try_get::<i64, _>("user_id"),
-                row.try_get::<String, _>("role"),
-            ) else {
-                return ApiError::Unauthorized.into_response();
-            };
-            req.extensions_mut().insert(Identity {
-                user_id: user_id.to_string(),
-                role: Some(role),
-            });
-            next.run(req).await
-        }
-        Ok(None) => ApiError::Unauthorized.into_response(),
-        Err(e) => ApiError::Db(e).into_response(),
-    }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-}
-
-/// The whole service. See the module docs for the layer order.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/users", get(list_users))
-        .route("/users/{id}", get(get_user).put(update_user))
-        .route("/login", post(login))
-        .route("/stats", get(stats))
-        .route("/health", get(health))
-        .route("/cache/stats", get(cache_stats))
-        .layer(ContextLayer::new())
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(FieldsLayer::new())
-        .layer(CompressionLayer::new())
-        .layer(ConditionalLayer::new())
-        .with_state(state)
-}
-
-/// Serves `app(state)` on `listener` (with the peer address for the
-/// `ContextLayer`'s client IP) until the process ends.
-///
-/// # Errors
-/// When accepting connections fails.
-pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    });
+    Ok(handle)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    log::set_logger(&LOGGER).map_err(|e| e.to_string())?;
+    log::set_max_level(log::LevelFilter::Warn);
+    let metrics = prometheus()?;
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| default_database_url());
     let (db, database) = connect_database(&database_url).await?;
     let (cache, cache_desc) = cache_from_env().await?;
+    let admin = AdminToken::from_env();
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse()?,
         Err(_) => 3000,
     };
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
     let shown_db = database_url.split('@').next_back().unwrap_or(&database_url);
     println!("database: {database} ({shown_db})");
     println!("cache:    {cache_desc}");
-    println!("listening on http://{}", listener.local_addr()?);
-    serve(
+    println!("listening on http://{addr}");
+    println!("dashboard: http://{addr}/_cache?token={}", admin.as_str());
+    let ops = Router::new().route(
+        "/metrics",
+        get(move || std::future::ready(metrics.render())),
+    );
+    let state = AppState {
+        db,
+        cache,
+        database,
+    };
+    let service = tenant_api::service(state, admin, ops);
+    axum::serve(
         listener,
-        AppState {
-            db,
-            cache,
-            database,
-        },
+        service.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await?;
     Ok(())
