@@ -12,6 +12,7 @@ use syn::{Expr, Ident, LitInt, LitStr, Token};
 
 use crate::ctxt::Ctxt;
 use crate::input::AsyncFn;
+use crate::krate::Krate;
 use crate::template::Template;
 
 /// A value given once, with the span of its key and its position.
@@ -253,6 +254,7 @@ pub(crate) struct CacheableArgs {
     pub(crate) stale: Option<Arg<Secs>>,
     pub(crate) cache: Option<Arg<Expr>>,
     pub(crate) cache_none: Option<Arg<()>>,
+    pub(crate) krate: Option<Arg<syn::Path>>,
 }
 
 impl CacheableArgs {
@@ -269,6 +271,7 @@ impl CacheableArgs {
         "stale",
         "cache",
         "cache_none",
+        "crate",
     ];
 
     /// Parses the attribute's arguments; problems go to `cx`.
@@ -309,6 +312,7 @@ impl CacheableArgs {
                         flag(meta)?;
                         set_once(&mut args.cache_none, meta, i, ())?;
                     }
+                    "crate" => set_once(&mut args.krate, meta, i, Krate::parse(meta)?)?,
                     _ => return Ok(false),
                 }
                 Ok(true)
@@ -342,6 +346,11 @@ impl CacheableArgs {
         }
     }
 
+    /// Where generated code finds the runtime (`crate = ".."`).
+    pub(crate) fn krate(&self) -> Krate {
+        Krate::new(self.krate.as_ref().map(|a| a.value.clone()))
+    }
+
     /// Whether binding `name` is left out of the default key: named in
     /// `skip(..)`, or the parameter named by `cache = <param>`.
     pub(crate) fn skips(&self, name: &Ident) -> bool {
@@ -361,12 +370,13 @@ pub(crate) struct EvictArgs {
     pub(crate) all_tenants: Option<Arg<()>>,
     pub(crate) cache: Option<Arg<Expr>>,
     pub(crate) strict: Option<Arg<()>>,
+    pub(crate) krate: Option<Arg<syn::Path>>,
 }
 
 impl EvictArgs {
     /// Every accepted key.
     pub(crate) const KEYS: &'static [&'static str] =
-        &["tags", "skip", "all_tenants", "cache", "strict"];
+        &["tags", "skip", "all_tenants", "cache", "strict", "crate"];
 
     /// Parses the attribute's arguments; problems go to `cx`.
     pub(crate) fn parse(cx: &Ctxt, attr: TokenStream) -> Self {
@@ -388,6 +398,7 @@ impl EvictArgs {
                         flag(meta)?;
                         set_once(&mut args.strict, meta, i, ())?;
                     }
+                    "crate" => set_once(&mut args.krate, meta, i, Krate::parse(meta)?)?,
                     _ => return Ok(false),
                 }
                 Ok(true)
@@ -403,6 +414,11 @@ impl EvictArgs {
             );
         }
         args
+    }
+
+    /// Where generated code finds the runtime (`crate = ".."`).
+    pub(crate) fn krate(&self) -> Krate {
+        Krate::new(self.krate.as_ref().map(|a| a.value.clone()))
     }
 
     /// Checks the arguments against the function.
@@ -508,7 +524,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "unknown `cacheable` argument `tll`; expected one of `ttl`, `policy`, `tags`, `key`, `skip`, `name`, `version`, `global`, `stale`, `cache`, `cache_none`",
+                "unknown `cacheable` argument `tll`; expected one of `ttl`, `policy`, `tags`, `key`, `skip`, `name`, `version`, `global`, `stale`, `cache`, `cache_none`, `crate`",
                 "`ttl` must be greater than zero",
                 "`global` takes no value",
                 "expected integer literal",
@@ -571,7 +587,7 @@ mod tests {
         assert_eq!(
             errors(cx),
             [
-                "unknown `cache_evict` argument `ttl`; expected one of `tags`, `skip`, `all_tenants`, `cache`, `strict`"
+                "unknown `cache_evict` argument `ttl`; expected one of `tags`, `skip`, `all_tenants`, `cache`, `strict`, `crate`"
             ]
         );
     }
