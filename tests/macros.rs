@@ -490,6 +490,70 @@ async fn pattern_bindings_are_the_key_and_state_is_left_out() {
     assert_eq!(PATTERN.get(), 3);
 }
 
+// ----- axum extractors written without a pattern -----
+
+#[derive(Serialize, Deserialize)]
+struct Filter {
+    name_prefix: Option<String>,
+    limit: u32,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Viewer {
+    user_id: u64,
+}
+
+static EXTRACTED: Calls = Calls::new();
+
+/// `State` stays out of the key; `Query`, `Json` and `Extension` are keyed
+/// by what they carry.
+#[cacheable(ttl = 60, cache = app.0, name = "extractors.list")]
+async fn list(
+    app: axum::extract::State<Cache>,
+    filter: axum::extract::Query<Filter>,
+    viewer: axum::Extension<Viewer>,
+    body: axum::Json<Vec<u8>>,
+) -> String {
+    EXTRACTED.hit();
+    format!(
+        "{}:{}:{}:{}",
+        filter.name_prefix.as_deref().unwrap_or("*"),
+        filter.limit,
+        viewer.user_id,
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn extractors_without_a_pattern_are_keyed_by_their_value() {
+    use axum::extract::{Query, State};
+    use axum::{Extension, Json};
+    let cache = Cache::memory();
+    let call = |prefix: Option<&str>, limit, user_id, body: &[u8]| {
+        list(
+            State(cache.clone()),
+            Query(Filter {
+                name_prefix: prefix.map(str::to_owned),
+                limit,
+            }),
+            Extension(Viewer { user_id }),
+            Json(body.to_vec()),
+        )
+    };
+    assert_eq!(call(Some("al"), 10, 1, b"").await, "al:10:1:0");
+    assert_eq!(call(Some("bo"), 10, 1, b"").await, "bo:10:1:0");
+    assert_eq!(call(None, 10, 1, b"").await, "*:10:1:0");
+    assert_eq!(call(Some("al"), 20, 1, b"").await, "al:20:1:0");
+    assert_eq!(call(Some("al"), 10, 2, b"").await, "al:10:2:0");
+    assert_eq!(call(Some("al"), 10, 1, b"x").await, "al:10:1:1");
+    assert_eq!(EXTRACTED.get(), 6, "every value a distinct entry");
+    // The same values, in a new `State`: hits.
+    assert_eq!(call(Some("al"), 10, 1, b"").await, "al:10:1:0");
+    assert_eq!(call(Some("bo"), 10, 1, b"").await, "bo:10:1:0");
+    assert_eq!(EXTRACTED.get(), 6);
+    assert_eq!(hits_misses(&cache, "extractors.list"), (2, 6));
+}
+
 // ----- the global cache -----
 
 static NO_CACHE: Calls = Calls::new();

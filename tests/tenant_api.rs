@@ -416,6 +416,56 @@ async fn query_results_are_invalidated_by_the_handlers_tags() {
     assert_eq!(json_of(&body), json!({"users": 4, "admins": 2}));
 }
 
+/// `GET /users?name_prefix=..&limit=..`: the `Query` is part of the key,
+/// so each filter has its own entry and equal filters hit.
+#[tokio::test]
+async fn list_filters_are_cached_apart() {
+    let dir = ScratchDir::new("tenant-api-filters");
+    let router = app(state(&dir, Cache::memory()).await);
+    let names = |body: &Bytes| -> Vec<String> {
+        json_of(body)
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|u| u["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let (status, a, body) = router
+        .call(Method::GET, "/users?name_prefix=A", &[ACME], None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(names(&body), ["Alice"]);
+    assert_eq!(h(&a, "x-cache"), Some("miss"));
+    let (_, b, body) = router
+        .call(Method::GET, "/users?name_prefix=B", &[ACME], None)
+        .await;
+    assert_eq!(names(&body), ["Bob"], "another filter is another entry");
+    assert_eq!(h(&b, "x-cache"), Some("miss"));
+    let (_, limited, body) = router
+        .call(Method::GET, "/users?limit=2", &[ACME], None)
+        .await;
+    assert_eq!(names(&body), ["Alice", "Bob"]);
+    assert_eq!(h(&limited, "x-cache"), Some("miss"));
+    let (_, all, body) = router.call(Method::GET, "/users", &[ACME], None).await;
+    assert_eq!(names(&body), ["Alice", "Bob", "Carol"]);
+    assert_eq!(h(&all, "x-cache"), Some("miss"));
+    // The same filter again: a hit with the same users.
+    let (_, again, body) = router
+        .call(Method::GET, "/users?name_prefix=A", &[ACME], None)
+        .await;
+    assert_eq!(names(&body), ["Alice"]);
+    assert_eq!(h(&again, "x-cache"), Some("hit"));
+    // `%` and `_` in the prefix are literal, not wildcards.
+    let (_, _, body) = router
+        .call(Method::GET, "/users?name_prefix=%25", &[ACME], None)
+        .await;
+    assert_eq!(names(&body), Vec::<String>::new());
+    let (status, _, _) = router
+        .call(Method::GET, "/users?limit=0", &[ACME], None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn compression_fieldsets_and_revalidation() {
     let dir = ScratchDir::new("tenant-api-gzip");

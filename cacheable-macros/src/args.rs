@@ -12,6 +12,7 @@ use syn::{Expr, Ident, LitInt, LitStr, Token};
 
 use crate::ctxt::Ctxt;
 use crate::input::AsyncFn;
+use crate::krate::Krate;
 use crate::template::Template;
 
 /// A value given once, with the span of its key and its position.
@@ -255,6 +256,7 @@ pub(crate) struct CacheableArgs {
     pub(crate) cache_none: Option<Arg<()>>,
     /// `local = false`: keep the call site out of the local tier.
     pub(crate) local: Option<Arg<bool>>,
+    pub(crate) krate: Option<Arg<syn::Path>>,
 }
 
 impl CacheableArgs {
@@ -272,6 +274,7 @@ impl CacheableArgs {
         "cache",
         "cache_none",
         "local",
+        "crate",
     ];
 
     /// Parses the attribute's arguments; problems go to `cx`.
@@ -316,6 +319,7 @@ impl CacheableArgs {
                         let lit: syn::LitBool = meta.value()?.parse()?;
                         set_once(&mut args.local, meta, i, lit.value)?;
                     }
+                    "crate" => set_once(&mut args.krate, meta, i, Krate::parse(meta)?)?,
                     _ => return Ok(false),
                 }
                 Ok(true)
@@ -349,6 +353,11 @@ impl CacheableArgs {
         }
     }
 
+    /// Where generated code finds the runtime (`crate = ".."`).
+    pub(crate) fn krate(&self) -> Krate {
+        Krate::new(self.krate.as_ref().map(|a| a.value.clone()))
+    }
+
     /// Whether binding `name` is left out of the default key: named in
     /// `skip(..)`, or the parameter named by `cache = <param>`.
     pub(crate) fn skips(&self, name: &Ident) -> bool {
@@ -368,12 +377,13 @@ pub(crate) struct EvictArgs {
     pub(crate) all_tenants: Option<Arg<()>>,
     pub(crate) cache: Option<Arg<Expr>>,
     pub(crate) strict: Option<Arg<()>>,
+    pub(crate) krate: Option<Arg<syn::Path>>,
 }
 
 impl EvictArgs {
     /// Every accepted key.
     pub(crate) const KEYS: &'static [&'static str] =
-        &["tags", "skip", "all_tenants", "cache", "strict"];
+        &["tags", "skip", "all_tenants", "cache", "strict", "crate"];
 
     /// Parses the attribute's arguments; problems go to `cx`.
     pub(crate) fn parse(cx: &Ctxt, attr: TokenStream) -> Self {
@@ -395,6 +405,7 @@ impl EvictArgs {
                         flag(meta)?;
                         set_once(&mut args.strict, meta, i, ())?;
                     }
+                    "crate" => set_once(&mut args.krate, meta, i, Krate::parse(meta)?)?,
                     _ => return Ok(false),
                 }
                 Ok(true)
@@ -410,6 +421,11 @@ impl EvictArgs {
             );
         }
         args
+    }
+
+    /// Where generated code finds the runtime (`crate = ".."`).
+    pub(crate) fn krate(&self) -> Krate {
+        Krate::new(self.krate.as_ref().map(|a| a.value.clone()))
     }
 
     /// Checks the arguments against the function.
@@ -515,7 +531,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "unknown `cacheable` argument `tll`; expected one of `ttl`, `policy`, `tags`, `key`, `skip`, `name`, `version`, `global`, `stale`, `cache`, `cache_none`",
+                "unknown `cacheable` argument `tll`; expected one of `ttl`, `policy`, `tags`, `key`, `skip`, `name`, `version`, `global`, `stale`, `cache`, `cache_none`, `crate`",
                 "`ttl` must be greater than zero",
                 "`global` takes no value",
                 "expected integer literal",
@@ -578,7 +594,7 @@ mod tests {
         assert_eq!(
             errors(cx),
             [
-                "unknown `cache_evict` argument `ttl`; expected one of `tags`, `skip`, `all_tenants`, `cache`, `strict`"
+                "unknown `cache_evict` argument `ttl`; expected one of `tags`, `skip`, `all_tenants`, `cache`, `strict`, `crate`"
             ]
         );
     }

@@ -57,6 +57,51 @@ impl Param {
     pub(crate) fn is_state_extractor(&self) -> bool {
         self.type_name.as_ref().is_some_and(|i| i == "State")
     }
+
+    /// `Some` when the parameter is a plain identifier whose type is an
+    /// axum extractor that carries a value (`q: Query<T>`, `Path<T>`,
+    /// `Json<T>`, `Form<T>`, `Extension<T>`, by the last path segment, with
+    /// one type argument): the key hashes the carried value, since the
+    /// extractor itself is not `Serialize`.
+    pub(crate) fn carrier(&self) -> Option<Carrier<'_>> {
+        const CARRIERS: &[&str] = &["Query", "Path", "Json", "Form", "Extension"];
+        if !self.is_simple() {
+            return None;
+        }
+        let mut ty = peel(&self.ty);
+        while let Type::Reference(r) = ty {
+            ty = peel(&r.elem);
+        }
+        let Type::Path(path) = ty else {
+            return None;
+        };
+        let last = path.path.segments.last()?;
+        if path.qself.is_some() || !CARRIERS.iter().any(|c| last.ident == c) {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        let [GenericArgument::Type(inner)] = args.args.iter().collect::<Vec<_>>()[..] else {
+            return None;
+        };
+        let mut pattern = path.path.clone();
+        if let Some(last) = pattern.segments.last_mut() {
+            last.arguments = PathArguments::None;
+        }
+        Some(Carrier { pattern, inner })
+    }
+}
+
+/// A value-carrying extractor parameter (`q: Query<Filter>`).
+pub(crate) struct Carrier<'a> {
+    /// The type's path without its type argument (`Query`,
+    /// `axum::extract::Query`), for the pattern `Query(value)`: it only
+    /// matches a tuple struct with exactly one public field, so the whole
+    /// extractor is in the key, or the code does not compile.
+    pub(crate) pattern: syn::Path,
+    /// The carried type (`Filter`).
+    pub(crate) inner: &'a Type,
 }
 
 /// The return type of the fn.
@@ -276,6 +321,17 @@ impl AsyncFn {
     }
 }
 
+impl AsyncFn {
+    /// The cached value's type as written (`T` in `Result<Option<T>, E>`),
+    /// when it can be named in the body: not for `()` written as no return
+    /// type, nor for a type containing `impl Trait`.
+    pub(crate) fn nameable_value_type(&self) -> Option<&Type> {
+        self.output
+            .value_type()
+            .filter(|ty| !contains_impl_trait(ty))
+    }
+}
+
 /// Reassembles the item (used when only the body is replaced).
 impl ToTokens for AsyncFn {
     fn to_tokens(&self, tokens: &mut TokenStream) {
@@ -408,6 +464,55 @@ mod tests {
         let flags: Vec<bool> = f.params.iter().map(Param::is_state_extractor).collect();
         assert_eq!(flags, [true, true, false]);
         assert_eq!(f.output_type().to_string(), "()");
+    }
+
+    #[test]
+    fn value_extractors_carry_their_inner_type() {
+        let f = parse(quote!(
+            async fn h(
+                q: Query<Filter>,
+                p: axum::extract::Path<(u64, String)>,
+                j: &Json<Login>,
+                mut f: Form<Vec<u8>>,
+                e: Extension<User>,
+                Query(x): Query<Filter>,
+                s: State<App>,
+                c: ConnectInfo<SocketAddr>,
+                path: &std::path::Path,
+                t: Json,
+                m: HeaderMap,
+            ) {
+            }
+        ));
+        let carried: Vec<Option<(String, String)>> = f
+            .params
+            .iter()
+            .map(|p| {
+                p.carrier().map(|c| {
+                    (
+                        c.pattern.to_token_stream().to_string(),
+                        c.inner.to_token_stream().to_string(),
+                    )
+                })
+            })
+            .collect();
+        let some = |p: &str, t: &str| Some((p.to_owned(), t.to_owned()));
+        assert_eq!(
+            carried,
+            [
+                some("Query", "Filter"),
+                some("axum :: extract :: Path", "(u64 , String)"),
+                some("Json", "Login"),
+                some("Form", "Vec < u8 >"),
+                some("Extension", "User"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            ]
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! which re-exports them beside the runtime they call.
 //!
 //! Layout: `args` parses each attribute's arguments, `input` the accepted
-//! fn shape, `template` the `{arg}` templates, `expand` generates code, and
-//! `ctxt` collects every error so that one compile reports them all.
+//! fn shape, `template` the `{arg}` templates, `expand` generates code,
+//! `krate` names the runtime (`crate = ".."`), and `ctxt` collects every
+//! error so that one compile reports them all.
 //! Nothing but the entry points below touches `proc_macro::TokenStream`, so
 //! everything else is unit-tested on `proc_macro2`.
 
@@ -13,6 +14,7 @@ mod args;
 mod ctxt;
 mod expand;
 mod input;
+mod krate;
 mod rate_limit;
 mod template;
 
@@ -41,6 +43,7 @@ mod template;
 /// | `cache = <expr>` | the `Cache` to use, e.g. `self.cache` or a parameter; evaluated before the body | `cacheable::global()` |
 /// | `cache_none` | also cache `None` (negative caching) | `None` is not cached |
 /// | `local = false` | keep this call site out of the local in-process tier (`CacheBuilder::local_cache`) | `true`: in the local tier when one is configured |
+/// | `crate = "my_cache"` | the path of the `cacheable` crate, for a renamed dependency or a re-export | `::cacheable` |
 ///
 /// **Default key.** xxh3-128 of every parameter binding in order, streamed
 /// through `serde::Serialize` (stable across processes and builds). Left out:
@@ -49,6 +52,14 @@ mod template;
 /// type's last path segment is `State`). Pattern parameters such as
 /// `Path(id): Path<u64>` or `Json(form): Json<Login>` contribute the
 /// identifiers they bind (`id`, `form`), and `skip` names those identifiers.
+///
+/// **Extractors written without a pattern** are keyed by the value they
+/// carry: `q: Query<Filter>` hashes `q.0` (the `Filter`), and so do `Path<T>`,
+/// `Json<T>`, `Form<T>` and `Extension<T>` (by the type's last path segment,
+/// with one type argument, so `axum::extract::Query<T>` too). `State<T>`
+/// is left out either way; other extractors (`ConnectInfo`, `HeaderMap`,
+/// `Request`) are hashed as they are, and are not `Serialize`: name the
+/// part the result depends on with `key = ".."`.
 ///
 /// **Outputs**, chosen from the return type as written (its last path
 /// segment), nested as needed:
@@ -91,6 +102,62 @@ mod template;
 /// on its own (`[A-Za-z0-9_.-]` stay, every other byte is `%XX`) and the
 /// parts are joined by `:`, which the escape never produces, so
 /// `key = "{a}:{b}"` gives `("x:y", "z")` and `("x", "y:z")` two entries.
+///
+///
+/// # What must be in the key
+///
+/// A cached result is returned to every later call with the same key, so
+/// the key must hold everything the result depends on. The default key
+/// holds every argument but `self`, `State(..)`, the `cache = <param>` and
+/// those in `skip(..)`. An argument that is not `Serialize` is a compile
+/// error; the fix is to make it `Serialize`, or to name the part that
+/// matters with `key = ".."`. `skip(..)` is for arguments the result does
+/// not depend on (a pool, a client): a skipped argument no longer varies
+/// the key, and calls that differ only in it share one entry.
+///
+/// The case to check first is a personalised response. An `article`
+/// handler whose output says whether the *current user* favorited the
+/// article depends on the user as much as on the slug. With the user
+/// skipped, the first reader's `favorited` is served to everyone; keep the
+/// user in the key (here by being `Serialize`; or `key = "{slug}:{user.id}"`):
+///
+/// ```
+/// use cacheable::{Cache, cacheable};
+/// use serde::{Deserialize, Serialize};
+///
+/// /// Who is asking: from the session, as an auth extractor gives it.
+/// #[derive(Serialize)]
+/// struct CurrentUser {
+///     id: u64,
+/// }
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// struct Article {
+///     slug: String,
+///     /// Personalised: whether the current user favorited it.
+///     favorited: bool,
+/// }
+///
+/// #[cacheable(ttl = 60, cache = cache)] // not `skip(user)`
+/// async fn article(cache: &Cache, user: Option<&CurrentUser>, slug: &str) -> Article {
+///     let favorited = user.is_some_and(|u| u.id == 1); // a query in real code
+///     Article { slug: slug.to_owned(), favorited }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = Cache::memory();
+/// let (ann, bob) = (CurrentUser { id: 1 }, CurrentUser { id: 2 });
+/// assert!(article(&cache, Some(&ann), "rust").await.favorited);
+/// assert!(!article(&cache, Some(&bob), "rust").await.favorited); // its own entry
+/// assert!(!article(&cache, None, "rust").await.favorited);
+/// # }
+/// ```
+///
+/// The same holds for what the body reads besides its arguments: the
+/// tenant is in every key (unless `global`), nothing else is. A result that
+/// depends on the time, a header or a global setting needs that value as
+/// an argument, in `key`, or no cache.
 ///
 /// # Examples
 ///
@@ -173,6 +240,7 @@ mod template;
 ///
 /// ```text
 /// async fn get_user(db: &Db, id: u64) -> Result<User, String> {
+///     assert_cached_value::<User>();              // E0277 on `User` unless Serialize + Deserialize
 ///     static SITE: Site = Site { name: "users.get", version: 0, ttl: Ttl::Secs(300), .. };
 ///     let id_ = named_identity("users.get").finish();   // adds .ty(type_name::<T>()) per type
 ///                                                 // param, .konst(&N) per const param; without
@@ -187,7 +255,8 @@ mod template;
 /// }
 /// ```
 ///
-/// (all paths are `::cacheable::__private::…` and `::core::…`). Key and
+/// (all paths are `::cacheable::__private::…`, or `<crate>::__private::…`
+/// with `crate = ".."`, and `::core::…`). Key and
 /// tags are computed from borrowed arguments before the body takes them.
 /// The body stays an `async move` block: `?` and `return` keep their
 /// meaning, nothing is boxed and no `Send` bound is added, so the future is
@@ -205,10 +274,12 @@ mod template;
 /// - `ttl` together with `policy`;
 /// - a template placeholder that names no parameter, `{self.x}` in a fn
 ///   without receiver, unbalanced braces; `skip(x)` naming no parameter;
-/// - a key argument that is not `Serialize` (E0277 on its type, suggesting
-///   `skip(..)`);
-/// - an output that is not `Serialize + DeserializeOwned` (E0277 on the
-///   return type).
+/// - a key argument that is not `Serialize` (E0277 on its type; see
+///   [What must be in the key](#what-must-be-in-the-key) before you `skip` it);
+/// - a cached value that is not `Serialize + DeserializeOwned` (E0277 on
+///   the value's type as written: `User` in `Result<Json<User>, E>`);
+/// - `crate = ".."` that is not a path (on the literal), or a path that does
+///   not lead to `cacheable` (an unresolved path error).
 #[proc_macro_attribute]
 pub fn cacheable(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cacheable(attr.into(), item.into()).into()
@@ -229,6 +300,7 @@ pub fn cacheable(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | `all_tenants` | invalidate the tags in every tenant | current tenant |
 /// | `cache = <expr>` | the `Cache` to use | `cacheable::global()` |
 /// | `strict` | return a failed invalidation as the fn's error; needs a `Result<T, E>` output with `E: From<cacheable::CacheError>` | fail open |
+/// | `crate = "my_cache"` | the path of the `cacheable` crate, for a renamed dependency or a re-export | `::cacheable` |
 ///
 /// The tags are rendered before the body runs (from borrowed arguments),
 /// and invalidated after it returns. Without `strict`, a cache failure is

@@ -211,16 +211,36 @@ where
 /// Type-checks a return type at the span where the user wrote it.
 pub fn assert_output<A: Adapter<O>, O>() {}
 
+/// The value a `#[cacheable]` fn caches (`T` in `Result<Option<T>, E>`):
+/// stored as JSON, so `Serialize` and `Deserialize`. The macro asserts it on
+/// the type as the user wrote it, so the error names that type rather than
+/// the adapters of this module.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it must implement `Serialize` and `Deserialize`",
+    label = "the cached value: stored as JSON, read back on a hit",
+    note = "derive both on it: `#[derive(serde::Serialize, serde::Deserialize)]`; for a type of another crate, enable its `serde` feature or return a type of yours"
+)]
+pub trait CachedValue: Serialize + DeserializeOwned {}
+
+impl<T: Serialize + DeserializeOwned> CachedValue for T {}
+
+/// Asserts [`CachedValue`] for the value type of a `#[cacheable]` output.
+pub fn assert_cached_value<T: CachedValue>() {}
+
 /// Type-checks an argument that is part of the default key.
 pub fn assert_key_arg<T: Serialize + ?Sized>(_: &T) {}
 
 /// An argument that can be part of a default key: any `Serialize` type. The
 /// macro calls [`hash_arg`] spanned on the argument's type, so a type that is
-/// not `Serialize` gets this message there, with the hint to `skip` it.
+/// not `Serialize` gets this message there. The fix offered first keeps the
+/// argument in the key: leaving it out (`skip`) makes calls that differ only
+/// in it share one entry, which for a user or session argument serves one
+/// user's response to another.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be part of the cache key: it does not implement `Serialize`",
     label = "not `Serialize`, so it cannot be hashed into the default key",
-    note = "leave it out of the key with `skip(..)`, or implement `serde::Serialize` for it"
+    note = "implement or derive `serde::Serialize` for it, or name what the result depends on with `key = \"..\"`",
+    note = "`skip(..)` leaves it out of the key: calls that differ only in this argument then share one entry; skip it only if the result does not depend on it (a pool, a client), never a user or session whose data the result holds"
 )]
 pub trait KeyArg: Serialize {}
 

@@ -6,11 +6,12 @@ use syn::LitStr;
 use syn::ext::IdentExt as _;
 
 use super::{
-    adapter, await_on_output, body_future, cache_expr, local, span_range, tags_expr, with_body,
+    adapter, await_on_output, body_future, cache_expr, local, respan, span_range, tags_expr,
+    with_body,
 };
 use crate::args::CacheableArgs;
 use crate::ctxt::{Ctxt, with_item};
-use crate::input::AsyncFn;
+use crate::input::{AsyncFn, Carrier};
 
 /// Expands `#[cacheable(attr)] item`.
 pub(crate) fn cacheable(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -29,6 +30,8 @@ pub(crate) fn cacheable(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
+    let krate = args.krate();
+    let p = &krate.private();
     let site = Ident::new("__CACHEABLE_SITE", Span::mixed_site());
     let cache = local("cache");
     let key = local("key");
@@ -50,13 +53,13 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
         (Some(ttl), _) => {
             let mut secs = Literal::u64_unsuffixed(ttl.value.secs);
             secs.set_span(ttl.value.span);
-            quote!(::cacheable::__private::Ttl::Secs(#secs))
+            quote!(#p::Ttl::Secs(#secs))
         }
         (None, Some(policy)) => {
             let policy = &policy.value;
-            quote!(::cacheable::__private::Ttl::Policy(#policy))
+            quote!(#p::Ttl::Policy(#policy))
         }
-        (None, None) => quote!(::cacheable::__private::Ttl::Default),
+        (None, None) => quote!(#p::Ttl::Default),
     };
     let global = args.global.is_some();
     let stale = Literal::u64_unsuffixed(args.stale.as_ref().map_or(0, |s| s.value.secs));
@@ -64,27 +67,29 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     let local_tier = args.local.as_ref().is_none_or(|l| l.value);
 
     let id = local("id");
-    let id_value = identity(args, input);
-    let cache_value = cache_expr(args.cache.as_ref());
+    let id_value = identity(p, args, input);
+    let cache_value = cache_expr(&krate, args.cache.as_ref());
     let key_value = match &args.key {
         Some(template) => {
-            let parts = template.value.key_parts();
-            quote!(::cacheable::__private::template_key(#id, #parts))
+            let parts = krate.rebase(template.value.key_parts());
+            quote!(#p::template_key(#id, #parts))
         }
-        None => hashed_key(args, input, &id),
+        None => hashed_key(p, args, input, &id),
     };
-    let tags_value = tags_expr(args.tags.as_ref());
+    let tags_value = tags_expr(&krate, args.tags.as_ref());
 
-    let adapter = adapter(&input.output.kind);
+    let adapter = adapter(p, &input.output.kind);
     let output = input.output_type();
     let fut = body_future(input);
     let cached = await_on_output(
         input,
-        quote!(::cacheable::__private::cached::<#adapter, #output, _>),
+        quote!(#p::cached::<#adapter, #output, _>),
         quote!(#cache, &#site, #id, #key, #tags, #fut),
     );
+    let check_value = check_value(p, input);
     quote! {
-        static #site: ::cacheable::__private::Site = ::cacheable::__private::Site {
+        #check_value
+        static #site: #p::Site = #p::Site {
             name: #name,
             version: #version,
             ttl: #ttl,
@@ -92,7 +97,7 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
             stale_secs: #stale,
             cache_none: #cache_none,
             local: #local_tier,
-            state: ::cacheable::__private::SiteState::new(),
+            state: #p::SiteState::new(),
         };
         let #id = #id_value;
         let #cache = #cache_value;
@@ -104,18 +109,52 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     }
 }
 
+/// `assert_cached_value::<T>();` for the cached value type `T`, every token
+/// at the first token of `T` as written: when `T` is not `Serialize +
+/// Deserialize`, E0277 names `T` with the fix there, and rustc drops the
+/// same unmet bound of the `cached` call below (same span, same predicate),
+/// whose notes would name this crate's private adapters.
+fn check_value(p: &TokenStream, input: &AsyncFn) -> TokenStream {
+    let Some((ty, (first, _))) = input
+        .nameable_value_type()
+        .and_then(|ty| Some((ty, span_range(ty)?)))
+    else {
+        return TokenStream::new();
+    };
+    respan(quote!(#p::assert_cached_value::<#ty>();), first)
+}
+
+/// Hashes the value an extractor carries (`q: Query<T>` hashes the `T`), as
+/// the pattern `Query(q): Query<T>` would: `let Query(v) = &q;`, so the key
+/// is the same either way. The pattern compiles only for a tuple struct with
+/// exactly one public field, so a type that merely shares the name either
+/// is hashed whole or is an error, never hashed in part. A carried type that
+/// is not `Serialize` is reported on it (`T`).
+fn hash_carried(p: &TokenStream, h: &Ident, binding: &Ident, carrier: &Carrier<'_>) -> TokenStream {
+    let (first, last) = span_range(carrier.inner).unwrap_or((binding.span(), binding.span()));
+    let value = Ident::new("__cacheable_carried", Span::mixed_site().located_at(last));
+    let pattern = &carrier.pattern;
+    let amp = quote_spanned!(first=> &);
+    let star = quote_spanned!(last=> *);
+    let p = respan(p.clone(), first);
+    quote_spanned! {first=>
+        let #pattern(#value) = &#binding;
+        #p::hash_arg(#h, #amp #star #value)?;
+    }
+}
+
 /// The site's identity (guarantee 11). Without `name`: the type path of a
 /// closure defined here, which `type_name` spells with the crate, module,
 /// `Self` type and every generic argument of the fn and its impl
 /// (`m::OrgRepo<u8>::name::{{closure}}::{{closure}}`). With `name`: the
 /// name, `Self` (methods with a receiver; the macro cannot name `Self`
 /// elsewhere) and the fn's own type and const arguments.
-fn identity(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
+fn identity(p: &TokenStream, args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     let Some(name) = &args.name else {
         let probe = local("probe");
         return quote! {{
             let #probe = || ();
-            ::cacheable::__private::probe_identity(::cacheable::__private::type_name_of(&#probe))
+            #p::probe_identity(#p::type_name_of(&#probe))
         }};
     };
     let name = &name.value;
@@ -136,13 +175,13 @@ fn identity(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
             syn::GenericParam::Lifetime(_) => {}
         }
     }
-    quote!(::cacheable::__private::named_identity(#name) #(#parts)* .finish())
+    quote!(#p::named_identity(#name) #(#parts)* .finish())
 }
 
 /// The default key: every binding that is not skipped, hashed in order.
 /// Each hash call is spanned on the parameter's type (or, in a pattern, on
 /// the binding), so a binding that is not `Serialize` is reported there.
-fn hashed_key(args: &CacheableArgs, input: &AsyncFn, id: &Ident) -> TokenStream {
+fn hashed_key(p: &TokenStream, args: &CacheableArgs, input: &AsyncFn, id: &Ident) -> TokenStream {
     let h = local("h");
     let mut stmts = Vec::new();
     for param in &input.params {
@@ -153,6 +192,10 @@ fn hashed_key(args: &CacheableArgs, input: &AsyncFn, id: &Ident) -> TokenStream 
             if args.skips(binding) {
                 continue;
             }
+            if let Some(carrier) = param.carrier() {
+                stmts.push(hash_carried(p, &h, binding, &carrier));
+                continue;
+            }
             let (first, last) = if param.is_simple() {
                 span_range(&param.ty).unwrap_or((binding.span(), binding.span()))
             } else {
@@ -161,18 +204,19 @@ fn hashed_key(args: &CacheableArgs, input: &AsyncFn, id: &Ident) -> TokenStream 
             let mut located = binding.clone();
             located.set_span(binding.span().located_at(last));
             let amp = quote_spanned!(first=> &);
+            let p = respan(p.clone(), first);
             stmts.push(quote_spanned! {first=>
-                ::cacheable::__private::hash_arg(#h, #amp #located)?;
+                #p::hash_arg(#h, #amp #located)?;
             });
         }
     }
     if stmts.is_empty() {
-        quote!(::cacheable::__private::hashed_key(#id, |_| {
+        quote!(#p::hashed_key(#id, |_| {
             ::core::result::Result::Ok(())
         }))
     } else {
         quote! {
-            ::cacheable::__private::hashed_key(#id, |#h| {
+            #p::hashed_key(#id, |#h| {
                 #(#stmts)*
                 ::core::result::Result::Ok(())
             })

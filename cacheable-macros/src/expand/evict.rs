@@ -25,23 +25,25 @@ pub(crate) fn cache_evict(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn body(args: &EvictArgs, input: &AsyncFn) -> TokenStream {
+    let krate = args.krate();
+    let p = krate.private();
     let cache = local("cache");
     let tags = local("tags");
-    let cache_value = cache_expr(args.cache.as_ref());
-    let tags_value = tags_expr(args.tags.as_ref());
+    let cache_value = cache_expr(&krate, args.cache.as_ref());
+    let tags_value = tags_expr(&krate, args.tags.as_ref());
     let all_tenants = args.all_tenants.is_some();
     let on = if input.output.kind.is_result() {
-        quote!(::cacheable::__private::OnOk)
+        quote!(#p::OnOk)
     } else {
-        quote!(::cacheable::__private::Always)
+        quote!(#p::Always)
     };
     let output = input.output_type();
     let fut = body_future(input);
     // `strict` was checked to come with a `Result` output.
     let callee = if args.strict.is_some() {
-        quote!(::cacheable::__private::evict_strict)
+        quote!(#p::evict_strict)
     } else {
-        quote!(::cacheable::__private::evict::<#on, #output, _>)
+        quote!(#p::evict::<#on, #output, _>)
     };
     let evict = await_on_output(input, callee, quote!(#cache, #tags, #all_tenants, #fut));
     quote! {

@@ -7,7 +7,8 @@
 //! nothing is boxed and no `Send` bound is added, so the future is `Send`
 //! exactly when the original body's is. Generated locals are `__cacheable_*`
 //! with [`Span::mixed_site`]; runtime items are named through
-//! `::cacheable::__private` and `::core` only.
+//! `::cacheable::__private` (or `<crate>::__private`, see [`Krate`]) and
+//! `::core` only.
 
 mod cacheable;
 mod evict;
@@ -21,6 +22,7 @@ use syn::Expr;
 
 use crate::args::Arg;
 use crate::input::{AsyncFn, OutputKind};
+use crate::krate::Krate;
 use crate::template::Template;
 
 /// A generated local: `__cacheable_<name>`, invisible to the user's code.
@@ -42,20 +44,25 @@ fn with_body(input: &AsyncFn, body: &TokenStream) -> TokenStream {
 }
 
 /// `Option<Cache>`: the one named by `cache = <expr>`, else the global one.
-fn cache_expr(cache: Option<&Arg<Expr>>) -> TokenStream {
+fn cache_expr(krate: &Krate, cache: Option<&Arg<Expr>>) -> TokenStream {
+    let p = krate.private();
     match cache {
         Some(arg) => {
             let expr = &arg.value;
-            quote!(::cacheable::__private::explicit_cache(&(#expr)))
+            quote!(#p::explicit_cache(&(#expr)))
         }
-        None => quote!(::cacheable::__private::global_cache()),
+        None => quote!(#p::global_cache()),
     }
 }
 
 /// `Vec<String>`: the rendered tags.
-fn tags_expr(tags: Option<&Arg<Vec<Template>>>) -> TokenStream {
-    let rendered = tags.iter().flat_map(|t| &t.value).map(Template::render);
-    quote!(::cacheable::__private::tags([#(#rendered),*]))
+fn tags_expr(krate: &Krate, tags: Option<&Arg<Vec<Template>>>) -> TokenStream {
+    let p = krate.private();
+    let rendered = tags
+        .iter()
+        .flat_map(|t| &t.value)
+        .map(|t| krate.rebase(t.render()));
+    quote!(#p::tags([#(#rendered),*]))
 }
 
 /// The first and last token spans of `tokens`. Stable Rust cannot join
@@ -88,7 +95,7 @@ fn await_on_output(input: &AsyncFn, path: TokenStream, args: TokenStream) -> Tok
 }
 
 /// `tokens` with every top-level token (groups' delimiters included) at `span`.
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|mut t| {
@@ -105,20 +112,20 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 }
 
 /// The `Adapter` type of an output kind.
-fn adapter(kind: &OutputKind) -> TokenStream {
+fn adapter(p: &TokenStream, kind: &OutputKind) -> TokenStream {
     match kind {
-        OutputKind::Plain => quote!(::cacheable::__private::Plain),
+        OutputKind::Plain => quote!(#p::Plain),
         OutputKind::Result(k) => {
-            let k = adapter(k);
-            quote!(::cacheable::__private::ResultOf<#k>)
+            let k = adapter(p, k);
+            quote!(#p::ResultOf<#k>)
         }
         OutputKind::Option(k) => {
-            let k = adapter(k);
-            quote!(::cacheable::__private::OptionOf<#k>)
+            let k = adapter(p, k);
+            quote!(#p::OptionOf<#k>)
         }
         OutputKind::Json(k) => {
-            let k = adapter(k);
-            quote!(::cacheable::__private::JsonOf<#k>)
+            let k = adapter(p, k);
+            quote!(#p::JsonOf<#k>)
         }
     }
 }
@@ -240,6 +247,118 @@ mod tests {
             ),
             &mut Vec::new(),
         );
+    }
+
+    /// With `crate = ".."`, nothing generated names `::cacheable` (nor
+    /// `cacheable::` without the leading colons): every runtime item,
+    /// template code included, goes through the given path.
+    #[test]
+    fn crate_path_reaches_every_runtime_item() {
+        fn names_cacheable(tokens: TokenStream) -> bool {
+            tokens.into_iter().any(|t| match t {
+                TokenTree::Ident(i) => i == "cacheable",
+                TokenTree::Group(g) => names_cacheable(g.stream()),
+                _ => false,
+            })
+        }
+        let outs = [
+            cacheable(
+                quote!(crate = "my_cache", ttl = 1, tags = ["a:{x}"]),
+                quote!(
+                    async fn f(q: Query<F>, x: u8) -> Result<Option<Json<u8>>, E> {
+                        Ok(None)
+                    }
+                ),
+            ),
+            cacheable(
+                quote!(key = "{x}", crate = "my_cache", name = "n", cache = c),
+                quote!(
+                    async fn f<T>(&self, c: &C, x: u8) {}
+                ),
+            ),
+            cache_evict(
+                quote!(tags = ["a:{x}"], crate = "my_cache", strict),
+                quote!(
+                    async fn f(x: u8) -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            ),
+            cache_evict(
+                quote!(tags = ["a"], crate = "my_cache"),
+                quote!(
+                    async fn f() {}
+                ),
+            ),
+            crate::rate_limit::expand(
+                quote!(points = 1, key = "{x}", crate = "my_cache", cache = c),
+                quote!(
+                    async fn f(c: &C, x: u8) -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            ),
+            crate::rate_limit::expand(
+                quote!(crate = "my_cache", points = 1),
+                quote!(
+                    async fn f() -> Out {
+                        Out
+                    }
+                ),
+            ),
+        ];
+        for out in outs {
+            let text = out.to_string();
+            assert!(!text.contains("compile_error"), "{text}");
+            assert!(text.contains("my_cache :: __private ::"), "{text}");
+            assert!(!names_cacheable(out), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_crate_path_is_an_error_on_the_literal() {
+        let out = cacheable(
+            quote!(crate = "my cache"),
+            quote!(
+                async fn f() {}
+            ),
+        )
+        .to_string();
+        assert!(
+            out.contains("`crate` expects the path of the `cacheable` crate"),
+            "{out}"
+        );
+        let out = cache_evict(
+            quote!(tags = ["a"], crate = my_cache),
+            quote!(
+                async fn f() {}
+            ),
+        )
+        .to_string();
+        assert!(out.contains("compile_error"), "{out}");
+    }
+
+    /// A value-carrying extractor written without a pattern is hashed by
+    /// what it carries, through the pattern the user could have written;
+    /// `State` stays out of the key.
+    #[test]
+    fn extractors_are_keyed_by_their_value() {
+        let out = cacheable(
+            quote!(),
+            quote!(
+                async fn f(s: State<A>, q: axum::extract::Query<F>, Path(id): Path<u64>) {}
+            ),
+        )
+        .to_string();
+        assert!(
+            out.contains(
+                "let axum :: extract :: Query (__cacheable_carried) = & q ; \
+                 :: cacheable :: __private :: hash_arg (__cacheable_h , & * __cacheable_carried) ?"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("hash_arg (__cacheable_h , & id)"), "{out}");
+        assert!(!out.contains("& s"), "{out}");
     }
 
     #[test]

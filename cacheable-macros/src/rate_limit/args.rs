@@ -24,6 +24,7 @@ pub(crate) const ACCEPTED: &[&str] = &[
     "name",
     "on_error",
     "cache",
+    "crate",
 ];
 
 /// Whose budget a call spends (`by = ".."`).
@@ -79,6 +80,7 @@ pub(crate) struct RateLimitArgs {
     pub(crate) name: Option<Arg<LitStr>>,
     pub(crate) on_error: Option<Arg<OnError>>,
     pub(crate) cache: Option<Arg<Expr>>,
+    pub(crate) krate: Option<Arg<syn::Path>>,
 }
 
 fn set_once<T>(slot: &mut Option<Arg<T>>, meta: &ParseNestedMeta<'_>, value: T) -> syn::Result<()> {
@@ -318,6 +320,10 @@ impl RateLimitArgs {
                     "cache" => {
                         let e: Expr = meta.value()?.parse()?;
                         set_once(&mut args.cache, &meta, e)
+                    }
+                    "crate" => {
+                        let path = crate::krate::Krate::parse(&meta)?;
+                        set_once(&mut args.krate, &meta, path)
                     }
                     _ => Err(unknown(&meta)),
                 }

@@ -24,6 +24,7 @@ use syn::spanned::Spanned as _;
 
 use crate::ctxt::{self, Ctxt};
 use crate::input::AsyncFn;
+use crate::krate::Krate;
 
 mod args;
 
@@ -53,6 +54,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
+    let krate = Krate::new(args.krate.as_ref().map(|k| k.value.clone()));
+    let p = &krate.private();
     let fn_name = input.ident().to_string();
     let name = match &args.name {
         Some(n) => {
@@ -98,9 +101,9 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
     });
     let key = match &args.key {
         Some(t) => {
-            let parts = t.value.key_parts();
+            let parts = krate.rebase(t.value.key_parts());
             quote!(::core::option::Option::Some(
-                ::cacheable::__private::rate_limit_key(#parts)
+                #p::rate_limit_key(#parts)
             ))
         }
         None => quote!(::core::option::Option::None),
@@ -108,9 +111,10 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
     let cache = match &args.cache {
         Some(c) => {
             let e = &c.value;
-            quote_spanned!(e.span()=> ::cacheable::__private::explicit_cache(&(#e)))
+            let p = krate.private_at(e.span());
+            quote_spanned!(e.span()=> #p::explicit_cache(&(#e)))
         }
-        None => quote!(::cacheable::__private::global_cache()),
+        None => quote!(#p::global_cache()),
     };
     // The kind is spanned on the return type: when the output cannot hold
     // `RateLimited`, E0277 points there.
@@ -119,10 +123,13 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
         .ty
         .as_ref()
         .map_or(input.sig.ident.span(), syn::spanned::Spanned::span);
-    let kind = if input.output.kind.is_result() {
-        quote_spanned!(span=> ::cacheable::__private::ErrOf)
-    } else {
-        quote_spanned!(span=> ::cacheable::__private::Whole)
+    let kind = {
+        let p = krate.private_at(span);
+        if input.output.kind.is_result() {
+            quote_spanned!(span=> #p::ErrOf)
+        } else {
+            quote_spanned!(span=> #p::Whole)
+        }
     };
     let site = Ident::new("__CACHEABLE_RATE_LIMIT", Span::mixed_site());
     let limited = Ident::new("__cacheable_limited", Span::mixed_site());
@@ -135,25 +142,25 @@ fn generate(args: &RateLimitArgs, input: &AsyncFn) -> TokenStream {
         #(#attrs)*
         #vis #sig {
             {
-                static #site: ::cacheable::__private::RateLimitSite =
-                    ::cacheable::__private::RateLimitSite {
+                static #site: #p::RateLimitSite =
+                    #p::RateLimitSite {
                         name: #name,
                         policy: #policy,
                         points: #points,
                         duration_ms: #duration_ms,
-                        algorithm: ::cacheable::__private::Algorithm::#algorithm,
+                        algorithm: #p::Algorithm::#algorithm,
                         cost: #cost,
-                        on_error: ::cacheable::__private::OnError::#on_error,
-                        by: ::cacheable::__private::By::#by,
+                        on_error: #p::OnError::#on_error,
+                        by: #p::By::#by,
                         roles: &[#(#roles),*],
                     };
                 // Rendered before the await: a `format_args!` temporary held
                 // across it would make the future `!Send`.
                 let #key_local: ::core::option::Option<::std::string::String> = #key;
                 if let ::core::option::Option::Some(#limited) =
-                    ::cacheable::__private::rate_limit_check(#cache, &#site, #key_local).await
+                    #p::rate_limit_check(#cache, &#site, #key_local).await
                 {
-                    return ::cacheable::__private::reject::<#kind, _>(#limited);
+                    return #p::reject::<#kind, _>(#limited);
                 }
             }
             #body

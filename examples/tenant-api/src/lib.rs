@@ -24,6 +24,8 @@
 //! - `POST /login` `{"email", "password"}` → `{"token", "user"}`; 5 tries per
 //!   minute per e-mail.
 //! - `GET /users`, `GET /users/{id}`: cached 60 s, tags `users`, `user:{id}`.
+//!   `GET /users?name_prefix=Al&limit=10` filters the list; each filter is
+//!   its own entry (the `Query` is part of the key).
 //! - `PUT /users/{id}` `{"name"}` with `Authorization: Bearer <token>`: admins
 //!   may rename anyone (30 writes a minute), others themselves (3 a minute).
 //! - `GET /stats`: an ad-hoc aggregate query cached with `get_or_compute`
@@ -53,7 +55,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -99,6 +101,17 @@ pub struct User {
 pub struct LoginForm {
     email: String,
     password: String,
+}
+
+/// The query of `GET /users`: `?name_prefix=..&limit=..`. `Serialize`, so
+/// that the handler's cache key holds it: two filters, two entries.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct UserFilter {
+    /// Only users whose name starts with this (as the database's `LIKE`
+    /// compares: ASCII case-insensitive on SQLite, exact on Postgres).
+    pub name_prefix: Option<String>,
+    /// At most this many users (1 to 100; default 100).
+    pub limit: Option<u32>,
 }
 
 /// The body of `PUT /users/{id}`.
@@ -306,14 +319,37 @@ pub async fn cache_from_env() -> Result<(Cache, String), cacheable::CacheError> 
 
 // ----- handlers -----
 
-/// `GET /users`: every user of the tenant. Cached per tenant (the tenant is
-/// part of every key), tagged `users`.
+/// `GET /users?name_prefix=..&limit=..`: the users of the tenant, by id.
+/// Cached per tenant (the tenant is part of every key) and per filter (the
+/// `Query` extractor is keyed by the `UserFilter` it carries), tagged
+/// `users`.
 #[cacheable(ttl = 60, name = "users.list", tags = ["users"], cache = app.cache)]
-pub async fn list_users(State(app): State<AppState>) -> Result<Json<Vec<User>>, ApiError> {
-    let rows = sqlx::query("SELECT id, name, email, role FROM users WHERE tenant = $1 ORDER BY id")
-        .bind(tenant()?)
-        .fetch_all(&app.db)
-        .await?;
+pub async fn list_users(
+    State(app): State<AppState>,
+    filter: Query<UserFilter>,
+) -> Result<Json<Vec<User>>, ApiError> {
+    let limit = filter.limit.unwrap_or(100);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be from 1 to 100"));
+    }
+    // `%`, `_` and `\` in the prefix match themselves.
+    let mut pattern = String::new();
+    for c in filter.name_prefix.as_deref().unwrap_or_default().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    let rows = sqlx::query(
+        "SELECT id, name, email, role FROM users
+         WHERE tenant = $1 AND name LIKE $2 ESCAPE '\\' ORDER BY id LIMIT $3",
+    )
+    .bind(tenant()?)
+    .bind(pattern)
+    .bind(i64::from(limit))
+    .fetch_all(&app.db)
+    .await?;
     Ok(Json(rows.iter().map(user_of).collect::<Result<_, _>>()?))
 }
 

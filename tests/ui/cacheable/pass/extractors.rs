@@ -1,5 +1,7 @@
 // axum extractor patterns as parameters: `Path(id)`, `Json(form)`,
 // `State(state)` (left out of the key), `Query(q)`; `Json<T>` outputs.
+// Extractors written without a pattern (`q: Query<T>`, also by full path)
+// are keyed by the value they carry.
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use cacheable::{cache_evict, cacheable};
@@ -40,6 +42,21 @@ async fn page(Path((org, id)): Path<(String, u32)>, Query(q): Query<Page>) -> Op
     Some(Json(format!("{org}{id}{}", q.n)))
 }
 
+/// A value-carrying extractor under another crate's name: matched by the
+/// last path segment, like axum's.
+struct Form<T>(T);
+
+#[cacheable(ttl = 30, tags = ["page:{page.0}"])]
+async fn listing(
+    State(_state): State<AppState>,
+    q: Query<Page>,
+    page: axum::extract::Path<u32>,
+    login: Json<Login>,
+    form: &Form<Page>,
+) -> Json<String> {
+    Json(format!("{}{}{}{}", q.n, page.0, login.email, form.0.n))
+}
+
 #[cache_evict(tags = ["user:{id}"])]
 async fn delete_user(State(_state): State<AppState>, Path(id): Path<u64>) -> Json<()> {
     let _ = id;
@@ -53,5 +70,12 @@ fn main() {
     let _ = get_user(State(state.clone()), Path(1));
     let _ = login(Json(Login { email: "a".into() }));
     let _ = page(Path(("o".into(), 1)), Query(Page { n: 1 }));
+    let _ = listing(
+        State(state.clone()),
+        Query(Page { n: 1 }),
+        Path(2),
+        Json(Login { email: "a".into() }),
+        &Form(Page { n: 3 }),
+    );
     let _ = delete_user(State(state), Path(1));
 }
