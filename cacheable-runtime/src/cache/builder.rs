@@ -25,6 +25,7 @@ pub struct CacheBuilder {
     evict_wait: Duration,
     tenant_quota: Option<u64>,
     require_tenant: bool,
+    unchecked_epochs: bool,
     tls: TlsSettings,
     memory_capacity: u64,
 }
@@ -73,6 +74,7 @@ impl Default for CacheBuilder {
             evict_wait: Duration::from_secs(2),
             tenant_quota: None,
             require_tenant: false,
+            unchecked_epochs: false,
             tls: TlsSettings::default(),
             memory_capacity: crate::store::memory::DEFAULT_CAPACITY,
         }
@@ -170,6 +172,15 @@ impl CacheBuilder {
     /// depend on it).
     pub fn write_guard(mut self, guard: Duration) -> Self {
         self.write_guard = guard;
+        self
+    }
+
+    /// **Breaks guarantee 2; for tests only.** Skips the tag-epoch check of
+    /// result tags (step 6 of the protocol in the docs of `cache`), so that
+    /// a test can show the race that the check closes.
+    #[doc(hidden)]
+    pub fn unchecked_result_tags_for_tests(mut self) -> Self {
+        self.unchecked_epochs = true;
         self
     }
 
@@ -360,6 +371,7 @@ impl CacheBuilder {
                 evict_wait: self.evict_wait,
                 tenant_quota: self.tenant_quota,
                 require_tenant: self.require_tenant,
+                unchecked_epochs: self.unchecked_epochs,
                 rate_state: crate::rate_limit::State::default(),
                 pending: crate::invalidation::Pending::default(),
                 server: crate::invalidation::ServerCheck::default(),

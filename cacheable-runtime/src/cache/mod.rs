@@ -150,6 +150,8 @@ pub(crate) struct Inner {
     tenant_quota: Option<u64>,
     /// A non-global call needs a tenant (see `CacheBuilder::require_tenant`).
     require_tenant: bool,
+    /// Test hook: result tags skip the epoch check (see the builder).
+    unchecked_epochs: bool,
     /// Rate-limiter state of this cache (see `rate_limit`).
     pub(crate) rate_state: crate::rate_limit::State,
     /// Invalidations that failed and are retried.
@@ -184,8 +186,13 @@ struct Spec {
     ns: String,
     /// The entry belongs to a tenant (not the global space).
     tenant_scoped: bool,
-    /// `keys[0]` is the entry; `keys[1..]` the version keys it depends on.
+    /// `keys[0]` is the entry; then the version keys it depends on
+    /// ([`Spec::dep_keys`]); then, for a site with result tags, the tag
+    /// epochs of its namespace and of the all-tenants namespace (read and
+    /// snapshotted with the versions, never recorded as dependencies).
     keys: Vec<String>,
+    /// How many keys at the end of `keys` are tag epochs (0 or 2).
+    epochs: usize,
     ttl: Duration,
     stale: Duration,
     cache_none: bool,
@@ -195,6 +202,18 @@ struct Spec {
     /// the rest (see `op_in`).
     degraded: std::sync::atomic::AtomicBool,
 }
+
+impl Spec {
+    /// The version keys the entry depends on (`keys` without the entry and
+    /// the epochs).
+    fn dep_keys(&self) -> &[String] {
+        &self.keys[1..self.keys.len() - self.epochs]
+    }
+}
+
+/// Renders a call's result tags from its output: `None` when the output
+/// has no value to name (`Err`, `None`). See `__private::cached_ret`.
+pub(crate) type RetTags<'a, O> = dyn Fn(&O) -> Option<Vec<String>> + Sync + 'a;
 
 /// A value served from the cache.
 struct Hit<V> {
@@ -380,7 +399,8 @@ impl Cache {
                 .store
                 .ensure(&spec.keys[1..], envelope::fresh_version(), ttl))
             .await?;
-        let deps: Vec<Dep> = spec.keys[1..]
+        let deps: Vec<Dep> = spec
+            .dep_keys()
             .iter()
             .zip(&versions)
             .map(|(k, v)| Dep {
@@ -390,7 +410,7 @@ impl Cache {
             .collect();
         let payload = codec::encode(value)?;
         let raw = envelope::encode(KIND_VALUE, spec.ttl, Duration::ZERO, &deps, &payload)?;
-        let dep_keys = &spec.keys[1..];
+        let dep_keys = spec.dep_keys();
         let put = Put {
             key: &spec.keys[0],
             value: &raw,
@@ -425,8 +445,12 @@ impl Cache {
             // No tenant under `require_tenant` (counted and logged): uncached.
             return compute().await;
         };
-        self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(&spec, async move { compute().await })
-            .await
+        self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(
+            &spec,
+            None,
+            async move { compute().await },
+        )
+        .await
     }
 
     /// Computations this process runs now under single flight (one per key
