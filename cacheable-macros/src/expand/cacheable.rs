@@ -6,7 +6,8 @@ use syn::LitStr;
 use syn::ext::IdentExt as _;
 
 use super::{
-    adapter, await_on_output, body_future, cache_expr, local, span_range, tags_expr, with_body,
+    adapter, await_on_output, body_future, cache_expr, local, ret_tags, span_range, tags_expr,
+    with_body,
 };
 use crate::args::CacheableArgs;
 use crate::ctxt::{Ctxt, with_item};
@@ -76,11 +77,24 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     let adapter = adapter(&input.output.kind);
     let output = input.output_type();
     let fut = body_future(input);
-    let cached = await_on_output(
-        input,
-        quote!(::cacheable::__private::cached::<#adapter, #output, _>),
-        quote!(#cache, &#site, #id, #key, #tags, #fut),
-    );
+    let (before_body, cached) = match ret_tags(args.tags.as_ref()) {
+        None => (
+            TokenStream::new(),
+            await_on_output(
+                input,
+                quote!(::cacheable::__private::cached::<#adapter, #output, _>),
+                quote!(#cache, &#site, #id, #key, #tags, #fut),
+            ),
+        ),
+        Some((before, render)) => (
+            before,
+            await_on_output(
+                input,
+                quote!(::cacheable::__private::cached_ret::<#adapter, #output, _, _>),
+                quote!(#cache, &#site, #id, #key, #tags, #render, #fut),
+            ),
+        ),
+    };
     quote! {
         static #site: ::cacheable::__private::Site = ::cacheable::__private::Site {
             name: #name,
@@ -95,6 +109,7 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
         let #cache = #cache_value;
         let #key = #key_value;
         let #tags = #tags_value;
+        #before_body
         #cached
     }
 }

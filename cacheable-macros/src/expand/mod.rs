@@ -52,10 +52,40 @@ fn cache_expr(cache: Option<&Arg<Expr>>) -> TokenStream {
     }
 }
 
-/// `Vec<String>`: the rendered tags.
+/// `Vec<String>`: the rendered tags that do not name the result.
 fn tags_expr(tags: Option<&Arg<Vec<Template>>>) -> TokenStream {
-    let rendered = tags.iter().flat_map(|t| &t.value).map(Template::render);
+    let rendered = tags
+        .iter()
+        .flat_map(|t| &t.value)
+        .filter(|t| !t.names_ret())
+        .map(Template::render);
     quote!(::cacheable::__private::tags([#(#rendered),*]))
+}
+
+/// The tags that name the result (`{ret..}`), if any: statements that
+/// render their other placeholders before the body, and a closure
+/// `move |ret| -> Vec<String>` that renders them from the result after it.
+/// `ret` carries the span of the first such template, so the user's `ret`
+/// tokens resolve to it.
+fn ret_tags(tags: Option<&Arg<Vec<Template>>>) -> Option<(TokenStream, TokenStream)> {
+    let templates: Vec<&Template> = tags
+        .iter()
+        .flat_map(|t| &t.value)
+        .filter(|t| t.names_ret())
+        .collect();
+    let first = templates.first()?;
+    let ret = Ident::new(crate::template::RET, first.lit.span());
+    let mut before = Vec::new();
+    let mut rendered = Vec::new();
+    for (n, t) in templates.iter().enumerate() {
+        let (stmts, expr) = t.render_after_body(n);
+        before.extend(stmts);
+        rendered.push(expr);
+    }
+    Some((
+        quote!(#(#before)*),
+        quote!(move |#ret| ::cacheable::__private::tags([#(#rendered),*])),
+    ))
 }
 
 /// The first and last token spans of `tokens`. Stable Rust cannot join
