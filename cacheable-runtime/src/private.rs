@@ -309,8 +309,10 @@ pub trait TemplateValue: std::fmt::Display {}
 
 impl<T: std::fmt::Display + ?Sized> TemplateValue for T {}
 
-/// A `Display` placeholder's value, checked to be [`TemplateValue`].
-pub fn display<T: TemplateValue + ?Sized>(value: &T) -> &T {
+/// A `Display` placeholder's value, checked to be [`TemplateValue`]. It
+/// comes back as `&dyn Display`, so a value that is not `Display` is
+/// reported once, here, and not again by `format_args!`.
+pub fn display<T: TemplateValue>(value: &T) -> &dyn std::fmt::Display {
     value
 }
 

@@ -31,6 +31,31 @@
 //! 5. **Failed invalidations are kept** (see the `invalidation` module): retried
 //!    until they land, and until then this process serves nothing from the
 //!    store. Test: `failed_invalidation_is_retried_and_blocks_reads`.
+//! 6. **Result tags are checked by a tag epoch.** A tag that names the
+//!    result (`{ret.author}`) is known only after the body, too late for
+//!    step 2. Each namespace (a tenant, the global space, all tenants) has a
+//!    tag epoch (`{ns}:v:e`) that every tag invalidation increments in the
+//!    same `BUMP` as the tag (same slot, one script). A call site with
+//!    result tags snapshots both epochs of its entry (its namespace's and
+//!    the all-tenants one) with its versions in step 2. After the body it
+//!    reads the result tags' versions with one `ENSURE` per namespace,
+//!    which also reads that namespace's epoch atomically: if the epoch has
+//!    not moved since the snapshot, no tag of the namespace was invalidated
+//!    in between, so the versions read are those of the snapshot, and the
+//!    entry records them as ordinary dependencies (checked on every read,
+//!    one more `MGET` on a hit). If either epoch moved (or expired and was
+//!    recreated at a fresh version, step 3) the value is not stored.
+//!    The check needs atomicity within one slot only (each namespace's tags
+//!    and epoch share its hash tag), so it holds on Redis Cluster too, for
+//!    the all-tenants epoch as well: no epoch is recorded as a dependency.
+//!    The epochs themselves are not dependencies: an invalidation of
+//!    another tag after the write costs nothing. The cost is that one
+//!    computation overlapping any tag invalidation of its tenant, or any
+//!    all-tenants one, is not stored. An output without a value (`Err`,
+//!    `None` under `cache_none`) has no result tags and is not stored.
+//!    Tests (`tests/invalidation.rs`): `result_tag_invalidated_during_a_computation`,
+//!    and its negative control `result_tag_race_without_the_epoch_serves_stale_values`
+//!    (the same race with the check off serves the stale value).
 //!
 //! None of this depends on clocks or TTLs: the write guard (the longest
 //! computation whose value is stored, measured from the snapshot) is a
