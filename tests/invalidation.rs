@@ -498,3 +498,237 @@ async fn evict_waits_for_the_invalidation_to_land() {
         "once the call returned, the other instance serves no removed entry"
     );
 }
+
+// ------------------------------------------------- result tags (`{ret}`)
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Article {
+    slug: String,
+    author: u64,
+    body: String,
+}
+
+/// Holds a computation after it started until the test lets it finish.
+struct Gate {
+    started: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    go: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl Gate {
+    /// The gate, the receiver told when the computation started, and the
+    /// sender that lets it finish.
+    fn new() -> (
+        Arc<Gate>,
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+        let gate = Gate {
+            started: std::sync::Mutex::new(Some(started_tx)),
+            go: tokio::sync::Mutex::new(Some(go_rx)),
+        };
+        (Arc::new(gate), started_rx, go_tx)
+    }
+
+    async fn pass(&self) {
+        let started = self.started.lock().unwrap().take();
+        if let Some(tx) = started {
+            tx.send(()).unwrap();
+        }
+        let go = self.go.lock().await.take();
+        if let Some(rx) = go {
+            rx.await.unwrap();
+        }
+    }
+}
+
+/// Article `id`, written by author 5, with `body`: its tags come from the
+/// result only.
+#[cacheable::cacheable(
+    ttl = 60,
+    tags = ["author:{ret.author}", "article:{ret.slug.to_lowercase()}"],
+    cache = cache,
+    skip(gate, body)
+)]
+async fn article(
+    cache: &Cache,
+    gate: Option<Arc<Gate>>,
+    id: u64,
+    body: &str,
+) -> Result<Article, String> {
+    if let Some(gate) = gate {
+        gate.pass().await;
+    }
+    Ok(Article {
+        slug: format!("A{id}"),
+        author: 5,
+        body: body.to_owned(),
+    })
+}
+
+async fn article_body(cache: &Cache, id: u64, body: &str) -> String {
+    cacheable::tenant::scope("t", article(cache, None, id, body))
+        .await
+        .unwrap()
+        .body
+}
+
+/// The result tag `author:5` is invalidated (by `invalidate`) while the
+/// article is computed; once the invalidation returned, the value computed
+/// before it is never served. Returns what the next call served.
+async fn result_tag_race(cache: &Cache, invalidate: impl AsyncFnOnce(&Cache)) -> String {
+    // Another entry with author 5 creates the tag's counter first.
+    assert_eq!(article_body(cache, 2, "other").await, "other");
+    let (gate, started, go) = Gate::new();
+    let slow = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cacheable::tenant::scope("t", article(&cache, Some(gate), 1, "old"))
+                .await
+                .unwrap()
+                .body
+        }
+    });
+    started.await.unwrap();
+    invalidate(cache).await;
+    go.send(()).unwrap();
+    assert_eq!(slow.await.unwrap(), "old", "the slow caller gets its value");
+    article_body(cache, 1, "new").await
+}
+
+/// Step 6 of the protocol: a result tag's version is read after the body,
+/// so the tag epoch snapshotted before it must catch an invalidation that
+/// landed meanwhile, in the tenant and across all tenants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_tag_invalidated_during_a_computation() {
+    let server = RedisServer::start();
+    for cache in [Cache::memory(), redis_cache(&server, "rt").await] {
+        let served = result_tag_race(&cache, async |c: &Cache| {
+            c.delete_by_tags(&["author:5"], Some("t")).await.unwrap();
+        })
+        .await;
+        assert_eq!(served, "new", "a value computed before the invalidation");
+        cache.clear().await.unwrap();
+        let served = result_tag_race(&cache, async |c: &Cache| {
+            c.delete_by_tags_all_tenants(&["article:a1"]).await.unwrap();
+        })
+        .await;
+        assert_eq!(served, "new", "all tenants: a value computed before it");
+    }
+}
+
+/// The negative control: with the epoch check disabled (reading the result
+/// tags' versions after the body, as a naive implementation would), the
+/// same race serves the value computed before the invalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_tag_race_without_the_epoch_serves_stale_values() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .prefix("naive")
+        .unchecked_result_tags_for_tests()
+        .build()
+        .await
+        .unwrap();
+    let served = result_tag_race(&cache, async |c: &Cache| {
+        c.delete_by_tags(&["author:5"], Some("t")).await.unwrap();
+    })
+    .await;
+    assert_eq!(served, "old", "the race the epoch closes");
+}
+
+/// Invalidating a tag that only the result carried evicts the entry, and
+/// only that tag's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_tags_invalidate_the_entry() {
+    let server = RedisServer::start();
+    for cache in [Cache::memory(), redis_cache(&server, "rti").await] {
+        assert_eq!(article_body(&cache, 7, "v1").await, "v1");
+        assert_eq!(article_body(&cache, 7, "v2").await, "v1", "cached");
+        cache
+            .delete_by_tags(&["author:6"], Some("t"))
+            .await
+            .unwrap();
+        assert_eq!(article_body(&cache, 7, "v3").await, "v1", "another author");
+        cache
+            .delete_by_tags(&["author:5"], Some("t"))
+            .await
+            .unwrap();
+        assert_eq!(article_body(&cache, 7, "v4").await, "v4", "evicted");
+        assert_eq!(article_body(&cache, 7, "v5").await, "v4", "cached again");
+        cache
+            .delete_by_tags(&["article:a7"], Some("t"))
+            .await
+            .unwrap();
+        assert_eq!(article_body(&cache, 7, "v6").await, "v6", "method tag");
+    }
+}
+
+#[cacheable::cacheable(ttl = 60, tags = ["article:{slug}"], cache = cache, skip(body))]
+async fn by_slug(cache: &Cache, slug: &str, body: &str) -> Result<Article, String> {
+    Ok(Article {
+        slug: slug.to_owned(),
+        author: 1,
+        body: body.to_owned(),
+    })
+}
+
+/// Renames article `id` to `slug`: evicts the entries of the new slug.
+#[cache_evict(tags = ["article:{ret.slug}"], cache = cache)]
+async fn rename_article(cache: &Cache, id: u64, slug: &str) -> Result<Article, String> {
+    if slug.is_empty() {
+        return Err("empty slug".into());
+    }
+    Ok(Article {
+        slug: slug.to_owned(),
+        author: id,
+        body: String::new(),
+    })
+}
+
+/// `#[cache_evict]` renders `{ret..}` from the `Ok` value after the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_evict_tags_from_the_result() {
+    let server = RedisServer::start();
+    for cache in [Cache::memory(), redis_cache(&server, "rte").await] {
+        let body = async |slug: &str, body: &str| by_slug(&cache, slug, body).await.unwrap().body;
+        assert_eq!(body("new", "v1").await, "v1");
+        assert_eq!(body("new", "v2").await, "v1", "cached");
+        assert!(rename_article(&cache, 1, "").await.is_err());
+        assert_eq!(body("new", "v3").await, "v1", "an `Err` evicts nothing");
+        rename_article(&cache, 1, "new").await.unwrap();
+        assert_eq!(
+            body("new", "v4").await,
+            "v4",
+            "the new slug's entry is evicted"
+        );
+    }
+}
+
+static NONE_RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[cacheable::cacheable(ttl = 60, tags = ["article:{ret.slug}"], cache = cache, cache_none)]
+async fn maybe_article(cache: &Cache, id: u64) -> Option<Article> {
+    NONE_RUNS.fetch_add(1, Ordering::Relaxed);
+    (id > 0).then(|| Article {
+        slug: format!("a{id}"),
+        author: 1,
+        body: String::new(),
+    })
+}
+
+/// `cache_none` with result tags: a `None` has no tags to carry, so it is
+/// not stored (it could never be invalidated by them); `Some` is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_with_result_tags_is_not_stored() {
+    let cache = Cache::memory();
+    let runs = || NONE_RUNS.load(Ordering::Relaxed);
+    let before = runs();
+    assert_eq!(maybe_article(&cache, 0).await, None);
+    assert_eq!(maybe_article(&cache, 0).await, None);
+    assert_eq!(runs() - before, 2, "`None` is recomputed");
+    assert!(maybe_article(&cache, 3).await.is_some());
+    assert!(maybe_article(&cache, 3).await.is_some());
+    assert_eq!(runs() - before, 3, "`Some` is cached");
+}

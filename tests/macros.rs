@@ -574,3 +574,53 @@ async fn without_cache_argument_the_global_cache_is_used() {
     assert_eq!(NO_CACHE.get(), 1);
     assert_eq!(hits_misses(&cache, "uses.global"), (1, 1));
 }
+
+// ----- Debug, method calls and the result in templates -----
+
+static TEMPLATED: Calls = Calls::new();
+
+#[derive(Debug, Clone, Copy)]
+enum Lang {
+    En,
+}
+
+/// `{lang:?}` renders `En`; `{name.to_lowercase()}` calls the method; the
+/// key template renders both injectively.
+#[cacheable(
+    ttl = 60,
+    cache = cache,
+    skip(lang),
+    tags = ["lang:{lang:?}", "name:{name.to_lowercase()}", "len:{ret.len()}"],
+    key = "{lang:?}:{name.to_lowercase()}"
+)]
+async fn templated(cache: &Cache, lang: Lang, name: &str) -> String {
+    TEMPLATED.hit();
+    format!("{lang:?}:{name}")
+}
+
+#[cache_evict(cache = cache, tags = ["len:{ret}"])]
+async fn touch_len(cache: &Cache, n: usize) -> usize {
+    n
+}
+
+#[tokio::test]
+async fn debug_method_and_result_placeholders_render_tags_and_keys() {
+    let cache = Cache::memory();
+    assert_eq!(templated(&cache, Lang::En, "Ann").await, "En:Ann");
+    // Same lowercased name: the same key (the method runs in the key).
+    assert_eq!(templated(&cache, Lang::En, "ANN").await, "En:Ann");
+    assert_eq!(TEMPLATED.get(), 1);
+    cache.delete_by_tags(&["lang:En"], None).await.unwrap();
+    assert_eq!(templated(&cache, Lang::En, "ann").await, "En:ann");
+    assert_eq!(TEMPLATED.get(), 2);
+    cache.delete_by_tags(&["name:ann"], None).await.unwrap();
+    assert_eq!(templated(&cache, Lang::En, "Ann").await, "En:Ann");
+    assert_eq!(TEMPLATED.get(), 3);
+    // The result's length (6) is a tag, evicted by `{ret}` of another fn.
+    touch_len(&cache, 5).await;
+    assert_eq!(templated(&cache, Lang::En, "ann").await, "En:Ann");
+    assert_eq!(TEMPLATED.get(), 3);
+    touch_len(&cache, 6).await;
+    assert_eq!(templated(&cache, Lang::En, "ann").await, "En:ann");
+    assert_eq!(TEMPLATED.get(), 4);
+}

@@ -346,7 +346,7 @@ impl CacheableArgs {
     pub(crate) fn check(&self, cx: &Ctxt, input: &AsyncFn) {
         check_skip(cx, self.skip.as_ref(), input);
         for t in self.tags.iter().flat_map(|t| &t.value) {
-            t.check(cx, input);
+            t.check_tag(cx, input);
         }
         if let Some(key) = &self.key {
             key.value.check(cx, input);
@@ -432,7 +432,7 @@ impl EvictArgs {
     pub(crate) fn check(&self, cx: &Ctxt, input: &AsyncFn) {
         check_skip(cx, self.skip.as_ref(), input);
         for t in self.tags.iter().flat_map(|t| &t.value) {
-            t.check(cx, input);
+            t.check_tag(cx, input);
         }
         if let Some(strict) = &self.strict
             && !input.output.kind.is_result()

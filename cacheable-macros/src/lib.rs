@@ -33,7 +33,7 @@ mod template;
 /// |---|---|---|
 /// | `ttl = 60` / `ttl = "5m"` | time to live: integer seconds, or a string with unit `s`, `m`, `h`, `d`; greater than zero | the cache's default TTL |
 /// | `policy = "profile"` | a named TTL policy configured on the `Cache` (TTL, jitter, stale window); excludes `ttl` | none |
-/// | `tags = ["users", "user:{id}"]` | tags that invalidate the entry ([`cache_evict`], `Cache::delete_by_tags`); `{param}`, `{param.field}` and `{self.field}` render with `Display`, `{{`/`}}` are literal braces | no tags |
+/// | `tags = ["users", "user:{id}"]` | tags that invalidate the entry ([`cache_evict`], `Cache::delete_by_tags`); placeholders as below, and `{ret..}` names the result; `{{`/`}}` are literal braces | no tags |
 /// | `key = "{id}:{lang}"` | explicit key template (same placeholders) | a hash of the arguments |
 /// | `skip(db, pool)` | parameters left out of the default key | none |
 /// | `name = "users.get"` | stable identity of the function in keys and in `stats().function(..)` | `module_path!()::fn_name` |
@@ -97,6 +97,53 @@ mod template;
 /// types or values of the hashed arguments, the tenant, or the compiler's
 /// `type_name` output (a compiler upgrade may change it; sites with `name`
 /// depend on it only through `Self` and type arguments).
+///
+/// **Templates** (`tags`, `key`): a placeholder is a parameter or `self`,
+/// then fields and method calls with no or literal arguments, rendered with
+/// `Display`, or with `Debug` after `:?`: `{id}`, `{user.org_id}`,
+/// `{self.tenant}`, `{user.id()}`, `{name.to_lowercase()}`, `{s.get(0)}`,
+/// `{kind:?}`. Anything else (operators, variables as arguments, paths) is
+/// a compile error that lists these forms.
+///
+/// **Result tags.** A tag may name the result: `{ret}`, `{ret.field}`,
+/// `{ret.method()}` (for `Result`/`Option` outputs, the `Ok`/`Some` value,
+/// through `Json` too). Such a tag is rendered after the body; its other
+/// placeholders are rendered before it (the body takes the arguments). It
+/// is as consistent as an argument tag: every tag invalidation also moves a
+/// per-tenant "tag epoch", which the call snapshots before the body and
+/// checks after it, so a result tag invalidated while the body runs makes
+/// the value not stored (step 6 of the protocol written down in the
+/// runtime's `cache` module). The price: a hit of such an entry reads the result tags' versions
+/// in one more round trip, and an invalidation of any tag in the tenant, or
+/// of any all-tenants tag, while the body runs leaves that one value
+/// unstored. An output without a value (`Err`, or `None` under
+/// `cache_none`) has no result tags and is not stored. `ret` is reserved
+/// in tags: a parameter named `ret` is then a compile error.
+///
+/// ```
+/// use cacheable::{Cache, cacheable};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize)]
+/// struct Article { slug: String, author: u64 }
+///
+/// #[cacheable(ttl = 60, cache = cache, tags = ["author:{ret.author}", "slug:{ret.slug.to_lowercase()}"])]
+/// async fn article(cache: &Cache, id: u64) -> Result<Article, String> {
+///     Ok(Article { slug: format!("A{id}"), author: 5 })
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = Cache::memory();
+/// article(&cache, 1).await.unwrap();
+/// article(&cache, 1).await.unwrap(); // hit
+/// cache.delete_by_tags(&["author:5"], None).await.unwrap(); // the entry is gone
+/// article(&cache, 1).await.unwrap(); // miss
+/// let stats = cache.stats();
+/// let f = stats.function(concat!(module_path!(), "::article")).unwrap();
+/// assert_eq!((f.hits, f.misses), (1, 2));
+/// # }
+/// ```
 ///
 /// **`key` templates are injective**: each placeholder's value is escaped
 /// on its own (`[A-Za-z0-9_.-]` stay, every other byte is `%XX`) and the
@@ -248,7 +295,7 @@ mod template;
 ///     let cache = global_cache();                 // or explicit_cache(&(<expr>))
 ///     let key = hashed_key(id_, |h| { hash_arg(h, &id)?; Ok(()) });
 ///                                                 // key = "..": template_key(id_, &[KeyPart::..])
-///     let tags = tags([render(format_args!("users")), render(format_args!("user:{}", &id))]);
+///     let tags = tags([render(format_args!("users")), render(format_args!("user:{}", display(&id)))]);
 ///     cached::<ResultOf<Plain>, Result<User, String>, _>(cache, &SITE, id_, key, tags, async move {
 ///         db.load(id).await                       // the original body
 ///     }).await
@@ -258,6 +305,11 @@ mod template;
 /// (all paths are `::cacheable::__private::…`, or `<crate>::__private::…`
 /// with `crate = ".."`, and `::core::…`). Key and
 /// tags are computed from borrowed arguments before the body takes them.
+/// With result tags the call is `cached_ret::<..>(cache, &SITE, id_, key,
+/// tags, move |ret| tags([render(format_args!("author:{}", display(&ret.author)))]),
+/// async move { .. })`: the closure renders them from the `Ok`/`Some` value
+/// after the body, and their other placeholders are rendered into locals
+/// before it.
 /// The body stays an `async move` block: `?` and `return` keep their
 /// meaning, nothing is boxed and no `Send` bound is added, so the future is
 /// `Send` exactly when the original body's is.
@@ -273,7 +325,10 @@ mod template;
 /// - `ttl = 0`, `stale = 0`, a duration without a valid unit;
 /// - `ttl` together with `policy`;
 /// - a template placeholder that names no parameter, `{self.x}` in a fn
-///   without receiver, unbalanced braces; `skip(x)` naming no parameter;
+///   without receiver, an unsupported placeholder (`{id + 1}`), unbalanced
+///   braces; `{ret}` in `key`, or in tags of a fn with a parameter named
+///   `ret`; a `Display` placeholder whose value is not `Display` (E0277,
+///   suggesting `:?`); `skip(x)` naming no parameter;
 /// - a key argument that is not `Serialize` (E0277 on its type; see
 ///   [What must be in the key](#what-must-be-in-the-key) before you `skip` it);
 /// - a cached value that is not `Serialize + DeserializeOwned` (E0277 on
@@ -295,7 +350,7 @@ pub fn cacheable(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// | argument | meaning | default |
 /// |---|---|---|
-/// | `tags = ["user:{id}"]` | the tags to invalidate (required, not empty); `{param}`, `{param.field}`, `{self.field}` render with `Display` | — |
+/// | `tags = ["user:{id}"]` | the tags to invalidate (required, not empty); placeholders as in [`cacheable`] (`{param}`, `{param.field}`, `{self.field}`, `{x.method()}`, `{x:?}`), and `{ret..}`, the result | — |
 /// | `skip(..)` | accepted for symmetry with [`cacheable`]: checked against the parameters, otherwise without effect (nothing is hashed) | none |
 /// | `all_tenants` | invalidate the tags in every tenant | current tenant |
 /// | `cache = <expr>` | the `Cache` to use | `cacheable::global()` |
@@ -303,7 +358,24 @@ pub fn cacheable(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | `crate = "my_cache"` | the path of the `cacheable` crate, for a renamed dependency or a re-export | `::cacheable` |
 ///
 /// The tags are rendered before the body runs (from borrowed arguments),
-/// and invalidated after it returns. Without `strict`, a cache failure is
+/// and invalidated after it returns. Tags that name the result (`{ret}`,
+/// `{ret.field}`; for `Result`/`Option`, the `Ok`/`Some` value) are
+/// rendered after it, on success only; with no value (`Ok(None)`) only
+/// the other tags are invalidated. A rename evicts the new name's entries:
+///
+/// ```
+/// use cacheable::{Cache, cache_evict};
+///
+/// struct Article { slug: String }
+///
+/// #[cache_evict(cache = cache, tags = ["article:{id}", "slug:{ret.slug}"])]
+/// async fn rename(cache: &Cache, id: u64, slug: &str) -> Result<Article, String> {
+///     Ok(Article { slug: slug.to_owned() }) // `slug:<new slug>` is invalidated
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() { rename(&Cache::memory(), 1, "new").await.unwrap(); }
+/// ```
+/// Without `strict`, a cache failure is
 /// counted and logged, never returned. With `strict`, after the body
 /// returns `Ok` the tags are invalidated through `Cache::delete_by_tags`
 /// (`delete_by_tags_all_tenants` with `all_tenants`), and if that fails the

@@ -1,14 +1,22 @@
 //! String templates of the attributes (`tags = ["user:{id}"]`,
-//! `key = "{id}:{lang}"`): literal text with `{ident}`, `{ident.field}` and
-//! `{self.field}` placeholders, rendered with `Display`; `{{` and `}}` are
-//! literal braces.
+//! `key = "{id}:{lang}"`): literal text with placeholders, rendered with
+//! `Display` (or `Debug` with `:?`); `{{` and `}}` are literal braces.
+//!
+//! A placeholder is a parameter binding or `self`, then field accesses and
+//! method calls whose arguments are literals: `{id}`, `{user.org_id}`,
+//! `{self.0}`, `{user.id()}`, `{name.to_lowercase()}`, `{s.get(0)}`,
+//! `{kind:?}`. In tags, `{ret..}` names the function's result (the
+//! `Ok`/`Some` value), rendered after the body.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Delimiter, Ident, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote_spanned};
 use syn::LitStr;
 
 use crate::ctxt::Ctxt;
 use crate::input::AsyncFn;
+
+/// The root that names the result in tag templates.
+pub(crate) const RET: &str = "ret";
 
 /// A parsed template.
 pub(crate) struct Template {
@@ -23,25 +31,43 @@ pub(crate) struct Template {
 pub(crate) enum Part {
     /// Literal text (braces already unescaped).
     Text(String),
-    /// `{root.field.field}`.
+    /// `{root.field.method()}`.
     Arg(Placeholder),
 }
 
-/// `{root}`, `{root.a.b}`; `root` is a parameter binding or `self`.
+/// `{root}`, `{root.a.b()}`, `{root:?}`; `root` is a parameter binding,
+/// `self`, or (in tags) `ret`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Placeholder {
-    /// The binding (or `self`).
+    /// The binding (or `self`, `ret`).
     pub(crate) root: String,
-    /// Field accesses, each an identifier or a tuple index.
-    pub(crate) fields: Vec<String>,
+    /// Field accesses and method calls, in order.
+    pub(crate) path: Vec<Segment>,
+    /// `:?`: rendered with `Debug`.
+    pub(crate) debug: bool,
+}
+
+/// One step after the root of a placeholder.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Segment {
+    /// `.field` or `.0`.
+    Field(String),
+    /// `.method(lit, ..)`: the arguments as literal source text.
+    Method(String, Vec<String>),
 }
 
 impl std::fmt::Display for Placeholder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("{")?;
         f.write_str(&self.root)?;
-        for field in &self.fields {
-            write!(f, ".{field}")?;
+        for segment in &self.path {
+            match segment {
+                Segment::Field(field) => write!(f, ".{field}")?,
+                Segment::Method(name, args) => write!(f, ".{name}({})", args.join(", "))?,
+            }
+        }
+        if self.debug {
+            f.write_str(":?")?;
         }
         f.write_str("}")
     }
@@ -63,9 +89,35 @@ impl Template {
         })
     }
 
+    /// Whether a placeholder names the result (`{ret..}`): such a tag is
+    /// rendered after the body.
+    pub(crate) fn names_ret(&self) -> bool {
+        self.placeholders().any(|p| p.root == RET)
+    }
+
+    /// [`Template::check`] for a tag template, where `{ret..}` names the
+    /// result: a parameter named `ret` would be ambiguous and is an error.
+    pub(crate) fn check_tag(&self, cx: &Ctxt, input: &AsyncFn) {
+        if self.names_ret() && input.binding(RET).is_some() {
+            cx.error_at(
+                self.lit.span(),
+                format_args!(
+                    "`{{ret}}` in a tag names the result of `{}`, which has a parameter named `ret`; \
+                     rename the parameter",
+                    input.ident()
+                ),
+            );
+        }
+        self.check_roots(cx, input, true);
+    }
+
     /// Records an error for every placeholder that names no parameter of
     /// `input`, and for `{self..}` in a fn without a receiver.
     pub(crate) fn check(&self, cx: &Ctxt, input: &AsyncFn) {
+        self.check_roots(cx, input, false);
+    }
+
+    fn check_roots(&self, cx: &Ctxt, input: &AsyncFn, ret_allowed: bool) {
         for p in self.placeholders() {
             if p.root == "self" {
                 if !input.has_receiver() {
@@ -77,7 +129,7 @@ impl Template {
                         ),
                     );
                 }
-            } else if input.binding(&p.root).is_none() {
+            } else if !(ret_allowed && p.root == RET) && input.binding(&p.root).is_none() {
                 let names = input.binding_names();
                 let expected = if names.is_empty() {
                     format!("`{}` has no parameters", input.ident())
@@ -91,10 +143,15 @@ impl Template {
                             .join(", ")
                     )
                 };
+                let hint = if p.root == RET {
+                    "; the result (`{ret}`) can be named only in `tags`, which render after the body"
+                } else {
+                    ""
+                };
                 cx.error_at(
                     self.lit.span(),
                     format_args!(
-                        "`{p}` names no parameter of `{}`; {expected}",
+                        "`{p}` names no parameter of `{}`; {expected}{hint}",
                         input.ident()
                     ),
                 );
@@ -106,6 +163,38 @@ impl Template {
     /// identifiers carry the literal's span, so they resolve to the user's
     /// bindings.
     pub(crate) fn render(&self) -> TokenStream {
+        self.render_with(|p, _| placeholder_expr(p, self.lit.span()))
+    }
+
+    /// A template that names the result, split in two: statements to run
+    /// before the body, which render every other placeholder into a local
+    /// `String` (the body takes the arguments), and an expression of type
+    /// `String` to evaluate after it, where `ret` is bound to the result.
+    /// `n` tells this template's locals from other templates'.
+    pub(crate) fn render_after_body(&self, n: usize) -> (Vec<TokenStream>, TokenStream) {
+        let span = self.lit.span();
+        let mut before = Vec::new();
+        let rendered = self.render_with(|p, j| {
+            if p.root == RET {
+                return placeholder_expr(p, span);
+            }
+            let local = Ident::new(&format!("__cacheable_ret{n}_{j}"), Span::mixed_site());
+            let fmt = LitStr::new(if p.debug { "{:?}" } else { "{}" }, span);
+            let value = placeholder_expr(p, span);
+            before.push(quote_spanned! {span=>
+                let #local = ::cacheable::__private::render(::core::format_args!(#fmt, #value));
+            });
+            quote_spanned!(span=> &#local)
+        });
+        (before, rendered)
+    }
+
+    /// `render(format_args!(..))` with `value(placeholder, index)` for each
+    /// placeholder's argument.
+    fn render_with(
+        &self,
+        mut value: impl FnMut(&Placeholder, usize) -> TokenStream,
+    ) -> TokenStream {
         let span = self.lit.span();
         let mut fmt = String::new();
         let mut args = Vec::new();
@@ -113,8 +202,8 @@ impl Template {
             match part {
                 Part::Text(t) => fmt.push_str(&t.replace('{', "{{").replace('}', "}}")),
                 Part::Arg(p) => {
-                    fmt.push_str("{}");
-                    args.push(placeholder_expr(p, span));
+                    fmt.push_str(if p.debug { "{:?}" } else { "{}" });
+                    args.push(value(p, args.len()));
                 }
             }
         }
@@ -136,6 +225,10 @@ impl Template {
                 let t = LitStr::new(t, span);
                 quote_spanned!(span=> ::cacheable::__private::KeyPart::Text(#t))
             }
+            Part::Arg(p) if p.debug => {
+                let value = placeholder_expr(p, span);
+                quote_spanned!(span=> ::cacheable::__private::KeyPart::Debug(#value))
+            }
             Part::Arg(p) => {
                 let value = placeholder_expr(p, span);
                 quote_spanned!(span=> ::cacheable::__private::KeyPart::Value(#value))
@@ -145,6 +238,8 @@ impl Template {
     }
 }
 
+/// `&root.a.b()` for `Debug`; `display(&root.a.b())` for `Display`, which
+/// names the template in the error when the value is not `Display`.
 fn placeholder_expr(p: &Placeholder, span: Span) -> TokenStream {
     let root = if p.root == "self" {
         quote_spanned!(span=> self)
@@ -152,19 +247,39 @@ fn placeholder_expr(p: &Placeholder, span: Span) -> TokenStream {
         let ident = format_ident!("{}", p.root, span = span);
         quote_spanned!(span=> #ident)
     };
-    let fields = p.fields.iter().map(|f| {
-        if f.bytes().all(|b| b.is_ascii_digit()) {
+    let path = p.path.iter().map(|segment| match segment {
+        Segment::Field(f) if f.bytes().all(|b| b.is_ascii_digit()) => {
             let index = syn::Index {
                 index: f.parse().unwrap_or(0),
                 span,
             };
             quote_spanned!(span=> .#index)
-        } else {
+        }
+        Segment::Field(f) => {
             let ident = format_ident!("{}", f, span = span);
             quote_spanned!(span=> .#ident)
         }
+        Segment::Method(name, args) => {
+            let ident = format_ident!("{}", name, span = span);
+            let args = args.iter().map(|a| {
+                let mut tokens: TokenStream = a.parse().unwrap_or_default();
+                tokens = tokens
+                    .into_iter()
+                    .map(|mut t| {
+                        t.set_span(span);
+                        t
+                    })
+                    .collect();
+                tokens
+            });
+            quote_spanned!(span=> .#ident(#(#args),*))
+        }
     });
-    quote_spanned!(span=> &#root #(#fields)*)
+    if p.debug {
+        quote_spanned!(span=> &#root #(#path)*)
+    } else {
+        quote_spanned!(span=> ::cacheable::__private::display(&#root #(#path)*))
+    }
 }
 
 fn parse_parts(s: &str) -> Result<Vec<Part>, String> {
@@ -209,38 +324,101 @@ fn parse_parts(s: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
+/// What a placeholder may be, for error messages.
+const SUPPORTED: &str = "a placeholder is a parameter (`{id}`), its fields (`{user.org_id}`, \
+     `{self.id}`) and method calls without arguments or with literal ones \
+     (`{user.id()}`, `{name.to_lowercase()}`), rendered with `Display`, or with `Debug` \
+     after `:?` (`{kind:?}`); in tags, `{ret}` names the result";
+
 fn parse_placeholder(inner: &str) -> Result<Placeholder, String> {
-    let invalid = || {
-        format!(
-            "invalid placeholder `{{{inner}}}`; expected `{{param}}`, `{{param.field}}` or `{{self.field}}`"
-        )
-    };
-    let mut segments = inner.split('.');
-    let root = segments.next().unwrap_or_default();
-    if !is_ident(root) {
-        return Err(invalid());
-    }
-    let fields: Vec<String> = segments.map(str::to_owned).collect();
-    if fields
-        .iter()
-        .any(|f| !is_ident(f) && (f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit())))
+    let invalid = || format!("unsupported placeholder `{{{inner}}}`; {SUPPORTED}");
+    // The lexer is the compiler's inside a macro (and proc-macro2's in unit
+    // tests): literal arguments are Rust literals, spelled as in Rust.
+    let tokens: Vec<TokenTree> = inner
+        .parse::<TokenStream>()
+        .map_err(|_| invalid())?
+        .into_iter()
+        .collect();
+    let mut tokens = tokens.as_slice();
+    let mut debug = false;
+    if let [rest @ .., TokenTree::Punct(colon), TokenTree::Punct(q)] = tokens
+        && colon.as_char() == ':'
+        && q.as_char() == '?'
     {
+        debug = true;
+        tokens = rest;
+    }
+    let [TokenTree::Ident(root), rest @ ..] = tokens else {
+        return Err(invalid());
+    };
+    let mut rest = rest;
+    let root = root.to_string();
+    if root == "_" || root.starts_with("r#") {
         return Err(invalid());
     }
-    if root == "self" && fields.is_empty() {
+    let mut path = Vec::new();
+    while let [TokenTree::Punct(dot), next, tail @ ..] = rest {
+        if dot.as_char() != '.' {
+            return Err(invalid());
+        }
+        rest = tail;
+        match next {
+            TokenTree::Ident(name) => {
+                if let [TokenTree::Group(g), tail @ ..] = rest
+                    && g.delimiter() == Delimiter::Parenthesis
+                {
+                    let args = literal_args(g.stream()).ok_or_else(invalid)?;
+                    path.push(Segment::Method(name.to_string(), args));
+                    rest = tail;
+                } else {
+                    path.push(Segment::Field(name.to_string()));
+                }
+            }
+            // `.0`, or `.0.1` (lexed as one float literal).
+            TokenTree::Literal(index) => {
+                let index = index.to_string();
+                let fields: Vec<&str> = index.split('.').collect();
+                if fields.len() > 2
+                    || fields
+                        .iter()
+                        .any(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    return Err(invalid());
+                }
+                path.extend(fields.into_iter().map(|f| Segment::Field(f.to_owned())));
+            }
+            _ => return Err(invalid()),
+        }
+    }
+    if !rest.is_empty() {
+        return Err(invalid());
+    }
+    if root == "self" && path.is_empty() {
         return Err("`{self}` cannot be rendered; name a field, as in `{self.id}`".into());
     }
-    Ok(Placeholder {
-        root: root.to_owned(),
-        fields,
-    })
+    Ok(Placeholder { root, path, debug })
 }
 
-fn is_ident(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
-        && s != "_"
+/// The arguments of a method call in a placeholder: literals (`0`, `"x"`,
+/// `'c'`, `-1`, `true`), separated by commas; `None` for anything else.
+fn literal_args(stream: TokenStream) -> Option<Vec<String>> {
+    let tokens: Vec<TokenTree> = stream.into_iter().collect();
+    if tokens.is_empty() {
+        return Some(Vec::new());
+    }
+    tokens
+        .split(|t| matches!(t, TokenTree::Punct(p) if p.as_char() == ','))
+        .map(|arg| match arg {
+            [TokenTree::Literal(l)] => Some(l.to_string()),
+            [TokenTree::Punct(minus), TokenTree::Literal(l)] if minus.as_char() == '-' => {
+                let l = l.to_string();
+                l.starts_with(|c: char| c.is_ascii_digit())
+                    .then(|| format!("-{l}"))
+            }
+            [TokenTree::Ident(b)] if b == "true" || b == "false" => Some(b.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -251,20 +429,25 @@ mod tests {
     fn arg(root: &str, fields: &[&str]) -> Part {
         Part::Arg(Placeholder {
             root: root.into(),
-            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            path: fields
+                .iter()
+                .map(|f| Segment::Field((*f).to_owned()))
+                .collect(),
+            debug: false,
         })
     }
 
     #[test]
     fn parses_text_and_placeholders() {
         assert_eq!(
-            parse_parts("user:{id}:{user.org_id}{self.0}").unwrap(),
+            parse_parts("user:{id}:{user.org_id}{self.0}{p.0.1}").unwrap(),
             [
                 Part::Text("user:".into()),
                 arg("id", &[]),
                 Part::Text(":".into()),
                 arg("user", &["org_id"]),
                 arg("self", &["0"]),
+                arg("p", &["0", "1"]),
             ]
         );
         assert_eq!(parse_parts("{{x}}").unwrap(), [Part::Text("{x}".into())]);
@@ -273,23 +456,131 @@ mod tests {
     }
 
     #[test]
+    fn parses_methods_and_debug() {
+        let [Part::Arg(p)] =
+            &parse_parts("{user.name.get(0, -1, 'c', \"s\", true).len():?}").unwrap()[..]
+        else {
+            panic!("one placeholder")
+        };
+        assert!(p.debug);
+        assert_eq!(
+            p.path,
+            [
+                Segment::Field("name".into()),
+                Segment::Method(
+                    "get".into(),
+                    vec![
+                        "0".into(),
+                        "-1".into(),
+                        "'c'".into(),
+                        "\"s\"".into(),
+                        "true".into()
+                    ]
+                ),
+                Segment::Method("len".into(), vec![]),
+            ]
+        );
+        assert_eq!(
+            p.to_string(),
+            "{user.name.get(0, -1, 'c', \"s\", true).len():?}"
+        );
+        assert_eq!(
+            parse_parts("{ret.id()}").unwrap(),
+            [Part::Arg(Placeholder {
+                root: "ret".into(),
+                path: vec![Segment::Method("id".into(), vec![])],
+                debug: false,
+            })]
+        );
+    }
+
+    #[test]
     fn rejects_malformed_templates() {
         for bad in [
-            "{", "}", "{a", "{}", "{a b}", "{a.}", "{1}", "{a:?}", "{self}", "{_}",
+            "{",
+            "}",
+            "{a",
+            "{}",
+            "{a b}",
+            "{a.}",
+            "{1}",
+            "{self}",
+            "{_}",
+            "{a:#?}",
+            "{a + 1}",
+            "{a.f(b)}",
+            "{a.f(1,)}",
+            "{a.f(-b)}",
+            "{a::b}",
+            "{a[0]}",
+            "{a.0u8}",
+            "{*a}",
+            "{a.f::<u8>()}",
+            "{a:x}",
         ] {
-            assert!(parse_parts(bad).is_err(), "{bad}");
+            let err = parse_parts(bad).unwrap_err();
+            assert!(
+                err.contains("template") || err.contains(SUPPORTED) || err.contains("self"),
+                "{bad}: {err}"
+            );
         }
+        assert_eq!(
+            parse_parts("{a + 1}").unwrap_err(),
+            format!("unsupported placeholder `{{a + 1}}`; {SUPPORTED}")
+        );
     }
 
     #[test]
     fn renders_with_escaped_text() {
-        let t = Template::parse(syn::parse2(quote!("{{v}}:{id}:{self.a.1}")).unwrap()).unwrap();
+        let t =
+            Template::parse(syn::parse2(quote!("{{v}}:{id}:{self.a.1}:{k:?}")).unwrap()).unwrap();
         assert_eq!(
             t.render().to_string(),
             quote!(::cacheable::__private::render(::core::format_args!(
-                "{{v}}:{}:{}",
-                &id,
-                &self.a.1
+                "{{v}}:{}:{}:{:?}",
+                ::cacheable::__private::display(&id),
+                ::cacheable::__private::display(&self.a.1),
+                &k
+            )))
+            .to_string()
+        );
+        let t =
+            Template::parse(syn::parse2(quote!("{n.to_lowercase()}:{s.get(\"a\", 1)}")).unwrap())
+                .unwrap();
+        assert_eq!(
+            t.render().to_string(),
+            quote!(::cacheable::__private::render(::core::format_args!(
+                "{}:{}",
+                ::cacheable::__private::display(&n.to_lowercase()),
+                ::cacheable::__private::display(&s.get("a", 1))
+            )))
+            .to_string()
+        );
+    }
+
+    #[test]
+    fn result_templates_render_arguments_before_the_body() {
+        let t = Template::parse(syn::parse2(quote!("a:{id}:{ret.slug}:{k:?}")).unwrap()).unwrap();
+        assert!(t.names_ret());
+        let (before, after) = t.render_after_body(3);
+        assert_eq!(before.len(), 2);
+        assert!(
+            before[0].to_string().contains("let __cacheable_ret3_0"),
+            "{}",
+            before[0]
+        );
+        assert!(
+            before[1].to_string().contains("\"{:?}\" , & k"),
+            "{}",
+            before[1]
+        );
+        assert_eq!(
+            after.to_string(),
+            quote!(::cacheable::__private::render(::core::format_args!(
+                "a:{}:{}:{:?}",
+                &__cacheable_ret3_0,
+                ::cacheable::__private::display(&ret.slug),
+                &__cacheable_ret3_2
             )))
             .to_string()
         );
@@ -305,14 +596,22 @@ mod tests {
             async fn f(&self) {}
         ))
         .unwrap();
-        let check = |src: TokenStream, f: &AsyncFn| {
+        let named_ret = AsyncFn::parse_item(quote!(
+            async fn g(ret: u8) {}
+        ))
+        .unwrap();
+        let run = |src: TokenStream, f: &AsyncFn, tag: bool| {
             let cx = Ctxt::new();
-            Template::parse(syn::parse2(src).unwrap())
-                .unwrap()
-                .check(&cx, f);
+            let t = Template::parse(syn::parse2(src).unwrap()).unwrap();
+            if tag {
+                t.check_tag(&cx, f);
+            } else {
+                t.check(&cx, f);
+            }
             cx.check().err().map(|e| e.to_string())
         };
-        assert_eq!(check(quote!("{id}:{p.x}"), &free), None);
+        let check = |src: TokenStream, f: &AsyncFn| run(src, f, false);
+        assert_eq!(check(quote!("{id}:{p.x}:{id.f(1)}:{p:?}"), &free), None);
         assert_eq!(check(quote!("{self.x}"), &method), None);
         assert_eq!(
             check(quote!("{idd}"), &free).unwrap(),
@@ -325,6 +624,19 @@ mod tests {
         assert_eq!(
             check(quote!("{x}"), &method).unwrap(),
             "`{x}` names no parameter of `f`; `f` has no parameters"
+        );
+        // `ret`: the result in tags, a parameter (or an error) elsewhere.
+        assert_eq!(run(quote!("{ret.a}:{id}"), &free, true), None);
+        assert_eq!(
+            check(quote!("{ret}"), &free).unwrap(),
+            "`{ret}` names no parameter of `f`; parameters are `id`, `p`; the result (`{ret}`) \
+             can be named only in `tags`, which render after the body"
+        );
+        assert_eq!(check(quote!("{ret}"), &named_ret), None);
+        assert_eq!(
+            run(quote!("{ret}"), &named_ret, true).unwrap(),
+            "`{ret}` in a tag names the result of `g`, which has a parameter named `ret`; rename \
+             the parameter"
         );
     }
 }

@@ -16,7 +16,9 @@ pub use crate::key::{HashError, Identity, IdentityBuilder, KeyHasher, KeyPart};
 pub use crate::rate_limit::private::*;
 #[cfg(feature = "axum")]
 pub use crate::site::JsonOf;
-pub use crate::site::{Adapter, Always, EvictOn, OnOk, OptionOf, Plain, ResultOf, Site, Ttl};
+pub use crate::site::{
+    Adapter, Always, EvictOn, OnOk, OptionOf, Plain, ResultOf, RetOf, Site, Ttl,
+};
 
 /// `core::any::type_name` of a value's type. The macro passes a closure
 /// defined in the fn's body: its type's name is the instantiated path of the
@@ -142,7 +144,51 @@ where
         site.version,
     );
     match cache {
-        Some(cache) => cache.run_site::<A, O, F>(site, key, tags, body).await,
+        Some(cache) => cache.run_site::<A, O, F>(site, key, tags, None, body).await,
+        None => {
+            crate::cache::warn_no_cache(site.name);
+            body.await
+        }
+    }
+}
+
+/// The cache-aside wrapper of a `#[cacheable]` whose tags name the result
+/// (`{ret..}`): `ret_tags` renders them from the `Ok`/`Some` value after
+/// the body (see [`RetOf`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn cached_ret<A, O, F, R>(
+    cache: Option<Cache>,
+    site: &'static Site,
+    id: Identity,
+    key: Result<KeySource, HashError>,
+    tags: Vec<String>,
+    ret_tags: R,
+    body: F,
+) -> O
+where
+    A: Adapter<O> + RetOf<O>,
+    F: Future<Output = O>,
+    R: Fn(&<A as RetOf<O>>::Ret) -> Vec<String> + Sync,
+{
+    if let Some(cache) = &cache
+        && !cache.is_enabled()
+    {
+        return body.await;
+    }
+    crate::identity::register(
+        &site.state,
+        std::ptr::from_ref(site) as usize,
+        site.name,
+        id,
+        site.version,
+    );
+    let render = |out: &O| A::ret(out).map(&ret_tags);
+    match cache {
+        Some(cache) => {
+            cache
+                .run_site::<A, O, F>(site, key, tags, Some(&render), body)
+                .await
+        }
         None => {
             crate::cache::warn_no_cache(site.name);
             body.await
@@ -208,6 +254,82 @@ where
     Ok(out)
 }
 
+/// The wrapper of `#[cache_evict]` whose tags name the result (`{ret..}`):
+/// on success, `ret_tags` renders them from the `Ok`/`Some` value (see
+/// [`RetOf`]; none when there is no such value) and they are invalidated
+/// with `tags`.
+pub async fn evict_ret<K, D, O, F, R>(
+    cache: Option<Cache>,
+    mut tags: Vec<String>,
+    all_tenants: bool,
+    ret_tags: R,
+    body: F,
+) -> O
+where
+    K: EvictOn<O>,
+    D: RetOf<O>,
+    F: Future<Output = O>,
+    R: FnOnce(&<D as RetOf<O>>::Ret) -> Vec<String>,
+{
+    let out = body.await;
+    if cache.as_ref().is_some_and(|c| !c.is_enabled()) {
+        return out;
+    }
+    if K::succeeded(&out) {
+        if let Some(ret) = D::ret(&out) {
+            tags.extend(ret_tags(ret));
+        }
+        match cache {
+            Some(cache) if !tags.is_empty() => cache.evict_after_call(&tags, all_tenants).await,
+            Some(_) => {}
+            None => crate::cache::warn_no_cache("cache_evict"),
+        }
+    }
+    out
+}
+
+/// [`evict_strict`] for tags that name the result (`{ret..}`).
+///
+/// # Errors
+/// The body's error, or the invalidation's error converted with `E::from`.
+pub async fn evict_strict_ret<D, T, E, F, R>(
+    cache: Option<Cache>,
+    mut tags: Vec<String>,
+    all_tenants: bool,
+    ret_tags: R,
+    body: F,
+) -> Result<T, E>
+where
+    D: RetOf<Result<T, E>>,
+    E: From<CacheError>,
+    F: Future<Output = Result<T, E>>,
+    R: FnOnce(&<D as RetOf<Result<T, E>>>::Ret) -> Vec<String>,
+{
+    let out = body.await;
+    if cache.as_ref().is_some_and(|c| !c.is_enabled()) {
+        return out;
+    }
+    if out.is_ok() {
+        if let Some(ret) = D::ret(&out) {
+            tags.extend(ret_tags(ret));
+        }
+        match cache {
+            Some(cache) if !tags.is_empty() => {
+                let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                let result = if all_tenants {
+                    cache.delete_by_tags_all_tenants(&tags).await
+                } else {
+                    cache.delete_by_tags(&tags, None).await
+                };
+                result.map_err(E::from)?;
+            }
+            Some(_) => {}
+            None => crate::cache::warn_no_cache("cache_evict"),
+        }
+    }
+    out
+}
+
 /// Type-checks a return type at the span where the user wrote it.
 pub fn assert_output<A: Adapter<O>, O>() {}
 
@@ -252,6 +374,25 @@ impl<T: Serialize + ?Sized> KeyArg for T {}
 /// When the argument's `Serialize` impl fails.
 pub fn hash_arg<T: KeyArg + ?Sized>(h: &mut KeyHasher, value: &T) -> Result<(), HashError> {
     h.arg(value)
+}
+
+/// A value that a template placeholder renders with `Display`. The macro
+/// wraps each `Display` placeholder in [`display`], so a value that is not
+/// `Display` is reported with the ways to render it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be rendered in a template: it does not implement `Display`",
+    label = "not `Display`",
+    note = "render it with `Debug` as `{{x:?}}`, or name a field or a method that gives a `Display` value, as in `{{x.id}}` or `{{x.id()}}`"
+)]
+pub trait TemplateValue: std::fmt::Display {}
+
+impl<T: std::fmt::Display + ?Sized> TemplateValue for T {}
+
+/// A `Display` placeholder's value, checked to be [`TemplateValue`]. It
+/// comes back as `&dyn Display`, so a value that is not `Display` is
+/// reported once, here, and not again by `format_args!`.
+pub fn display<T: TemplateValue>(value: &T) -> &dyn std::fmt::Display {
+    value
 }
 
 /// Renders a template (`tags`, `key`) from `format_args!`.

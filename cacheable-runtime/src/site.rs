@@ -138,6 +138,49 @@ impl<T, K: Adapter<T>> Adapter<axum::Json<T>> for JsonOf<K> {
     }
 }
 
+/// The value that result tags (`{ret}`, `{ret.field}`) name: for
+/// `Result`/`Option` outputs the `Ok`/`Some` value (through nested ones,
+/// and through `Json`), else the output itself. `None` when there is no
+/// such value (`Err`, `None`): then the result tags are not rendered.
+///
+/// Implemented by the same marker types as [`Adapter`], without its
+/// `Serialize` bounds (a `#[cache_evict]` output need not be cacheable).
+pub trait RetOf<O: ?Sized> {
+    /// The value result tags name.
+    type Ret: ?Sized;
+    /// That value in `out`, if any.
+    fn ret(out: &O) -> Option<&Self::Ret>;
+}
+
+impl<T: ?Sized> RetOf<T> for Plain {
+    type Ret = T;
+    fn ret(out: &T) -> Option<&T> {
+        Some(out)
+    }
+}
+
+impl<T, E, K: RetOf<T>> RetOf<Result<T, E>> for ResultOf<K> {
+    type Ret = K::Ret;
+    fn ret(out: &Result<T, E>) -> Option<&K::Ret> {
+        out.as_ref().ok().and_then(K::ret)
+    }
+}
+
+impl<T, K: RetOf<T>> RetOf<Option<T>> for OptionOf<K> {
+    type Ret = K::Ret;
+    fn ret(out: &Option<T>) -> Option<&K::Ret> {
+        out.as_ref().and_then(K::ret)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<T, K: RetOf<T>> RetOf<axum::Json<T>> for JsonOf<K> {
+    type Ret = K::Ret;
+    fn ret(out: &axum::Json<T>) -> Option<&K::Ret> {
+        K::ret(&out.0)
+    }
+}
+
 /// When `#[cache_evict]` invalidates.
 pub trait EvictOn<O> {
     /// Whether the call succeeded.

@@ -6,8 +6,8 @@ use syn::LitStr;
 use syn::ext::IdentExt as _;
 
 use super::{
-    adapter, await_on_output, body_future, cache_expr, local, respan, span_range, tags_expr,
-    with_body,
+    adapter, await_on_output, body_future, cache_expr, local, respan, ret_tags, span_range,
+    tags_expr, with_body,
 };
 use crate::args::CacheableArgs;
 use crate::ctxt::{Ctxt, with_item};
@@ -81,11 +81,24 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     let adapter = adapter(p, &input.output.kind);
     let output = input.output_type();
     let fut = body_future(input);
-    let cached = await_on_output(
-        input,
-        quote!(#p::cached::<#adapter, #output, _>),
-        quote!(#cache, &#site, #id, #key, #tags, #fut),
-    );
+    let (before_body, cached) = match ret_tags(&krate, args.tags.as_ref()) {
+        None => (
+            TokenStream::new(),
+            await_on_output(
+                input,
+                quote!(#p::cached::<#adapter, #output, _>),
+                quote!(#cache, &#site, #id, #key, #tags, #fut),
+            ),
+        ),
+        Some((before, render)) => (
+            before,
+            await_on_output(
+                input,
+                quote!(#p::cached_ret::<#adapter, #output, _, _>),
+                quote!(#cache, &#site, #id, #key, #tags, #render, #fut),
+            ),
+        ),
+    };
     let check_value = check_value(p, input);
     quote! {
         #check_value
@@ -105,6 +118,7 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
         let #keyed = ::cacheable::__private::wants_key(&#cache);
         let #key = if #keyed { #key_value } else { ::cacheable::__private::no_key() };
         let #tags = if #keyed { #tags_value } else { ::cacheable::__private::no_tags() };
+        #before_body
         #cached
     }
 }

@@ -3,7 +3,9 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{await_on_output, body_future, cache_expr, local, tags_expr, with_body};
+use super::{
+    adapter, await_on_output, body_future, cache_expr, local, ret_tags, tags_expr, with_body,
+};
 use crate::args::EvictArgs;
 use crate::ctxt::{Ctxt, with_item};
 use crate::input::AsyncFn;
@@ -40,12 +42,28 @@ fn body(args: &EvictArgs, input: &AsyncFn) -> TokenStream {
     let output = input.output_type();
     let fut = body_future(input);
     // `strict` was checked to come with a `Result` output.
-    let callee = if args.strict.is_some() {
-        quote!(#p::evict_strict)
-    } else {
-        quote!(#p::evict::<#on, #output, _>)
+    let strict = args.strict.is_some();
+    let (before_body, evict) = match ret_tags(&krate, args.tags.as_ref()) {
+        None => {
+            let callee = if strict {
+                quote!(#p::evict_strict)
+            } else {
+                quote!(#p::evict::<#on, #output, _>)
+            };
+            let args = quote!(#cache, #tags, #all_tenants, #fut);
+            (TokenStream::new(), await_on_output(input, callee, args))
+        }
+        Some((before, render)) => {
+            let ret_of = adapter(&p, &input.output.kind);
+            let callee = if strict {
+                quote!(#p::evict_strict_ret::<#ret_of, _, _, _, _>)
+            } else {
+                quote!(#p::evict_ret::<#on, #ret_of, #output, _, _>)
+            };
+            let args = quote!(#cache, #tags, #all_tenants, #render, #fut);
+            (before, await_on_output(input, callee, args))
+        }
     };
-    let evict = await_on_output(input, callee, quote!(#cache, #tags, #all_tenants, #fut));
     quote! {
         let #cache = #cache_value;
         // No tag rendering for a disabled cache (or none).
@@ -54,6 +72,7 @@ fn body(args: &EvictArgs, input: &AsyncFn) -> TokenStream {
         } else {
             ::cacheable::__private::no_tags()
         };
+        #before_body
         #evict
     }
 }

@@ -55,14 +55,45 @@ fn cache_expr(krate: &Krate, cache: Option<&Arg<Expr>>) -> TokenStream {
     }
 }
 
-/// `Vec<String>`: the rendered tags.
+/// `Vec<String>`: the rendered tags that do not name the result.
 fn tags_expr(krate: &Krate, tags: Option<&Arg<Vec<Template>>>) -> TokenStream {
     let p = krate.private();
     let rendered = tags
         .iter()
         .flat_map(|t| &t.value)
+        .filter(|t| !t.names_ret())
         .map(|t| krate.rebase(t.render()));
     quote!(#p::tags([#(#rendered),*]))
+}
+
+/// The tags that name the result (`{ret..}`), if any: statements that
+/// render their other placeholders before the body, and a closure
+/// `move |ret| -> Vec<String>` that renders them from the result after it.
+/// `ret` carries the span of the first such template, so the user's `ret`
+/// tokens resolve to it.
+fn ret_tags(
+    krate: &Krate,
+    tags: Option<&Arg<Vec<Template>>>,
+) -> Option<(TokenStream, TokenStream)> {
+    let templates: Vec<&Template> = tags
+        .iter()
+        .flat_map(|t| &t.value)
+        .filter(|t| t.names_ret())
+        .collect();
+    let first = templates.first()?;
+    let ret = Ident::new(crate::template::RET, first.lit.span());
+    let mut before = Vec::new();
+    let mut rendered = Vec::new();
+    for (n, t) in templates.iter().enumerate() {
+        let (stmts, expr) = t.render_after_body(n);
+        before.extend(stmts);
+        rendered.push(expr);
+    }
+    let p = krate.private();
+    Some((
+        krate.rebase(quote!(#(#before)*)),
+        krate.rebase(quote!(move |#ret| #p::tags([#(#rendered),*]))),
+    ))
 }
 
 /// The first and last token spans of `tokens`. Stable Rust cannot join

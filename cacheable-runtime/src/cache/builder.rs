@@ -25,6 +25,7 @@ pub struct CacheBuilder {
     evict_wait: Duration,
     tenant_quota: Option<u64>,
     require_tenant: bool,
+    unchecked_epochs: bool,
     tls: TlsSettings,
     memory_capacity: u64,
     alerts: Vec<crate::monitor::Alert>,
@@ -83,6 +84,7 @@ impl Default for CacheBuilder {
             evict_wait: Duration::from_secs(2),
             tenant_quota: None,
             require_tenant: false,
+            unchecked_epochs: false,
             tls: TlsSettings::default(),
             memory_capacity: crate::store::memory::DEFAULT_CAPACITY,
             alerts: Vec::new(),
@@ -232,6 +234,15 @@ impl CacheBuilder {
     /// depend on it).
     pub fn write_guard(mut self, guard: Duration) -> Self {
         self.write_guard = guard;
+        self
+    }
+
+    /// **Breaks guarantee 2; for tests only.** Skips the tag-epoch check of
+    /// result tags (step 6 of the protocol in the docs of `cache`), so that
+    /// a test can show the race that the check closes.
+    #[doc(hidden)]
+    pub fn unchecked_result_tags_for_tests(mut self) -> Self {
+        self.unchecked_epochs = true;
         self
     }
 
@@ -555,6 +566,7 @@ impl CacheBuilder {
                 tenant_quota: self.tenant_quota,
                 require_tenant: self.require_tenant,
                 rate_limiter,
+                unchecked_epochs: self.unchecked_epochs,
                 pending: crate::invalidation::Pending::default(),
                 server: crate::invalidation::ServerCheck::default(),
                 alerts,

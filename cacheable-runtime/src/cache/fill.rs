@@ -12,6 +12,7 @@ impl Cache {
         site: &'static Site,
         key: Result<KeySource, crate::key::HashError>,
         tags: Vec<String>,
+        ret_tags: Option<&RetTags<'_, O>>,
         body: F,
     ) -> O
     where
@@ -27,7 +28,7 @@ impl Cache {
                 return body.await;
             }
         };
-        let spec = match self.site_spec(site, &key, &tags) {
+        let spec = match self.site_spec(site, &key, &tags, ret_tags.is_some()) {
             Ok(spec) => spec,
             Err(e) => {
                 let counters = self.inner.stats.function(site.name);
@@ -36,10 +37,15 @@ impl Cache {
                 return body.await;
             }
         };
-        self.cache_aside::<A, O, F>(&spec, body).await
+        self.cache_aside::<A, O, F>(&spec, ret_tags, body).await
     }
 
-    pub(super) async fn cache_aside<A, O, F>(&self, spec: &Spec, body: F) -> O
+    pub(super) async fn cache_aside<A, O, F>(
+        &self,
+        spec: &Spec,
+        ret_tags: Option<&RetTags<'_, O>>,
+        body: F,
+    ) -> O
     where
         A: Adapter<O>,
         F: Future<Output = O>,
@@ -61,9 +67,11 @@ impl Cache {
             // its state out of line keeps every caller's future small (nested
             // cached calls would otherwise grow it by the whole engine each).
             Ok(Lookup::Stale { value, miss }) => {
-                Box::pin(self.fill::<A, O, F>(spec, miss, Some(value), body)).await
+                Box::pin(self.fill::<A, O, F>(spec, miss, Some(value), ret_tags, body)).await
             }
-            Ok(Lookup::Miss(miss)) => Box::pin(self.fill::<A, O, F>(spec, miss, None, body)).await,
+            Ok(Lookup::Miss(miss)) => {
+                Box::pin(self.fill::<A, O, F>(spec, miss, None, ret_tags, body)).await
+            }
             Err(e) => self.fail_open(spec, "read", &e, body).await,
         }
     }
@@ -103,6 +111,7 @@ impl Cache {
         spec: &Spec,
         mut miss: Miss,
         mut stale: Option<A::Value>,
+        ret_tags: Option<&RetTags<'_, O>>,
         body: F,
     ) -> O
     where
@@ -141,7 +150,9 @@ impl Cache {
                     Ok(Lookup::Miss(m)) if m.versions != miss.versions => miss = m,
                     // The leader's value was not cacheable (an `Err`, a failed
                     // write): compute, as it did.
-                    Ok(Lookup::Miss(m)) => return self.compute::<A, O, F>(spec, m, body).await,
+                    Ok(Lookup::Miss(m)) => {
+                        return self.compute::<A, O, F>(spec, m, ret_tags, body).await;
+                    }
                     Err(e) => {
                         self.report(Some(&spec.counters), "read", &e);
                         return self.uncached(spec, body).await;
@@ -200,7 +211,7 @@ impl Cache {
                 }
             }
         }
-        let out = self.compute::<A, O, F>(spec, miss, body).await;
+        let out = self.compute::<A, O, F>(spec, miss, ret_tags, body).await;
         guard.complete();
         if let Some(lease) = lease {
             if let Err(e) = self

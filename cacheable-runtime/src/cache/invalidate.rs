@@ -44,10 +44,11 @@ impl Cache {
             .await
     }
 
-    /// The version keys of `tags` in `tenant` (`None`: the global space).
+    /// The version keys of `tags` in `tenant` (`None`: the global space),
+    /// and the namespace's tag epoch.
     pub(super) fn tag_keys(&self, tags: &[&str], tenant: Option<&TenantId>) -> Vec<String> {
         let ns = key::namespace(&self.inner.prefix, tenant);
-        tags.iter().map(|t| key::tag_key(&ns, t)).collect()
+        with_epoch(&ns, tags)
     }
 
     /// Invalidates every entry carrying one of `tags`, in every tenant. O(1) per tag.
@@ -65,7 +66,7 @@ impl Cache {
 
     pub(super) fn all_tenant_tag_keys(&self, tags: &[&str]) -> Vec<String> {
         let ns = key::all_tenants_namespace(&self.inner.prefix);
-        tags.iter().map(|t| key::tag_key(&ns, t)).collect()
+        with_epoch(&ns, tags)
     }
 
     /// Invalidates every entry of `tenant`. O(1).
@@ -258,4 +259,16 @@ impl Cache {
             self.report(None, "evict", &e);
         }
     }
+}
+
+/// The version keys of `tags` in `ns`, then the namespace's tag epoch (none
+/// for no tags). One `BUMP` increments them together: the epoch shares the
+/// tags' slot, so no computation can see a tag's new version with the old
+/// epoch (step 6 of the protocol in the module docs of `cache`).
+fn with_epoch(ns: &str, tags: &[&str]) -> Vec<String> {
+    let mut keys: Vec<String> = tags.iter().map(|t| key::tag_key(ns, t)).collect();
+    if !keys.is_empty() {
+        keys.push(key::epoch_key(ns));
+    }
+    keys
 }

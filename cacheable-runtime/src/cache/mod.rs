@@ -31,6 +31,31 @@
 //! 5. **Failed invalidations are kept** (see the `invalidation` module): retried
 //!    until they land, and until then this process serves nothing from the
 //!    store. Test: `failed_invalidation_is_retried_and_blocks_reads`.
+//! 6. **Result tags are checked by a tag epoch.** A tag that names the
+//!    result (`{ret.author}`) is known only after the body, too late for
+//!    step 2. Each namespace (a tenant, the global space, all tenants) has a
+//!    tag epoch (`{ns}:v:e`) that every tag invalidation increments in the
+//!    same `BUMP` as the tag (same slot, one script). A call site with
+//!    result tags snapshots both epochs of its entry (its namespace's and
+//!    the all-tenants one) with its versions in step 2. After the body it
+//!    reads the result tags' versions with one `ENSURE` per namespace,
+//!    which also reads that namespace's epoch atomically: if the epoch has
+//!    not moved since the snapshot, no tag of the namespace was invalidated
+//!    in between, so the versions read are those of the snapshot, and the
+//!    entry records them as ordinary dependencies (checked on every read,
+//!    one more `MGET` on a hit). If either epoch moved (or expired and was
+//!    recreated at a fresh version, step 3) the value is not stored.
+//!    The check needs atomicity within one slot only (each namespace's tags
+//!    and epoch share its hash tag), so it holds on Redis Cluster too, for
+//!    the all-tenants epoch as well: no epoch is recorded as a dependency.
+//!    The epochs themselves are not dependencies: an invalidation of
+//!    another tag after the write costs nothing. The cost is that one
+//!    computation overlapping any tag invalidation of its tenant, or any
+//!    all-tenants one, is not stored. An output without a value (`Err`,
+//!    `None` under `cache_none`) has no result tags and is not stored.
+//!    Tests (`tests/invalidation.rs`): `result_tag_invalidated_during_a_computation`,
+//!    and its negative control `result_tag_race_without_the_epoch_serves_stale_values`
+//!    (the same race with the check off serves the stale value).
 //!
 //! None of this depends on clocks or TTLs: the write guard (the longest
 //! computation whose value is stored, measured from the snapshot) is a
@@ -159,6 +184,8 @@ pub(crate) struct Inner {
     /// The rate limiter on this cache's store; it owns its state (see
     /// `rate_limit`) and is handed out by [`Cache::rate_limiter`].
     rate_limiter: crate::rate_limit::RateLimiter,
+    /// Test hook: result tags skip the epoch check (see the builder).
+    unchecked_epochs: bool,
     /// Invalidations that failed and are retried.
     pending: crate::invalidation::Pending,
     /// Whether the server must be checked before the next read.
@@ -233,8 +260,13 @@ struct Spec {
     ns: String,
     /// The entry belongs to a tenant (not the global space).
     tenant_scoped: bool,
-    /// `keys[0]` is the entry; `keys[1..]` the version keys it depends on.
+    /// `keys[0]` is the entry; then the version keys it depends on
+    /// ([`Spec::dep_keys`]); then, for a site with result tags, the tag
+    /// epochs of its namespace and of the all-tenants namespace (read and
+    /// snapshotted with the versions, never recorded as dependencies).
     keys: Vec<String>,
+    /// How many keys at the end of `keys` are tag epochs (0 or 2).
+    epochs: usize,
     ttl: Duration,
     stale: Duration,
     cache_none: bool,
@@ -247,6 +279,18 @@ struct Spec {
     /// the rest (see `op_in`).
     degraded: std::sync::atomic::AtomicBool,
 }
+
+impl Spec {
+    /// The version keys the entry depends on (`keys` without the entry and
+    /// the epochs).
+    fn dep_keys(&self) -> &[String] {
+        &self.keys[1..self.keys.len() - self.epochs]
+    }
+}
+
+/// Renders a call's result tags from its output: `None` when the output
+/// has no value to name (`Err`, `None`). See `__private::cached_ret`.
+pub(crate) type RetTags<'a, O> = dyn Fn(&O) -> Option<Vec<String>> + Sync + 'a;
 
 /// A value served from the cache.
 struct Hit<V> {
@@ -489,7 +533,8 @@ impl Cache {
                 .store
                 .ensure(&spec.keys[1..], envelope::fresh_version(), ttl))
             .await?;
-        let deps: Vec<Dep> = spec.keys[1..]
+        let deps: Vec<Dep> = spec
+            .dep_keys()
             .iter()
             .zip(&versions)
             .map(|(k, v)| Dep {
@@ -506,7 +551,7 @@ impl Cache {
             &deps,
             &payload,
         )?;
-        let dep_keys = &spec.keys[1..];
+        let dep_keys = spec.dep_keys();
         let put = Put {
             key: &spec.keys[0],
             value: &raw,
@@ -544,8 +589,12 @@ impl Cache {
             // No tenant under `require_tenant` (counted and logged): uncached.
             return compute().await;
         };
-        self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(&spec, async move { compute().await })
-            .await
+        self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(
+            &spec,
+            None,
+            async move { compute().await },
+        )
+        .await
     }
 
     /// Computations this process runs now under single flight (one per key

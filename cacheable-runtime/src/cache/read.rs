@@ -125,7 +125,7 @@ impl Cache {
         deps: &[DepRef<'_>],
         versions: &[Option<u64>],
     ) -> Result<bool, CacheError> {
-        let known = &spec.keys[1..];
+        let known = spec.dep_keys();
         let mut extra: Vec<(String, u64)> = Vec::new();
         for (i, dep) in deps.iter().enumerate() {
             let current = if known.get(i).is_some_and(|k| *k == dep.key) {

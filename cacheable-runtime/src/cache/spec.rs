@@ -87,6 +87,7 @@ impl Cache {
         site: &'static Site,
         key: &KeySource,
         tags: &[String],
+        result_tags: bool,
     ) -> Result<Spec, CacheError> {
         let tenant = self.resolve_tenant(None, site.global)?;
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
@@ -100,9 +101,20 @@ impl Cache {
                 s
             }
         };
-        let mut keys = Vec::with_capacity(2 + 2 * tags.len());
+        let mut keys = Vec::with_capacity(4 + 2 * tags.len());
         keys.push(key::entry_key(&ns, site.name, site.version, &hash));
         self.dep_keys_into(&mut keys, &ns, tags, tenant.is_some());
+        // Result tags: the tag epochs of both namespaces whose tags the
+        // entry carries, snapshotted with the other versions (step 6).
+        let epochs = if result_tags {
+            keys.push(key::epoch_key(&ns));
+            keys.push(key::epoch_key(&key::all_tenants_namespace(
+                &self.inner.prefix,
+            )));
+            2
+        } else {
+            0
+        };
         let (ttl, stale) = match site.ttl {
             Ttl::Default => (self.inner.default_ttl, Duration::ZERO),
             Ttl::Secs(s) => (Duration::from_secs(s), Duration::ZERO),
@@ -120,6 +132,7 @@ impl Cache {
             tenant_scoped: tenant.is_some(),
             ns,
             keys,
+            epochs,
             ttl,
             stale,
             cache_none: site.cache_none,
@@ -177,6 +190,7 @@ impl Cache {
             tenant_scoped: tenant.is_some(),
             ns,
             keys,
+            epochs: 0,
             ttl,
             stale: opts.stale.unwrap_or(stale),
             cache_none: false,

@@ -7,7 +7,13 @@ use super::*;
 impl Cache {
     /// Runs the body under a dependency collector and stores its result with
     /// the versions observed before it started.
-    pub(super) async fn compute<A, O, F>(&self, spec: &Spec, miss: Miss, body: F) -> O
+    pub(super) async fn compute<A, O, F>(
+        &self,
+        spec: &Spec,
+        miss: Miss,
+        ret_tags: Option<&RetTags<'_, O>>,
+        body: F,
+    ) -> O
     where
         A: Adapter<O>,
         F: Future<Output = O>,
@@ -45,17 +51,46 @@ impl Cache {
             mark_incomplete();
             return out;
         };
-        let mut deps: Vec<Dep> = spec.keys[1..]
+        let dep_keys = spec.dep_keys();
+        let (dep_versions, epochs) = versions.split_at(dep_keys.len().min(versions.len()));
+        let mut deps: Vec<Dep> = dep_keys
             .iter()
-            .zip(versions)
+            .zip(dep_versions)
             .map(|(k, version)| Dep {
                 key: k.clone(),
-                version,
+                version: *version,
             })
             .collect();
         for d in collected.deps {
             if !deps.iter().any(|x| x.key == d.key) {
                 deps.push(d);
+            }
+        }
+        if let Some(render) = ret_tags {
+            let Some(tags) = render(&out) else {
+                // No value to name (`Err`, `None`): the result tags cannot
+                // be rendered, so nothing is stored, even under `cache_none`.
+                report_deps(&deps);
+                return out;
+            };
+            match self.result_tag_deps(spec, &tags, epochs).await {
+                Ok(Some(found)) => {
+                    for d in found {
+                        if !deps.iter().any(|x| x.key == d.key) {
+                            deps.push(d);
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tracing::debug!(key = %spec.keys[0], "a tag was invalidated during the computation; its result tags cannot be checked; not stored");
+                    mark_incomplete();
+                    return out;
+                }
+                Err(e) => {
+                    self.report(Some(&spec.counters), "snapshot", &e);
+                    mark_incomplete();
+                    return out;
+                }
             }
         }
         report_deps(&deps);
@@ -75,6 +110,59 @@ impl Cache {
                 .await;
         }
         out
+    }
+
+    /// The versions of result tags, read after the body (step 6): one
+    /// `ENSURE` of each namespace's result tag keys with its tag epoch (the
+    /// same slot: one script), checked against the epochs snapshotted
+    /// before the body. An unmoved epoch means no tag of that namespace was
+    /// invalidated since the snapshot, so the versions read now are those
+    /// of the snapshot; a moved one (or a counter that expired meanwhile,
+    /// recreated at a fresh version) gives `None`: not stored.
+    async fn result_tag_deps(
+        &self,
+        spec: &Spec,
+        tags: &[String],
+        epochs: &[u64],
+    ) -> Result<Option<Vec<Dep>>, CacheError> {
+        let &[ns_epoch, all_epoch] = epochs else {
+            return Err(CacheError::Store(
+                "result tags without an epoch snapshot".into(),
+            ));
+        };
+        let n = spec.keys.len();
+        let all = key::all_tenants_namespace(&self.inner.prefix);
+        let mut keys = Vec::with_capacity(2 * tags.len() + 2);
+        keys.extend(tags.iter().map(|t| key::tag_key(&spec.ns, t)));
+        keys.push(spec.keys[n - 2].clone());
+        keys.extend(tags.iter().map(|t| key::tag_key(&all, t)));
+        keys.push(spec.keys[n - 1].clone());
+        let ttl = spec.ttl.saturating_add(spec.stale);
+        let versions = self
+            .op_in(
+                spec,
+                self.inner
+                    .store
+                    .ensure(&keys, envelope::fresh_version(), ttl),
+            )
+            .await?;
+        let t = tags.len();
+        if versions.len() != keys.len() {
+            return Err(CacheError::Store("version snapshot incomplete".into()));
+        }
+        if (versions[t] != ns_epoch || versions[2 * t + 1] != all_epoch)
+            && !self.inner.unchecked_epochs
+        {
+            return Ok(None);
+        }
+        Ok(Some(
+            keys.into_iter()
+                .zip(versions)
+                .enumerate()
+                .filter(|(i, _)| *i != t && *i != 2 * t + 1)
+                .map(|(_, (key, version))| Dep { key, version })
+                .collect(),
+        ))
     }
 
     /// `miss` with every missing or unreadable counter created at a fresh

@@ -13,11 +13,14 @@
 //! {prefix}:{t:<tenant>}:v:g                            the tenant's generation
 //! {prefix}:{t:<tenant>}:v:t:<tag>                      a tag's version in the tenant
 //! {prefix}:{t:<tenant>}:v:k:<key>                      a service-API key's version (`cache.delete`)
+//! {prefix}:{t:<tenant>}:v:e                            the tenant's tag epoch: every tag
+//!                                                      invalidation in the tenant moves it
 //! {prefix}:{g}:…                                       the same for `global` entries
 //!                                                      and calls outside any tenant
 //!                                                      (no generation: an untagged
 //!                                                      global entry is one `GET`)
 //! {prefix}:{a}:v:t:<tag>                               a tag's version across all tenants
+//! {prefix}:{a}:v:e                                     the all-tenants tag epoch
 //! ```
 //!
 //! Schema 1 named version keys `:g` and `:tag:<tag>` and counted from 0;
@@ -153,6 +156,17 @@ pub(crate) fn generation_key(ns: &str) -> String {
     k
 }
 
+/// `{ns}:v:e`: the namespace's tag epoch. Every invalidation of a tag in
+/// `ns` increments it in the same script (same slot), so a computation that
+/// snapshotted it can tell, after its body, whether any tag of `ns` was
+/// invalidated meanwhile (result tags, see the module docs of `cache`).
+pub(crate) fn epoch_key(ns: &str) -> String {
+    let mut k = String::with_capacity(ns.len() + 4);
+    k.push_str(ns);
+    k.push_str(":v:e");
+    k
+}
+
 /// `{ns}:v:k:<user key>`: the version of a service-API key, bumped by `delete`.
 pub(crate) fn user_key_version(ns: &str, key: &str) -> String {
     let mut k = String::with_capacity(ns.len() + key.len() + 5);
@@ -284,6 +298,8 @@ pub enum KeyPart<'a> {
     Text(&'static str),
     /// A placeholder, rendered with `Display`.
     Value(&'a dyn std::fmt::Display),
+    /// A placeholder written with `:?`, rendered with `Debug`.
+    Debug(&'a dyn std::fmt::Debug),
 }
 
 impl std::fmt::Debug for KeyPart<'_> {
@@ -291,6 +307,7 @@ impl std::fmt::Debug for KeyPart<'_> {
         match self {
             Self::Text(t) => f.debug_tuple("Text").field(t).finish(),
             Self::Value(_) => f.write_str("Value(..)"),
+            Self::Debug(_) => f.write_str("Debug(..)"),
         }
     }
 }
@@ -320,6 +337,9 @@ pub fn render_parts_into(out: &mut String, parts: &[KeyPart<'_>]) {
             KeyPart::Text(t) => escape_into(out, t),
             KeyPart::Value(v) => {
                 let _ = write!(Escaping(out), "{v}");
+            }
+            KeyPart::Debug(v) => {
+                let _ = write!(Escaping(out), "{v:?}");
             }
         }
     }
@@ -383,6 +403,8 @@ mod tests {
         assert_eq!(tag_key(&ns, "user:1"), "app:{t:acme}:v:t:user%3A1");
         assert_eq!(user_key_version(&ns, "a:b"), "app:{t:acme}:v:k:a%3Ab");
         assert_eq!(all_tenants_namespace("app"), "app:{a}");
+        assert_eq!(epoch_key(&ns), "app:{t:acme}:v:e");
+        assert_eq!(epoch_key(&all_tenants_namespace("app")), "app:{a}:v:e");
     }
 
     #[test]
@@ -452,6 +474,41 @@ mod tests {
             let r = render(a, b);
             assert!(!r.contains(['{', '}', '*', ' ']), "{r}");
             assert!(seen.insert(r.clone()), "collision on {r}");
+        }
+        // `{a:?}` parts are escaped the same way: `Debug` of a string
+        // (quotes, escapes) is one part, never a separator.
+        let debug = |a: &str, b: &str| {
+            let mut out = String::new();
+            render_parts_into(
+                &mut out,
+                &[KeyPart::Debug(&a), KeyPart::Text(":"), KeyPart::Value(&b)],
+            );
+            out
+        };
+        assert_eq!(debug("x:y", "z"), "%22x%3Ay%22:%3A:z");
+        for (a, b) in pairs {
+            let r = debug(a, b);
+            assert!(!r.contains(['{', '}', '*', ' ', '"']), "{r}");
+            assert!(seen.insert(r.clone()), "collision on {r}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Two different value pairs never render the same, whether each
+        /// part is rendered with `Display` or `Debug` (`{a:?}`).
+        #[test]
+        fn rendering_is_injective(
+            a in ".{0,6}", b in ".{0,6}", c in ".{0,6}", d in ".{0,6}", debug: bool,
+        ) {
+            let render = |x: &str, y: &str| {
+                let mut out = String::new();
+                let first = if debug { KeyPart::Debug(&x) } else { KeyPart::Value(&x) };
+                render_parts_into(&mut out, &[first, KeyPart::Text(":"), KeyPart::Value(&y)]);
+                out
+            };
+            if (a.as_str(), b.as_str()) != (c.as_str(), d.as_str()) {
+                proptest::prop_assert_ne!(render(&a, &b), render(&c, &d));
+            }
         }
     }
 
