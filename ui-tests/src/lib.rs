@@ -1,0 +1,1 @@
+//! Empty: the trybuild cases are in `tests/` (see `tests/ui.rs`).
