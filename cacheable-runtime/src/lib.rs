@@ -24,6 +24,7 @@ mod options;
 #[doc(hidden)]
 pub mod private;
 pub mod rate_limit;
+mod serde_ms;
 mod site;
 mod stats;
 mod store;

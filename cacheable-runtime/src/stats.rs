@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::monitor::routes::{RouteStats, RouteTable};
 use crate::monitor::sketch::{Latency, Sketch};
+use crate::serde_ms::millis;
 
 /// One hit in this many is timed (see `cache::fill`, which asserts it uses
 /// the same number): `hit_time` receives the sampled time scaled up by it.
@@ -363,26 +364,6 @@ impl FunctionStats {
     pub fn mean_compute_time(&self) -> Option<Duration> {
         (self.computes > 0)
             .then(|| self.compute_time / u32::try_from(self.computes).unwrap_or(u32::MAX))
-    }
-}
-
-/// A duration as a float number of milliseconds (the serialized form of
-/// every duration in `Stats`, `FunctionStats` and `Health`): sub-millisecond
-/// hit times stay visible, and JSON consumers need no `{secs, nanos}` pair.
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes `&T`
-pub(crate) fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1000.0)
-}
-
-/// [`millis`] of an optional duration (`null` when absent).
-#[allow(clippy::ref_option)] // serde's `serialize_with` passes `&T`
-pub(crate) fn opt_millis<S: serde::Serializer>(
-    d: &Option<Duration>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),
-        None => s.serialize_none(),
     }
 }
 

@@ -78,12 +78,14 @@ use crate::tenant::{self, TenantId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod alerts;
 mod builder;
 mod fill;
 mod global;
 mod invalidate;
 mod local;
 mod read;
+mod report;
 mod spec;
 mod write;
 
@@ -205,7 +207,7 @@ pub struct Health {
     /// The store answered a `PING`.
     pub reachable: bool,
     /// The round trip of that `PING`.
-    #[serde(rename = "latency_ms", serialize_with = "crate::stats::opt_millis")]
+    #[serde(rename = "latency_ms", serialize_with = "crate::serde_ms::opt_millis")]
     pub latency: Option<Duration>,
     /// The circuit breaker's state.
     pub breaker: BreakerState,
