@@ -137,8 +137,8 @@ modules = set(files)
 
 def refs(src):
     paths = []
-    for m in re.finditer(r"\buse\s+(?:::)?crate::(\{.*?\}|[^;]*);", src, re.S):
-        body = m.group(1)
+    for m in re.finditer(r"\buse\s+(?:::)?crate::([^;]*);", src):
+        body = m.group(1).strip()
         paths += expand_use_tree(body[1:-1] if body.startswith("{") else body)
     for m in re.finditer(r"\bcrate((?:::[A-Za-z_][A-Za-z0-9_]*)+)", src):
         paths.append(m.group(1)[2:])

@@ -19,6 +19,7 @@ mod identity;
 mod invalidation;
 mod key;
 mod local;
+mod log_limit;
 pub mod monitor;
 mod options;
 #[doc(hidden)]

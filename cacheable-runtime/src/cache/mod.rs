@@ -52,7 +52,8 @@
 //! (lookup, dependency check, early refresh), `fill` (the cache-aside
 //! engine, single flight, leases), `write` (compute, snapshot, store,
 //! dependency collector), `invalidate` (invalidations, retries, server
-//! checks) and `global`. It is over 400 lines because the protocol above is
+//! checks), `global`, `report` (`explain_key`, `memory_report`, `alerts`)
+//! and `alerts` (the alert evaluator's task). It is over 400 lines because the protocol above is
 //! written down here, next to the state it governs.
 
 use std::collections::HashMap;
@@ -67,9 +68,10 @@ use crate::envelope::{self, Dep, DepRef, KIND_VALUE, now_ms};
 use crate::error::CacheError;
 use crate::flight::{Flight, Flights, LeaseGuard, Outcome};
 use crate::key::{self, KeyHasher};
+use crate::log_limit::LogLimiter;
 use crate::options::{CacheOptions, TtlPolicy};
 use crate::site::{Adapter, Plain, ResultOf, Site, Ttl};
-use crate::stats::{Counters, LogLimiter, Registry, Stats};
+use crate::stats::{Counters, Registry, Stats};
 use crate::store::cluster::ClusterStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, TlsSettings};

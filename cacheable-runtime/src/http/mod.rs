@@ -3,6 +3,7 @@
 pub mod cache_headers;
 pub mod conditional;
 mod context_layer;
+mod date;
 pub mod fields;
 mod identity;
 mod metrics;
