@@ -43,9 +43,9 @@ pub enum OnError {
     /// Decide with an in-process limiter (the default), conservatively: each
     /// process runs the same algorithm with a share of the points
     /// (`points / expected instances`, floored; see
-    /// [`RateLimiter::set_expected_instances`]), and a key starts from the
-    /// fewer of that share and the points Redis last reported left for it,
-    /// never from a full budget. A call whose decision timed out (the script
+    /// [`RateLimiter::set_expected_instances`](super::RateLimiter::set_expected_instances)),
+    /// and a key starts from the fewer of that share and the points Redis
+    /// last reported left for it, never from a full budget. A call whose decision timed out (the script
     /// may have run) is charged to that budget like any other.
     ///
     /// The bound while Redis is unreachable: `N` processes together admit at
