@@ -2,6 +2,10 @@
 //! per attribute, parsed with [`syn::meta::parser`]. Every problem is
 //! recorded in the [`Ctxt`] and parsing goes on, so one compile reports all
 //! of them.
+//!
+//! Over 400 lines: one parser per attribute with a spanned error for each
+//! misuse, plus its unit tests (about 150, at the end); left in place while
+//! the macro arguments are being reworked.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::ext::IdentExt as _;

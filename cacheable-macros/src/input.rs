@@ -3,6 +3,9 @@
 //!
 //! Only the signature is parsed; the body stays an opaque token group, so a
 //! body that uses syntax newer than `syn` still expands.
+//!
+//! Over 400 lines only with its unit tests (about 130, at the end); left in
+//! place while the macro arguments are being reworked.
 
 use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream};
 use quote::ToTokens;

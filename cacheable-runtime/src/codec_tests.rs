@@ -10,6 +10,9 @@
 //! every subnormal is told apart, which `PartialEq` would not do. NaN, whose
 //! payload bits `Debug` hides, is always refused, so it never reaches a
 //! comparison. Maps are `BTreeMap`s, so their `Debug` is ordered.
+//!
+//! Over 400 lines: a test file, mostly the value strategies (one per serde
+//! shape the codec must either keep or refuse) that the two properties need.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug};

@@ -2,9 +2,10 @@
 //!
 //! Two ways to find the keys behind a value:
 //!
-//! - [`Cache::explain_key`] for the service API (`get`, `set`, `delete`,
-//!   `get_or_compute`): the entry key and version keys of a key under
-//!   [`CacheOptions`], computed without touching the store.
+//! - [`Cache::explain_key`](crate::Cache::explain_key) for the service API
+//!   (`get`, `set`, `delete`, `get_or_compute`): the entry key and version
+//!   keys of a key under [`CacheOptions`](crate::CacheOptions), computed
+//!   without touching the store.
 //! - [`capture_keys`] for `#[cacheable]` call sites, whose keys hash the
 //!   call's identity and arguments: run the call inside it and get the
 //!   [`KeyInfo`] of every cached call it made (nested ones included).
@@ -64,8 +65,8 @@
 //! **What you may rely on**, in this major version:
 //!
 //! - **Prefix scoping.** Every key starts with `{prefix}:{` (the builder's
-//!   `prefix`, default `cacheable`, then a hash tag). [`Cache::clear`]
-//!   deletes exactly the keys matching `{prefix}:{*`, and a Redis ACL user
+//!   `prefix`, default `cacheable`, then a hash tag).
+//!   [`Cache::clear`](crate::Cache::clear) deletes exactly the keys matching `{prefix}:{*`, and a Redis ACL user
 //!   whose key pattern is `~{prefix}:*` can use every key the cache needs.
 //! - **Tenant hash tags.** All keys of a tenant carry `{t:<escaped tenant>}`,
 //!   so they share one Redis Cluster slot, and `SCAN MATCH
@@ -87,9 +88,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::cache::Cache;
-use crate::error::CacheError;
-use crate::options::CacheOptions;
 use crate::tenant::TenantId;
 
 /// The Redis keys of one cached call (or of one service-API key).
@@ -111,27 +109,13 @@ pub struct KeyInfo {
 }
 
 impl KeyInfo {
-    fn new(keys: &[String], function: &str, tenant: Option<&TenantId>) -> Self {
+    pub(crate) fn new(keys: &[String], function: &str, tenant: Option<&TenantId>) -> Self {
         Self {
             function: function.to_owned(),
             tenant: tenant.map(|t| t.as_str().to_owned()),
             entry: keys.first().cloned().unwrap_or_default(),
             version_keys: keys.get(1..).unwrap_or_default().to_vec(),
         }
-    }
-}
-
-impl Cache {
-    /// The keys a service-API call (`get`, `set`, `delete`,
-    /// `get_or_compute`) with `key` and `opts` uses now: in the options'
-    /// tenant, else the current one. Computed only; the store is not read.
-    ///
-    /// # Errors
-    /// [`CacheError::NoTenant`] under `require_tenant` with no tenant, as
-    /// the call itself would.
-    pub fn explain_key(&self, key: &str, opts: &CacheOptions) -> Result<KeyInfo, CacheError> {
-        let (tenant, _, keys) = self.user_keys(key, opts)?;
-        Ok(KeyInfo::new(&keys, "cache.explain_key", tenant.as_ref()))
     }
 }
 

@@ -46,10 +46,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::watch;
 
-use crate::cache::Inner;
-use crate::store::Store;
+use crate::store::{AnyStore, Store};
 
 /// The most flights tracked at once in one process (one entry each).
 pub(crate) const MAX_FLIGHTS: usize = 65_536;
@@ -203,16 +203,19 @@ pub(crate) fn lease_key(entry: &str, versions: &[Option<u64>]) -> String {
 /// the leader's future is dropped first, by a release spawned on the current
 /// tokio runtime (without one, the lease expires after its TTL).
 pub(crate) struct LeaseGuard {
-    inner: Arc<Inner>,
+    store: Arc<AnyStore>,
+    /// The cache's `op_timeout`, for the spawned release.
+    timeout: Duration,
     key: String,
     token: String,
     held: bool,
 }
 
 impl LeaseGuard {
-    pub(crate) fn new(inner: Arc<Inner>, key: String, token: String) -> Self {
+    pub(crate) fn new(store: Arc<AnyStore>, timeout: Duration, key: String, token: String) -> Self {
         Self {
-            inner,
+            store,
+            timeout,
             key,
             token,
             held: true,
@@ -244,12 +247,12 @@ impl Drop for LeaseGuard {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let inner = Arc::clone(&self.inner);
+        let store = Arc::clone(&self.store);
+        let timeout = self.timeout;
         let key = std::mem::take(&mut self.key);
         let token = std::mem::take(&mut self.token);
         runtime.spawn(async move {
-            let timeout = inner.op_timeout;
-            let _ = tokio::time::timeout(timeout, inner.store.release(&key, &token)).await;
+            let _ = tokio::time::timeout(timeout, store.release(&key, &token)).await;
         });
     }
 }

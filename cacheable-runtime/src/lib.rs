@@ -19,11 +19,13 @@ mod identity;
 mod invalidation;
 mod key;
 mod local;
+mod log_limit;
 pub mod monitor;
 mod options;
 #[doc(hidden)]
 pub mod private;
 pub mod rate_limit;
+mod serde_ms;
 mod site;
 mod stats;
 mod store;

@@ -3,8 +3,7 @@
 //! a read-locked map keyed by the function's static name.
 //!
 //! Bounds: the per-function map holds at most [`MAX_FUNCTIONS`] names (its
-//! keys are static names of call sites, so a real binary stays far below);
-//! the log limiter is a fixed array of 8 slots whatever the error kinds.
+//! keys are static names of call sites, so a real binary stays far below).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,6 +12,7 @@ use std::time::Duration;
 
 use crate::monitor::routes::{RouteStats, RouteTable};
 use crate::monitor::sketch::{Latency, Sketch};
+use crate::serde_ms::millis;
 
 /// One hit in this many is timed (see `cache::fill`, which asserts it uses
 /// the same number): `hit_time` receives the sampled time scaled up by it.
@@ -366,26 +366,6 @@ impl FunctionStats {
     }
 }
 
-/// A duration as a float number of milliseconds (the serialized form of
-/// every duration in `Stats`, `FunctionStats` and `Health`): sub-millisecond
-/// hit times stay visible, and JSON consumers need no `{secs, nanos}` pair.
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes `&T`
-pub(crate) fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1000.0)
-}
-
-/// [`millis`] of an optional duration (`null` when absent).
-#[allow(clippy::ref_option)] // serde's `serialize_with` passes `&T`
-pub(crate) fn opt_millis<S: serde::Serializer>(
-    d: &Option<Duration>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_some(&(d.as_secs_f64() * 1000.0)),
-        None => s.serialize_none(),
-    }
-}
-
 #[allow(clippy::cast_precision_loss)]
 fn ratio(hits: u64, misses: u64) -> f64 {
     let total = hits + misses;
@@ -396,97 +376,6 @@ fn ratio(hits: u64, misses: u64) -> f64 {
     }
 }
 
-/// Logs at most one line per error kind per interval, with the number of
-/// lines suppressed since the last one: errors are never a log flood.
-///
-/// Bounded by construction: kinds hash into a fixed array of 8 slots (two
-/// atomics each), so any number of distinct kinds costs no memory and logs
-/// at most 8 lines per interval.
-#[derive(Debug)]
-pub(crate) struct LogLimiter {
-    epoch: std::time::Instant,
-    interval_ms: u64,
-    slots: [(AtomicU64, AtomicU64); 8],
-}
-
-impl LogLimiter {
-    pub(crate) fn new(interval: Duration) -> Self {
-        Self {
-            epoch: std::time::Instant::now(),
-            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-            slots: Default::default(),
-        }
-    }
-
-    /// Returns `Some(suppressed)` when a line may be logged now.
-    pub(crate) fn admit(&self, kind: &str) -> Option<u64> {
-        let slot =
-            &self.slots[usize::from(kind.bytes().fold(0u8, u8::wrapping_add)) % self.slots.len()];
-        let now = u64::try_from(self.epoch.elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_add(self.interval_ms);
-        let last = slot.0.load(Relaxed);
-        if now >= last.saturating_add(self.interval_ms)
-            && slot.0.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
-        {
-            Some(slot.1.swap(0, Relaxed))
-        } else {
-            slot.1.fetch_add(1, Relaxed);
-            None
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_limiter_admits_once_per_interval() {
-        let l = LogLimiter::new(Duration::from_millis(50));
-        assert_eq!(l.admit("timeout"), Some(0));
-        for _ in 0..100 {
-            assert_eq!(l.admit("timeout"), None);
-        }
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(l.admit("timeout"), Some(100));
-    }
-
-    #[test]
-    fn a_million_error_kinds_log_at_most_one_line_per_slot() {
-        let l = LogLimiter::new(Duration::from_secs(3600));
-        let admitted = (0..1_000_000u32)
-            .filter(|i| l.admit(&format!("kind-{i}")).is_some())
-            .count();
-        assert!(admitted <= 8, "{admitted} lines logged in one interval");
-    }
-
-    #[test]
-    fn a_million_function_names_keep_at_most_max_functions() {
-        // A million distinct static names, from one leaked buffer.
-        let all: &'static str = Box::leak(
-            (0..1_000_000u32)
-                .map(|i| format!("f{i:07}"))
-                .collect::<String>()
-                .into_boxed_str(),
-        );
-        let r = Registry::default();
-        for i in 0..1_000_000 {
-            let name = &all[i * 8..i * 8 + 8];
-            let f = r.function(name);
-            r.miss(&f, name);
-        }
-        let stats = r.snapshot();
-        assert_eq!(stats.functions().count(), MAX_FUNCTIONS);
-        assert_eq!(
-            stats.misses, 1_000_000,
-            "every call still counts in the totals"
-        );
-        assert_eq!(stats.function("f0000000").map(|f| f.misses), Some(1));
-        assert!(stats.function("f0999999").is_none());
-        // A name that has its counters keeps them.
-        let f = r.function("f0000000");
-        r.miss(&f, "f0000000");
-        assert_eq!(r.snapshot().function("f0000000").map(|f| f.misses), Some(2));
-    }
-}
+#[path = "stats_tests.rs"]
+mod tests;

@@ -578,7 +578,7 @@ impl CacheBuilder {
             }),
         };
         if let Some(handle) = runtime {
-            crate::monitor::alerts::spawn(Arc::downgrade(&cache.inner), &handle);
+            super::alerts::spawn(Arc::downgrade(&cache.inner), &handle);
         }
         Ok(cache)
     }

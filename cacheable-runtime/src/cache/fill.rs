@@ -180,7 +180,12 @@ impl Cache {
         {
             Ok(true) => {
                 guard.hold_lease(&lease_key, &token);
-                let lease = LeaseGuard::new(Arc::clone(&self.inner), lease_key, token);
+                let lease = LeaseGuard::new(
+                    Arc::clone(&self.inner.store),
+                    self.inner.op_timeout,
+                    lease_key,
+                    token,
+                );
                 (Some(lease), false)
             }
             Ok(false) => (None, true),

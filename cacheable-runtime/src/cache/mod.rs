@@ -77,7 +77,8 @@
 //! (lookup, dependency check, early refresh), `fill` (the cache-aside
 //! engine, single flight, leases), `write` (compute, snapshot, store,
 //! dependency collector), `invalidate` (invalidations, retries, server
-//! checks) and `global`. It is over 400 lines because the protocol above is
+//! checks), `global`, `report` (`explain_key`, `memory_report`, `alerts`)
+//! and `alerts` (the alert evaluator's task). It is over 400 lines because the protocol above is
 //! written down here, next to the state it governs.
 
 use std::collections::HashMap;
@@ -92,9 +93,10 @@ use crate::envelope::{self, Dep, DepRef, KIND_VALUE, now_ms};
 use crate::error::CacheError;
 use crate::flight::{Flight, Flights, LeaseGuard, Outcome};
 use crate::key::{self, KeyHasher};
+use crate::log_limit::LogLimiter;
 use crate::options::{CacheOptions, TtlPolicy};
 use crate::site::{Adapter, Plain, ResultOf, Site, Ttl};
-use crate::stats::{Counters, LogLimiter, Registry, Stats};
+use crate::stats::{Counters, Registry, Stats};
 use crate::store::cluster::ClusterStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisStore, TlsSettings};
@@ -103,12 +105,14 @@ use crate::tenant::{self, TenantId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod alerts;
 mod builder;
 mod fill;
 mod global;
 mod invalidate;
 mod local;
 mod read;
+mod report;
 mod spec;
 mod write;
 
@@ -232,7 +236,7 @@ pub struct Health {
     /// The store answered a `PING`.
     pub reachable: bool,
     /// The round trip of that `PING`.
-    #[serde(rename = "latency_ms", serialize_with = "crate::stats::opt_millis")]
+    #[serde(rename = "latency_ms", serialize_with = "crate::serde_ms::opt_millis")]
     pub latency: Option<Duration>,
     /// The circuit breaker's state.
     pub breaker: BreakerState,

@@ -4,6 +4,7 @@ pub mod cache_headers;
 pub mod conditional;
 mod context_layer;
 mod dashboard;
+mod date;
 pub mod fields;
 mod identity;
 mod metrics;

@@ -17,22 +17,26 @@
 //!    than the window never moves the alert: no storm.
 //! 4. Each transition emits one `tracing` event (`warn` when firing, `info`
 //!    when resolving) and one call of every `on_alert` callback (a panicking
-//!    callback is caught and logged). [`Cache::alerts`] lists the firing ones.
+//!    callback is caught and logged). [`Cache::alerts`](crate::Cache::alerts)
+//!    lists the firing ones.
+//!
+//! The task itself is `cache::alerts`: it reads the cache's counters into
+//! plain [`Figures`] and hands them to [`Alerts::evaluate`] here, so this
+//! module (the state machine) knows nothing of `Cache`. Over 400 lines: the
+//! public [`Alert`] and the state machine that matches on its private kinds
+//! stay together; the unit tests are in `alerts_tests.rs`.
 //!
 //! The evaluator's own I/O per tick: one `PING` for `redis_unreachable`, one
 //! `INFO memory` per server for `memory_above`; nothing for the others.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::breaker::BreakerState;
-use crate::cache::{Cache, Inner};
 use crate::monitor::sketch::quantile;
-use crate::store::{AnyStore, Store};
 
 /// What an alert watches.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,7 +163,7 @@ pub enum AlertState {
     Resolved,
 }
 
-/// One transition of an alert (or, from [`Cache::alerts`], one that fires now).
+/// One transition of an alert (or, from [`Cache::alerts`](crate::Cache::alerts), one that fires now).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct AlertEvent {
@@ -225,7 +229,33 @@ impl Alerts {
         }
     }
 
-    fn firing(&self) -> Vec<AlertEvent> {
+    /// How often the evaluator ticks (`CacheBuilder::alert_interval`).
+    pub(crate) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Which figures the configured alerts need.
+    pub(crate) fn wants(&self) -> Wants {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let any = |f: fn(&Kind) -> bool| slots.iter().any(|s| f(&s.alert.kind));
+        Wants {
+            p99: any(|k| matches!(k, Kind::P99Above(..))),
+            ping: any(|k| *k == Kind::RedisUnreachable),
+            memory: any(|k| matches!(k, Kind::MemoryAbove(_))),
+        }
+    }
+
+    /// Applies one tick's figures: moves every alert (see the module docs)
+    /// and emits each transition.
+    pub(crate) fn evaluate(&self, prev: &mut Previous, figures: Figures, now: Instant) {
+        let tick = prev.tick(figures);
+        for event in step(self, &tick, now) {
+            emit(self, &event);
+        }
+    }
+
+    /// The alerts firing now (`Cache::alerts`).
+    pub(crate) fn firing(&self) -> Vec<AlertEvent> {
         self.slots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -235,14 +265,43 @@ impl Alerts {
     }
 }
 
-/// The previous tick's counters, for per-tick differences.
+/// The previous tick's counters, for per-tick differences. Kept by the
+/// evaluator task between ticks.
 #[derive(Default)]
-struct Previous {
+pub(crate) struct Previous {
     hits: u64,
     misses: u64,
     denied: u64,
     histograms: HashMap<String, Vec<u64>>,
     at: Option<Instant>,
+}
+
+/// Which figures this cache's alerts need measured (the others cost nothing).
+pub(crate) struct Wants {
+    /// Latency histograms, for `p99_above`.
+    pub p99: bool,
+    /// A `PING` and the breaker, for `redis_unreachable`.
+    pub ping: bool,
+    /// The memory fraction, for `memory_above`.
+    pub memory: bool,
+}
+
+/// The figures a cache hands the evaluator once per tick: plain values,
+/// taken by `cache::alerts` (this module knows nothing of `Cache`).
+pub(crate) struct Figures {
+    /// When the counters were read.
+    pub at: Instant,
+    /// Total hits and misses (`Stats`), and rate-limit denials, so far.
+    pub hits: u64,
+    pub misses: u64,
+    pub denied: u64,
+    /// Cumulative latency histogram counts of each function (`f:<name>`) and
+    /// route (`GET /x`); empty unless [`Wants::p99`].
+    pub histograms: Vec<(String, Vec<u64>)>,
+    /// Redis does not answer or the breaker is not closed (`None`: not measured).
+    pub unreachable: Option<bool>,
+    /// `used / max` memory (`None`: not measured or unknown).
+    pub memory: Option<f64>,
 }
 
 /// Figures measured once per tick, shared by all alerts.
@@ -256,36 +315,27 @@ struct Tick {
     denials: Option<f64>,
 }
 
-#[allow(clippy::cast_precision_loss)]
-fn measure(cache: &Cache, alerts: &[Alert], prev: &mut Previous) -> impl Future<Output = Tick> {
-    let inner = cache.inner();
-    let now = Instant::now();
-    let secs = prev.at.map(|at| (now - at).as_secs_f64());
-    prev.at = Some(now);
-    let mut tick = Tick::default();
-    let s = cache.stats();
-    let (dh, dm) = (
-        s.hits.saturating_sub(prev.hits),
-        s.misses.saturating_sub(prev.misses),
-    );
-    (prev.hits, prev.misses) = (s.hits, s.misses);
-    if dh + dm > 0 {
-        tick.hit_ratio = Some(dh as f64 / (dh + dm) as f64);
-    }
-    let denied = cache.rate_limiter().stats().denied;
-    if let Some(secs) = secs.filter(|s| *s > 0.0) {
-        tick.denials = Some(denied.saturating_sub(prev.denied) as f64 / secs);
-    }
-    prev.denied = denied;
-    if alerts.iter().any(|a| matches!(a.kind, Kind::P99Above(..))) {
-        let hists = inner
-            .stats
-            .compute_counts()
-            .into_iter()
-            .map(|(k, v)| (format!("f:{k}"), v))
-            .chain(inner.stats.routes.counts());
-        for (name, counts) in hists {
-            let old = prev.histograms.get(&name);
+impl Previous {
+    /// This tick's figures from the counters so far minus the previous tick's.
+    #[allow(clippy::cast_precision_loss)]
+    fn tick(&mut self, f: Figures) -> Tick {
+        let secs = self.at.map(|at| (f.at - at).as_secs_f64());
+        self.at = Some(f.at);
+        let mut tick = Tick::default();
+        let (dh, dm) = (
+            f.hits.saturating_sub(self.hits),
+            f.misses.saturating_sub(self.misses),
+        );
+        (self.hits, self.misses) = (f.hits, f.misses);
+        if dh + dm > 0 {
+            tick.hit_ratio = Some(dh as f64 / (dh + dm) as f64);
+        }
+        if let Some(secs) = secs.filter(|s| *s > 0.0) {
+            tick.denials = Some(f.denied.saturating_sub(self.denied) as f64 / secs);
+        }
+        self.denied = f.denied;
+        for (name, counts) in f.histograms {
+            let old = self.histograms.get(&name);
             let window: Vec<u64> = counts
                 .iter()
                 .enumerate()
@@ -294,30 +344,10 @@ fn measure(cache: &Cache, alerts: &[Alert], prev: &mut Previous) -> impl Future<
             if let Some(p99) = quantile(&window, 0.99) {
                 tick.p99.insert(name.clone(), p99 as f64 / 1e9);
             }
-            prev.histograms.insert(name, counts);
+            self.histograms.insert(name, counts);
         }
-    }
-    let want_ping = alerts.iter().any(|a| a.kind == Kind::RedisUnreachable);
-    let want_memory = alerts
-        .iter()
-        .any(|a| matches!(a.kind, Kind::MemoryAbove(_)));
-    let cache = cache.clone();
-    async move {
-        let inner = cache.inner();
-        if want_ping {
-            let breaker_open = inner.breaker_state() != BreakerState::Closed;
-            let ping = tokio::time::timeout(inner.op_timeout, inner.store.ping()).await;
-            tick.unreachable = Some(breaker_open || !matches!(ping, Ok(Ok(()))));
-        }
-        if want_memory {
-            tick.memory = match &*inner.store {
-                AnyStore::Memory(m) => Some(m.weighed_size() as f64 / m.capacity().max(1) as f64),
-                _ => tokio::time::timeout(inner.op_timeout * 4, cache.memory_fraction())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
-        }
+        tick.unreachable = f.unreachable;
+        tick.memory = f.memory;
         tick
     }
 }
@@ -392,126 +422,6 @@ fn emit(alerts: &Alerts, event: &AlertEvent) {
     }
 }
 
-/// The evaluator task: see the module docs. Runs until the cache is dropped.
-pub(crate) fn spawn(weak: Weak<Inner>, handle: &tokio::runtime::Handle) {
-    handle.spawn(async move {
-        let mut prev = Previous::default();
-        let interval = match weak.upgrade() {
-            Some(inner) => match inner.alerts() {
-                Some(a) => a.interval,
-                None => return,
-            },
-            None => return,
-        };
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let Some(cache) = Cache::from_weak(&weak) else {
-                return;
-            };
-            let Some(alerts) = cache.inner().alerts().cloned() else {
-                return;
-            };
-            let list: Vec<Alert> = alerts
-                .slots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|s| s.alert.clone())
-                .collect();
-            let tick = measure(&cache, &list, &mut prev).await;
-            // Not held across the next sleep: the cache can drop meanwhile.
-            drop(cache);
-            for event in step(&alerts, &tick, Instant::now()) {
-                emit(&alerts, &event);
-            }
-        }
-    });
-}
-
-impl Cache {
-    /// The alerts firing now (see `CacheBuilder::alert`); empty without alerts.
-    pub fn alerts(&self) -> Vec<AlertEvent> {
-        self.inner()
-            .alerts()
-            .map(|a| a.firing())
-            .unwrap_or_default()
-    }
-
-    /// `used_memory / maxmemory` of the Redis servers (`None`: unlimited or no answer).
-    async fn memory_fraction(&self) -> Option<f64> {
-        // The full report scans keys; this needs INFO only, but one code
-        // path is easier to keep right: servers' INFO comes first in it.
-        self.memory_report().await.used_fraction()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tick_ratio(r: f64) -> Tick {
-        Tick {
-            hit_ratio: Some(r),
-            ..Tick::default()
-        }
-    }
-
-    #[test]
-    fn fires_once_and_resolves_once_and_ignores_flapping() {
-        let alerts = Alerts::new(
-            vec![Alert::hit_ratio_below(0.5).for_(Duration::from_secs(3))],
-            Vec::new(),
-            Duration::from_secs(1),
-        );
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut events = Vec::new();
-        // Flapping every second: never fires.
-        for s in 0..10 {
-            let r = if s % 2 == 0 { 0.1 } else { 0.9 };
-            events.extend(step(&alerts, &tick_ratio(r), at(s)));
-        }
-        assert!(events.is_empty(), "{events:?}");
-        // Low for 3 s: fires once, at the third second.
-        for s in 10..20 {
-            events.extend(step(&alerts, &tick_ratio(0.1), at(s)));
-        }
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].state, AlertState::Firing);
-        assert!(alerts.firing().len() == 1);
-        // A tick without data changes nothing.
-        assert!(step(&alerts, &Tick::default(), at(20)).is_empty());
-        // Flapping while firing: stays firing.
-        for s in 21..30 {
-            let r = if s % 2 == 0 { 0.1 } else { 0.9 };
-            events.extend(step(&alerts, &tick_ratio(r), at(s)));
-        }
-        assert_eq!(events.len(), 1);
-        // High for 3 s: resolves once.
-        for s in 30..40 {
-            events.extend(step(&alerts, &tick_ratio(0.9), at(s)));
-        }
-        assert_eq!(events.len(), 2);
-        assert_eq!(events[1].state, AlertState::Resolved);
-        assert!(alerts.firing().is_empty());
-    }
-
-    #[test]
-    fn names_and_narrowing() {
-        let a = Alert::p99_above(Duration::from_millis(5)).route("GET", "/x");
-        assert_eq!(a.name(), "p99_above(5ms, GET /x)");
-        let tick = Tick {
-            p99: HashMap::from([("GET /x".to_owned(), 0.010), ("f:g".to_owned(), 1.0)]),
-            ..Tick::default()
-        };
-        assert_eq!(condition(&a, &tick), Some((true, 0.010)));
-        let f = Alert::p99_above(Duration::from_secs(2)).function("g");
-        assert_eq!(condition(&f, &tick), Some((false, 1.0)));
-        assert_eq!(
-            Alert::redis_unreachable().function("g").name(),
-            "redis_unreachable"
-        );
-    }
-}
+#[path = "alerts_tests.rs"]
+mod tests;

@@ -1,4 +1,4 @@
-//! [`Cache::memory_report`]: where this cache's memory goes (Redis, each
+//! [`Cache::memory_report`](crate::Cache::memory_report): where this cache's memory goes (Redis, each
 //! cluster master, this cache's keys, the tenants holding the most, the
 //! local tier, the process).
 //!
@@ -23,11 +23,11 @@
 //! not bytes held.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue};
 
-use crate::cache::Cache;
 use crate::error::CacheError;
 use crate::store::AnyStore;
 
@@ -40,7 +40,8 @@ pub const USAGE_KEYS: usize = 256;
 /// Tenants listed in [`MemoryReport::tenants`].
 pub const TOP_TENANTS: usize = 10;
 
-/// Where the memory of a cache goes; see [`Cache::memory_report`] and the
+/// Where the memory of a cache goes; see
+/// [`Cache::memory_report`](crate::Cache::memory_report) and the
 /// `monitor::memory` docs for what each field costs.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[non_exhaustive]
@@ -238,104 +239,92 @@ fn sum<'a>(xs: impl Iterator<Item = &'a Option<u64>>, all: bool) -> Option<u64> 
     any.then_some(total)
 }
 
-impl Cache {
-    /// Where this cache's memory goes: Redis `used_memory`, `maxmemory` and
-    /// evictions (per master on a cluster), this cache's keys under its
-    /// prefix and the top tenants by bytes (bounded sampling, never
-    /// `KEYS`), the local tier and the process RSS. See
-    /// [`MemoryReport`]; each field's cost is in the `monitor::memory` docs.
-    ///
-    /// A server that does not answer (within `op_timeout` per command)
-    /// leaves its fields `None`; the report itself never fails.
-    pub async fn memory_report(&self) -> MemoryReport {
-        let inner = self.inner();
-        let mut report = MemoryReport {
-            backend: inner.store.backend(),
-            local_bytes: self.local_tier_bytes(),
-            process_rss_bytes: process_rss(),
-            ..MemoryReport::default()
-        };
-        let timeout = inner.op_timeout;
-        let prefix = inner.prefix.as_str();
-        let samples: Vec<Sample> = match &*inner.store {
-            AnyStore::Memory(m) => {
-                report.redis_used_bytes = Some(m.weighed_size());
-                report.redis_max_bytes = Some(m.capacity());
-                return report;
-            }
-            AnyStore::Redis(r) => {
-                let mut conn = r.connection();
-                let fut = sample(&mut conn, "default".to_owned(), prefix);
-                // Five scans and a pipeline: give it a few op timeouts.
-                match tokio::time::timeout(timeout * 8, fut).await {
-                    Ok(Ok(s)) => vec![s],
-                    _ => Vec::new(),
-                }
-            }
-            AnyStore::Cluster(c) => {
-                let fut = async {
-                    let mut conn = c.connection().await?;
-                    let masters = c.masters(&mut conn).await?;
-                    let mut out = Vec::new();
-                    for (host, port) in masters {
-                        let mut node = c.node_connection(&host, port).await?;
-                        if let Ok(s) = sample(&mut node, format!("{host}:{port}"), prefix).await {
-                            out.push(s);
-                        }
-                    }
-                    Ok::<_, CacheError>(out)
-                };
-                match tokio::time::timeout(timeout * 16, fut).await {
-                    Ok(Ok(s)) => s,
-                    _ => Vec::new(),
-                }
-            }
-        };
-        if samples.is_empty() {
+/// The memory report of a cache on `store` whose keys start with `prefix`
+/// (`Cache::memory_report`, which passes its parts; see it for what the
+/// report holds). Commands time out after a few `timeout`s.
+pub(crate) async fn report(
+    store: &AnyStore,
+    prefix: &str,
+    timeout: Duration,
+    local_bytes: u64,
+) -> MemoryReport {
+    let mut report = MemoryReport {
+        backend: store.backend(),
+        local_bytes,
+        process_rss_bytes: process_rss(),
+        ..MemoryReport::default()
+    };
+    let samples: Vec<Sample> = match store {
+        AnyStore::Memory(m) => {
+            report.redis_used_bytes = Some(m.weighed_size());
+            report.redis_max_bytes = Some(m.capacity());
             return report;
         }
-        let servers: Vec<ServerMemory> = samples.iter().map(|s| s.server.clone()).collect();
-        report.redis_used_bytes = sum(servers.iter().map(|s| &s.used_bytes), false);
-        report.redis_max_bytes = sum(servers.iter().map(|s| &s.max_bytes), true);
-        report.evictions = sum(servers.iter().map(|s| &s.evictions), false);
-        report.keys_exact = samples.iter().all(|s| s.complete);
-        let mut keys = 0u64;
-        let mut tenants: HashMap<String, u64> = HashMap::new();
-        for s in &samples {
-            let db = s.server.db_keys.unwrap_or(0);
-            // Estimated: the share of sampled keys under the prefix, times DBSIZE.
-            keys += if s.complete {
-                s.matched
-            } else {
-                scale(s.matched, db, s.scanned)
-            };
-            // Measured bytes scaled to the tenant keys sampled, then to the keyspace.
-            for (t, b) in &s.tenant_bytes {
-                let mut b = scale(*b, s.tenant_keys_sampled, s.tenant_keys_measured);
-                if !s.complete {
-                    b = scale(b, db, s.scanned);
-                }
-                *tenants.entry(t.clone()).or_default() += b;
+        AnyStore::Redis(r) => {
+            let mut conn = r.connection();
+            let fut = sample(&mut conn, "default".to_owned(), prefix);
+            // Five scans and a pipeline: give it a few op timeouts.
+            match tokio::time::timeout(timeout * 8, fut).await {
+                Ok(Ok(s)) => vec![s],
+                _ => Vec::new(),
             }
         }
-        report.keys = Some(keys);
-        let mut tenants: Vec<TenantBytes> = tenants
-            .into_iter()
-            .map(|(tenant, bytes)| TenantBytes { tenant, bytes })
-            .collect();
-        tenants.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.tenant.cmp(&b.tenant)));
-        tenants.truncate(TOP_TENANTS);
-        report.tenants = tenants;
-        report.servers = servers;
-        report
+        AnyStore::Cluster(c) => {
+            let fut = async {
+                let mut conn = c.connection().await?;
+                let masters = c.masters(&mut conn).await?;
+                let mut out = Vec::new();
+                for (host, port) in masters {
+                    let mut node = c.node_connection(&host, port).await?;
+                    if let Ok(s) = sample(&mut node, format!("{host}:{port}"), prefix).await {
+                        out.push(s);
+                    }
+                }
+                Ok::<_, CacheError>(out)
+            };
+            match tokio::time::timeout(timeout * 16, fut).await {
+                Ok(Ok(s)) => s,
+                _ => Vec::new(),
+            }
+        }
+    };
+    if samples.is_empty() {
+        return report;
     }
-
-    /// Bytes held by the local in-process tier (its weigher's total, which
-    /// counts each entry at least `local_cache_bytes / max_entries`); 0
-    /// without one.
-    fn local_tier_bytes(&self) -> u64 {
-        self.inner().local_bytes()
+    let servers: Vec<ServerMemory> = samples.iter().map(|s| s.server.clone()).collect();
+    report.redis_used_bytes = sum(servers.iter().map(|s| &s.used_bytes), false);
+    report.redis_max_bytes = sum(servers.iter().map(|s| &s.max_bytes), true);
+    report.evictions = sum(servers.iter().map(|s| &s.evictions), false);
+    report.keys_exact = samples.iter().all(|s| s.complete);
+    let mut keys = 0u64;
+    let mut tenants: HashMap<String, u64> = HashMap::new();
+    for s in &samples {
+        let db = s.server.db_keys.unwrap_or(0);
+        // Estimated: the share of sampled keys under the prefix, times DBSIZE.
+        keys += if s.complete {
+            s.matched
+        } else {
+            scale(s.matched, db, s.scanned)
+        };
+        // Measured bytes scaled to the tenant keys sampled, then to the keyspace.
+        for (t, b) in &s.tenant_bytes {
+            let mut b = scale(*b, s.tenant_keys_sampled, s.tenant_keys_measured);
+            if !s.complete {
+                b = scale(b, db, s.scanned);
+            }
+            *tenants.entry(t.clone()).or_default() += b;
+        }
     }
+    report.keys = Some(keys);
+    let mut tenants: Vec<TenantBytes> = tenants
+        .into_iter()
+        .map(|(tenant, bytes)| TenantBytes { tenant, bytes })
+        .collect();
+    tenants.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.tenant.cmp(&b.tenant)));
+    tenants.truncate(TOP_TENANTS);
+    report.tenants = tenants;
+    report.servers = servers;
+    report
 }
 
 #[cfg(test)]

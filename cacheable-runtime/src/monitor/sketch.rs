@@ -147,19 +147,19 @@ pub struct Latency {
     /// Samples recorded.
     pub count: u64,
     /// Median.
-    #[serde(rename = "p50_ms", serialize_with = "crate::stats::millis")]
+    #[serde(rename = "p50_ms", serialize_with = "crate::serde_ms::millis")]
     pub p50: Duration,
     /// 95th percentile.
-    #[serde(rename = "p95_ms", serialize_with = "crate::stats::millis")]
+    #[serde(rename = "p95_ms", serialize_with = "crate::serde_ms::millis")]
     pub p95: Duration,
     /// 99th percentile.
-    #[serde(rename = "p99_ms", serialize_with = "crate::stats::millis")]
+    #[serde(rename = "p99_ms", serialize_with = "crate::serde_ms::millis")]
     pub p99: Duration,
     /// The largest sample, exact.
-    #[serde(rename = "max_ms", serialize_with = "crate::stats::millis")]
+    #[serde(rename = "max_ms", serialize_with = "crate::serde_ms::millis")]
     pub max: Duration,
     /// The sum of all samples, exact.
-    #[serde(rename = "total_ms", serialize_with = "crate::stats::millis")]
+    #[serde(rename = "total_ms", serialize_with = "crate::serde_ms::millis")]
     pub total: Duration,
 }
 

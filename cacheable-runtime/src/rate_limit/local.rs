@@ -1,7 +1,10 @@
 //! The in-process side of the limiter: the same three algorithms on a
 //! monotonic clock (for `Cache::memory()` and the `on_error = "local"`
-//! fallback), and the cache of recent denials. Both read the cache's clock
-//! (`crate::clock`), so tests advance a fake one through a window.
+//! fallback), and (in `denials.rs`) the cache of recent denials. Both read
+//! the cache's clock (`crate::clock`), so tests advance a fake one through a
+//! window. This file is over 400 lines because the eviction rule below needs
+//! each entry's algorithm state, so the map and the three algorithms' local
+//! decisions stay together.
 //!
 //! # Bounds
 //!
@@ -16,11 +19,12 @@
 //!   evicted before it expires: eviction never hands a denied key a fresh
 //!   budget. If only exhausted entries remain, a new key is refused (counted
 //!   in `RateLimitStats::local_overflow`) rather than let through unlimited.
-//! - [`DenialCache`]: [`DENIALS_MAX_BYTES`]. Expired denials are swept at most
-//!   every second and when the bound is reached (then not again for 100 ms if
-//!   that freed nothing: a flood of live denials is not swept once per key);
-//!   a denial that still does not fit is not remembered (Redis, which holds
-//!   the budget, still denies).
+//! - [`DenialCache`](super::denials::DenialCache):
+//!   [`DENIALS_MAX_BYTES`](super::denials::DENIALS_MAX_BYTES). Expired
+//!   denials are swept at most every second and when the bound is reached
+//!   (then not again for 100 ms if that freed nothing: a flood of live
+//!   denials is not swept once per key); a denial that still does not fit is
+//!   not remembered (Redis, which holds the budget, still denies).
 //!
 //! moka is not used: its admission and eviction policy (TinyLFU) may drop any
 //! entry, and there is no way to pin the entries that must stay (denials).
@@ -29,7 +33,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::mem::size_of;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,16 +44,13 @@ use crate::clock::AnyClock;
 /// of 60 bytes).
 pub(super) const LOCAL_MAX_BYTES: usize = 64 << 20;
 
-/// The bound of the denial cache, in bytes (about 80,000 keys of 60 bytes).
-pub(super) const DENIALS_MAX_BYTES: usize = 8 << 20;
-
 /// The cost of one map slot besides the key's and the entry's heap bytes:
 /// the `(String, V)` pair plus the table's control byte, over the load factor.
-fn slot_bytes<V>(key: &str) -> usize {
+pub(super) fn slot_bytes<V>(key: &str) -> usize {
     (size_of::<(String, V)>() + 1) * 8 / 7 + key.len()
 }
 
-fn us(d: Duration) -> u64 {
+pub(super) fn us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -458,411 +459,6 @@ fn decide(slot: &mut Slot, p: &Policy, now: u64, window: u64) -> Verdict {
     }
 }
 
-/// A denial remembered until its retry time.
-#[derive(Debug, Clone)]
-struct Denial {
-    until: Instant,
-    reset_at: Instant,
-    cost: u32,
-    points: u32,
-    remaining: u64,
-}
-
-#[derive(Debug)]
-struct Denials {
-    map: HashMap<String, Denial>,
-    bytes: usize,
-    next_sweep: Instant,
-    /// No sweep for room before this time, after one that found none.
-    next_full_sweep: Instant,
-    /// Sweeps run (the flood test counts them).
-    sweeps: u64,
-}
-
-/// Denials by key, kept until the retry time: while a key is denied for a
-/// cost, any call with at least that cost is denied without asking Redis.
-/// Nothing can make the budget available earlier (only time refills it), so
-/// the answer is the one Redis would give. Bounded by `max_bytes`; expired
-/// denials are swept at most every second and when the bound is reached.
-#[derive(Debug)]
-pub(super) struct DenialCache {
-    inner: Mutex<Denials>,
-    /// The map's length, read without the lock (the common case: empty).
-    len: AtomicUsize,
-    max_bytes: usize,
-    clock: AnyClock,
-}
-
-impl Default for DenialCache {
-    fn default() -> Self {
-        Self::with_max_bytes(DENIALS_MAX_BYTES)
-    }
-}
-
-/// How often expired denials are swept while the cache is in use.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// After a sweep for room that found none, how long new denials are not
-/// remembered before the next such sweep.
-const FULL_SWEEP_PAUSE: Duration = Duration::from_millis(100);
-
-impl Denials {
-    fn sweep(&mut self, now: Instant) {
-        let mut bytes = self.bytes;
-        self.map.retain(|k, d| {
-            let keep = d.until > now;
-            if !keep {
-                bytes -= slot_bytes::<Denial>(k);
-            }
-            keep
-        });
-        self.bytes = bytes;
-        self.next_sweep = now + SWEEP_EVERY;
-        self.sweeps += 1;
-    }
-}
-
-impl DenialCache {
-    pub(super) fn with_max_bytes(max_bytes: usize) -> Self {
-        Self {
-            inner: Mutex::new(Denials {
-                map: HashMap::new(),
-                bytes: 0,
-                next_sweep: Instant::now(),
-                next_full_sweep: Instant::now(),
-                sweeps: 0,
-            }),
-            len: AtomicUsize::new(0),
-            max_bytes,
-            clock: AnyClock::System,
-        }
-    }
-
-    /// The same cache, timed by `clock`.
-    pub(super) fn with_clock(mut self, clock: AnyClock) -> Self {
-        let d = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
-        d.next_sweep = clock.now();
-        d.next_full_sweep = clock.now();
-        self.clock = clock;
-        self
-    }
-
-    /// Bytes held (as accounted against the bound) and entries.
-    #[cfg(test)]
-    pub(super) fn usage(&self) -> (usize, usize) {
-        let d = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        (d.bytes, d.map.len())
-    }
-
-    pub(super) fn get(&self, key: &str, p: &Policy) -> Option<Verdict> {
-        if self.len.load(Relaxed) == 0 {
-            return None;
-        }
-        let now = self.clock.now();
-        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let s = &mut *guard;
-        if now >= s.next_sweep {
-            s.sweep(now);
-            self.len.store(s.map.len(), Relaxed);
-        }
-        let d = s.map.get(key)?;
-        if d.until <= now {
-            s.map.remove(key);
-            s.bytes -= slot_bytes::<Denial>(key);
-            self.len.store(s.map.len(), Relaxed);
-            return None;
-        }
-        if p.cost < d.cost || p.points != d.points {
-            return None;
-        }
-        Some(Verdict {
-            allowed: false,
-            remaining: d.remaining,
-            reset_after_us: us(d.reset_at.saturating_duration_since(now)),
-            retry_after_us: us(d.until - now).max(1),
-        })
-    }
-
-    pub(super) fn put(&self, key: &str, p: &Policy, v: &Verdict) {
-        if v.allowed || v.retry_after_us == 0 {
-            return;
-        }
-        let now = self.clock.now();
-        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let s = &mut *guard;
-        let need = slot_bytes::<Denial>(key);
-        let present = s.map.contains_key(key);
-        let full = !present && s.bytes + need > self.max_bytes;
-        if now >= s.next_sweep || (full && now >= s.next_full_sweep) {
-            s.sweep(now);
-        }
-        let present = s.map.contains_key(key);
-        if !present && s.bytes + need > self.max_bytes {
-            // Full of live denials: sweeping again for every new key would
-            // cost a pass over the map per denial under a flood.
-            s.next_full_sweep = now + FULL_SWEEP_PAUSE;
-            // Not remembered: Redis, which holds the budget, still denies.
-            self.len.store(s.map.len(), Relaxed);
-            return;
-        }
-        let denial = Denial {
-            until: now + Duration::from_micros(v.retry_after_us),
-            reset_at: now + Duration::from_micros(v.reset_after_us),
-            cost: p.cost,
-            points: p.points,
-            remaining: v.remaining,
-        };
-        if s.map.insert(key.to_owned(), denial).is_none() {
-            s.bytes += need;
-        }
-        self.len.store(s.map.len(), Relaxed);
-    }
-
-    /// Forgets every remembered denial (used by tests and `RateLimiter::reset_local`).
-    pub(super) fn clear(&self) {
-        let mut s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        s.map.clear();
-        s.bytes = 0;
-        self.len.store(0, Relaxed);
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::FakeClock;
-
-    fn login() -> Policy {
-        Policy {
-            points: 3,
-            window: Duration::from_secs(15 * 60),
-            cost: 1,
-            algorithm: Algorithm::SlidingWindow,
-        }
-    }
-
-    fn rss_kib() -> Option<u64> {
-        let s = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    /// A limiter on a fake clock, and the clock to advance.
-    fn fake(max_bytes: usize) -> (LocalLimiter, FakeClock) {
-        let clock = FakeClock::new();
-        let l = LocalLimiter::with_max_bytes(max_bytes).with_clock(AnyClock::new(clock.clone()));
-        (l, clock)
-    }
-
-    /// Identities sprayed at a limiter 20 times the size of its bound: the
-    /// bytes stay under the bound through about 200 rounds of eviction, and
-    /// the victim, denied before the spray, is still denied after it (the old
-    /// limiter cleared itself at 100,000 entries). The clock stands still, so
-    /// nothing expires: only eviction makes room. (The bound is 512 KiB, not
-    /// the default 64 MiB, so that 20 times it is a quick debug run.)
-    #[test]
-    fn a_flood_of_identities_keeps_the_bound_and_the_victim_denied() {
-        for algorithm in [
-            Algorithm::Gcra,
-            Algorithm::SlidingWindow,
-            Algorithm::FixedWindow,
-        ] {
-            let p = Policy {
-                algorithm,
-                ..login()
-            };
-            let max = 512 << 10;
-            let (l, _clock) = fake(max);
-            let before = rss_kib();
-            for _ in 0..3 {
-                assert!(l.check("victim", &p).allowed);
-            }
-            assert!(!l.check("victim", &p).allowed);
-            let mut key = String::new();
-            let mut spray = 0;
-            let mut full_at = None;
-            while full_at.is_none_or(|n| spray < 20 * n) {
-                let i = spray;
-                spray += 1;
-                key.clear();
-                std::fmt::Write::write_fmt(&mut key, format_args!("cacheable:{{g}}:rl:u:{i}"))
-                    .unwrap();
-                assert!(l.check(&key, &p).allowed, "{algorithm:?} {i}");
-                if i % 256 == 0 {
-                    let (bytes, entries) = l.usage();
-                    assert!(bytes <= max, "{bytes} > {max}");
-                    if entries < i && full_at.is_none() {
-                        full_at = Some(entries);
-                    }
-                }
-            }
-            let (bytes, entries) = l.usage();
-            assert!(entries > 1000, "{algorithm:?}: {entries} entries kept");
-            assert!(
-                !l.check("victim", &p).allowed,
-                "{algorithm:?}: victim admitted"
-            );
-            eprintln!(
-                "{algorithm:?}: {spray} keys, {entries} entries, {bytes} bytes accounted, RSS {:?} -> {:?} KiB",
-                before,
-                rss_kib()
-            );
-        }
-    }
-
-    /// When only exhausted keys are left, a new key is refused (and counted),
-    /// never admitted by forgetting an exhausted one.
-    #[test]
-    fn a_limiter_full_of_denials_refuses_new_keys_and_keeps_them() {
-        let p = Policy {
-            points: 1,
-            ..login()
-        };
-        let l = LocalLimiter::with_max_bytes(64 << 10);
-        let mut i = 0;
-        while l.overflow.load(Relaxed) == 0 {
-            let k = format!("k{i}");
-            let v = l.check(&k, &p);
-            i += 1;
-            if v.allowed {
-                assert!(!l.check(&k, &p).allowed);
-            }
-        }
-        for j in 0..i - 1 {
-            assert!(!l.check(&format!("k{j}"), &p).allowed, "k{j} was forgotten");
-        }
-        let (bytes, _) = l.usage();
-        assert!(bytes <= 64 << 10);
-    }
-
-    /// The fallback starts from what Redis last reported, not from full.
-    #[test]
-    fn observe_lowers_the_budget_to_what_redis_reported() {
-        for algorithm in [
-            Algorithm::Gcra,
-            Algorithm::SlidingWindow,
-            Algorithm::FixedWindow,
-        ] {
-            let p = Policy {
-                points: 10,
-                algorithm,
-                ..login()
-            };
-            let l = LocalLimiter::default();
-            l.observe("a", &p, 2);
-            assert!(l.check("a", &p).allowed);
-            assert!(l.check("a", &p).allowed);
-            assert!(!l.check("a", &p).allowed, "{algorithm:?}");
-            l.observe("b", &p, 0);
-            assert!(!l.check("b", &p).allowed, "{algorithm:?}");
-            // A full budget stores nothing.
-            l.observe("c", &p, 10);
-            assert_eq!(l.usage().1, 2);
-        }
-    }
-
-    /// Each algorithm refills exactly when its verdict said: denied 1 µs
-    /// before `retry_after`, allowed at it, and then only for what refilled.
-    #[test]
-    fn a_denied_key_is_allowed_again_at_its_retry_time() {
-        for algorithm in [
-            Algorithm::Gcra,
-            Algorithm::SlidingWindow,
-            Algorithm::FixedWindow,
-        ] {
-            let p = Policy {
-                algorithm,
-                ..login()
-            };
-            let (l, clock) = fake(LOCAL_MAX_BYTES);
-            // Not at the start of a fixed window: the window's end comes first.
-            clock.advance(Duration::from_secs(7));
-            for _ in 0..3 {
-                assert!(l.check("k", &p).allowed, "{algorithm:?}");
-                clock.advance(Duration::from_secs(1));
-            }
-            let denied = l.check("k", &p);
-            assert!(!denied.allowed, "{algorithm:?}");
-            assert!(denied.retry_after_us > 1, "{algorithm:?}");
-            assert!(denied.retry_after_us <= us(p.window), "{algorithm:?}");
-            clock.advance(Duration::from_micros(denied.retry_after_us - 1));
-            assert!(!l.check("k", &p).allowed, "{algorithm:?}: 1 µs early");
-            clock.advance(Duration::from_micros(1));
-            assert!(l.check("k", &p).allowed, "{algorithm:?}: at retry_after");
-            if algorithm != Algorithm::FixedWindow {
-                // One point refilled, not the whole budget.
-                assert!(!l.check("k", &p).allowed, "{algorithm:?}: one point only");
-            }
-            // A whole window later, the whole budget is back.
-            clock.advance(p.window);
-            for _ in 0..3 {
-                assert!(l.check("k", &p).allowed, "{algorithm:?}: full again");
-            }
-            assert!(!l.check("k", &p).allowed, "{algorithm:?}");
-        }
-    }
-
-    #[test]
-    fn a_denial_is_served_until_its_retry_time() {
-        let p = login();
-        let clock = FakeClock::new();
-        let d = DenialCache::default().with_clock(AnyClock::new(clock.clone()));
-        let v = Verdict {
-            allowed: false,
-            remaining: 0,
-            reset_after_us: 30_000,
-            retry_after_us: 20_000,
-        };
-        d.put("k", &p, &v);
-        clock.advance(Duration::from_millis(19));
-        let cached = d.get("k", &p).expect("still denied");
-        assert!(!cached.allowed);
-        assert_eq!(cached.retry_after_us, 1000);
-        assert_eq!(cached.reset_after_us, 11_000);
-        clock.advance(Duration::from_millis(1));
-        assert!(d.get("k", &p).is_none(), "forgotten at its retry time");
-    }
-
-    /// Far more denials than fit: the bytes stay under the bound; once they
-    /// expire, the next use after a sweep interval sweeps them all.
-    #[test]
-    fn the_denial_cache_is_bounded_and_sweeps_expired_denials() {
-        let p = login();
-        let max = 1 << 20;
-        let clock = FakeClock::new();
-        let d = DenialCache::with_max_bytes(max).with_clock(AnyClock::new(clock.clone()));
-        let short = Verdict {
-            allowed: false,
-            remaining: 0,
-            reset_after_us: 1,
-            retry_after_us: 20_000,
-        };
-        // About ten times what fits (each denial weighs about 100 bytes).
-        for i in 0..100_000u32 {
-            d.put(&format!("k{i}"), &p, &short);
-            if i % 1024 == 0 {
-                assert!(d.usage().0 <= max);
-            }
-        }
-        let (bytes, kept) = d.usage();
-        assert!(
-            bytes <= max && kept > 1000 && kept < 50_000,
-            "{bytes} bytes, {kept}"
-        );
-        let sweeps = |d: &DenialCache| d.inner.lock().unwrap().sweeps;
-        assert!(
-            sweeps(&d) <= 2,
-            "{} sweeps: a full cache of live denials is not swept once per put",
-            sweeps(&d)
-        );
-        assert!(d.get("k0", &p).is_some(), "the first denials are kept");
-        clock.advance(Duration::from_millis(20));
-        assert!(d.get("k0", &p).is_none(), "expired at its retry time");
-        assert_eq!(d.usage().1, kept - 1, "no sweep before SWEEP_EVERY");
-        clock.advance(SWEEP_EVERY);
-        // Any use after a second sweeps what expired.
-        d.put("late", &p, &short);
-        assert_eq!(d.usage().1, 1, "expired denials were swept");
-        assert!(d.get("late", &p).is_some());
-    }
-}
+#[path = "local_tests.rs"]
+mod tests;

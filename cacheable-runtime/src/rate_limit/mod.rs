@@ -85,18 +85,25 @@
 //! clones it (one `Arc`). Nothing here names the cache or a concrete store,
 //! so the dependency runs one way, `cache` → `rate_limit` → `store`.
 //!
-//! - `mod.rs`: the public types, and the per-cache state behind
-//!   [`RateLimiter`]: the store as a `ScriptHost` (the object-safe part of
-//!   the `Store` trait that runs scripts), the circuit breaker, counters,
+//! - `types.rs`: the public types (options, decisions, counters).
+//! - `mod.rs`: the per-cache state behind [`RateLimiter`]: the store as a
+//!   `ScriptHost` (the object-safe part of the `Store` trait that runs
+//!   scripts), the circuit breaker, counters,
 //!   the local limiter and the denial cache. A decision asks the store
 //!   whether it runs scripts (no I/O): the Redis and cluster stores do, and
 //!   the decision is one `Store::eval_script` call under the breaker and the
 //!   timeout; the memory store does not, and the local limiter decides with
 //!   the whole budget (counted as a decision, not as a failure).
 //! - `scripts.rs`: the Lua of each algorithm; stores only run it.
-//! - `local.rs`: the bounded in-process limiter and denial cache.
+//! - `local.rs`: the bounded in-process limiter; `denials.rs`: the denial
+//!   cache.
 //! - `private.rs`: what `#[rate_limit]` calls, on a [`RateLimiter`]; the
 //!   crate's `private` module turns the macro's cache into one.
+//! - `tests.rs`: unit tests.
+//!
+//! This file is over 400 lines because these docs (the contract: algorithms,
+//! keys, the bound while Redis fails) take over a hundred, written next to
+//! the limiter that keeps them.
 //!
 //! # Memory
 //!
@@ -107,8 +114,6 @@
 //! budget. When only exhausted keys are left, a new key is refused and
 //! counted in [`RateLimitStats::local_overflow`].
 
-use std::borrow::Cow;
-use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -118,284 +123,21 @@ use crate::breaker::{Breaker, Pass};
 use crate::error::CacheError;
 use crate::key;
 use crate::store::ScriptHost;
-use crate::tenant::{self, TenantId};
+use crate::tenant;
 
+mod denials;
 mod local;
 pub mod private;
 mod scripts;
+mod types;
 
-use local::{DenialCache, LocalLimiter, Policy};
-
-/// Which algorithm decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Algorithm {
-    /// Generic cell rate algorithm: a burst of `points`, refilled at
-    /// `points / duration`. O(1) memory per key. The default.
-    #[default]
-    Gcra,
-    /// Exact sliding window: never more than `points` in any `duration`.
-    /// Memory grows with `points`: for small limits such as logins.
-    SlidingWindow,
-    /// Fixed windows aligned on the Unix epoch (UTC): quotas per day or month.
-    FixedWindow,
-}
-
-impl Algorithm {
-    fn tag(self) -> &'static str {
-        match self {
-            Self::Gcra => "rlg",
-            Self::SlidingWindow => "rls",
-            Self::FixedWindow => "rlf",
-        }
-    }
-}
-
-/// What a decision does when Redis cannot be asked (down, slow, breaker open).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnError {
-    /// Decide with an in-process limiter (the default), conservatively: each
-    /// process runs the same algorithm with a share of the points
-    /// (`points / expected instances`, floored; see
-    /// [`RateLimiter::set_expected_instances`]), and a key starts from the
-    /// fewer of that share and the points Redis last reported left for it,
-    /// never from a full budget. A call whose decision timed out (the script
-    /// may have run) is charged to that budget like any other.
-    ///
-    /// The bound while Redis is unreachable: `N` processes together admit at
-    /// most `N × share` points per key per `duration` on top of what Redis
-    /// admitted, so at most `2 × points` in any window when `N` is at most
-    /// the expected instances (and nothing more for a key that Redis last
-    /// reported exhausted to every process).
-    #[default]
-    Local,
-    /// Admit every call (fail open).
-    Allow,
-    /// Refuse every call (fail closed).
-    Deny,
-}
-
-/// The policy of one check: points per duration, algorithm, cost, fallback.
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct RateLimitOptions {
-    points: NonZeroU32,
-    duration: Duration,
-    algorithm: Algorithm,
-    cost: u32,
-    on_error: OnError,
-    name: Cow<'static, str>,
-    tenant: Option<TenantId>,
-    global: bool,
-}
-
-impl RateLimitOptions {
-    /// `points` per `duration`, GCRA, cost 1, local fallback, policy name `default`.
-    pub fn new(points: NonZeroU32, duration: Duration) -> Self {
-        Self {
-            points,
-            duration,
-            algorithm: Algorithm::Gcra,
-            cost: 1,
-            on_error: OnError::Local,
-            name: Cow::Borrowed("default"),
-            tenant: None,
-            global: false,
-        }
-    }
-
-    /// The algorithm (default [`Algorithm::Gcra`]).
-    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
-        self.algorithm = algorithm;
-        self
-    }
-
-    /// The weight of this call (default 1). A cost above `points` is always denied.
-    pub fn cost(mut self, cost: NonZeroU32) -> Self {
-        self.cost = cost.get();
-        self
-    }
-
-    /// What happens when Redis cannot be asked (default [`OnError::Local`]).
-    pub fn on_error(mut self, on_error: OnError) -> Self {
-        self.on_error = on_error;
-        self
-    }
-
-    /// The policy's name in `RateLimit-Policy` / `RateLimit` headers (default `default`).
-    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// The tenant whose budget this is (default: the current tenant).
-    pub fn tenant(mut self, tenant: impl Into<TenantId>) -> Self {
-        self.tenant = Some(tenant.into());
-        self
-    }
-
-    /// One budget across all tenants (the key lives outside any tenant).
-    pub fn global(mut self) -> Self {
-        self.global = true;
-        self
-    }
-
-    /// Points per window.
-    pub fn points(&self) -> u32 {
-        self.points.get()
-    }
-
-    /// The window.
-    pub fn duration(&self) -> Duration {
-        self.duration
-    }
-
-    fn policy(&self) -> Policy {
-        Policy {
-            points: self.points.get(),
-            window: self.duration,
-            cost: self.cost,
-            algorithm: self.algorithm,
-        }
-    }
-}
-
-/// Who answered a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Source {
-    /// The Redis script.
-    Redis,
-    /// A denial remembered in this process until its retry time.
-    DenialCache,
-    /// The in-process limiter: the cache is `Cache::memory()`, or Redis failed
-    /// and `on_error` is `local`.
-    Local,
-    /// Redis failed and `on_error` is `allow`.
-    FailOpen,
-    /// Redis failed and `on_error` is `deny`.
-    FailClosed,
-}
-
-/// The outcome of one check. `#[non_exhaustive]`: a field may be added
-/// without a breaking change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Decision {
-    /// Whether the call is admitted.
-    pub allowed: bool,
-    /// Points per window.
-    pub limit: u64,
-    /// Points left after this call (for a call of cost 1).
-    pub remaining: u64,
-    /// Time until the budget is full again (GCRA, sliding window) or the
-    /// window resets (fixed window).
-    pub reset_after: Duration,
-    /// When denied, the time until a call of the same cost can pass; zero when allowed.
-    pub retry_after: Duration,
-    /// The window.
-    pub window: Duration,
-    /// The policy's name.
-    pub policy: Cow<'static, str>,
-    /// Who answered.
-    pub source: Source,
-}
-
-impl Decision {
-    /// `Ok(self)` when allowed, else the [`RateLimited`] error to return.
-    ///
-    /// # Errors
-    /// When the call is denied.
-    pub fn into_result(self) -> Result<Decision, RateLimited> {
-        if self.allowed {
-            Ok(self)
-        } else {
-            Err(RateLimited {
-                limit: self.limit,
-                remaining: self.remaining,
-                reset_after: self.reset_after,
-                retry_after: self.retry_after,
-                window: self.window,
-                policy: self.policy.into_owned(),
-            })
-        }
-    }
-}
-
-/// A call refused by a rate limit.
-///
-/// With the feature `axum` it is an `IntoResponse`: `429 Too Many Requests`
-/// with `Retry-After`, `RateLimit-Policy`, `RateLimit`, `X-RateLimit-Limit`,
-/// `X-RateLimit-Remaining` and `X-RateLimit-Reset` (see `cacheable::http`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RateLimited {
-    /// Points per window.
-    pub limit: u64,
-    /// Points left (fewer than the refused call's cost).
-    pub remaining: u64,
-    /// Time until the budget is full again (or the window resets).
-    pub reset_after: Duration,
-    /// Time until a call of the same cost can pass.
-    pub retry_after: Duration,
-    /// The window.
-    pub window: Duration,
-    /// The policy's name.
-    pub policy: String,
-}
-
-impl RateLimited {
-    /// `retry_after` in whole seconds, rounded up, at least 1 (`Retry-After`).
-    pub fn retry_after_secs(&self) -> u64 {
-        ceil_secs(self.retry_after).max(1)
-    }
-}
-
-pub(crate) fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-impl fmt::Display for RateLimited {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "rate limit `{}` exceeded ({} per {}s); retry in {}s",
-            self.policy,
-            self.limit,
-            ceil_secs(self.window),
-            self.retry_after_secs()
-        )
-    }
-}
-
-impl std::error::Error for RateLimited {}
-
-/// Counters of a cache's rate limiter since it was built.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RateLimitStats {
-    /// Calls admitted (by any source).
-    pub allowed: u64,
-    /// Calls denied (by any source).
-    pub denied: u64,
-    /// Denials answered from the denial cache, without Redis.
-    pub denied_cached: u64,
-    /// Decisions Redis failed to make (error, timeout, breaker open).
-    pub errors: u64,
-    /// Of those, decided by the in-process limiter (`on_error = local`).
-    pub fallback_local: u64,
-    /// Of those, admitted (`on_error = allow`).
-    pub fallback_allowed: u64,
-    /// Of those, denied (`on_error = deny`).
-    pub fallback_denied: u64,
-    /// New keys the in-process limiter refused because its memory bound was
-    /// reached and only exhausted (denied) state was left to evict.
-    pub local_overflow: u64,
-    /// `#[rate_limit]` calls with no user and no client IP to limit by
-    /// (refused unless `on_error = "allow"`).
-    pub unidentified: u64,
-}
+use denials::DenialCache;
+use local::{LocalLimiter, Policy};
+#[cfg(feature = "axum")] // `Retry-After` and `RateLimit` headers
+pub(crate) use types::ceil_secs;
+pub use types::{
+    Algorithm, Decision, OnError, RateLimitOptions, RateLimitStats, RateLimited, Source,
+};
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -426,7 +168,7 @@ struct State {
     denials: DenialCache,
     breaker: Breaker,
     counters: Counters,
-    log: crate::stats::LogLimiter,
+    log: crate::log_limit::LogLimiter,
     /// The processes expected to share a limit: the local fallback admits
     /// `points / expected_instances` of it.
     expected_instances: AtomicU32,
@@ -456,7 +198,7 @@ impl State {
             denials: DenialCache::default(),
             breaker: Breaker::new(5, Duration::from_millis(250), Duration::from_millis(500)),
             counters: Counters::default(),
-            log: crate::stats::LogLimiter::new(Duration::from_secs(10)),
+            log: crate::log_limit::LogLimiter::new(Duration::from_secs(10)),
             expected_instances: AtomicU32::new(DEFAULT_EXPECTED_INSTANCES),
         }
     }
@@ -770,76 +512,4 @@ fn parse_reply(r: &[i64]) -> Result<Verdict, CacheError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Cache;
-
-    fn nz(n: u32) -> NonZeroU32 {
-        NonZeroU32::new(n).unwrap()
-    }
-
-    #[tokio::test]
-    async fn memory_gcra_admits_a_burst_then_refuses() {
-        let cache = Cache::memory();
-        let rl = cache.rate_limiter();
-        let opts = RateLimitOptions::new(nz(3), Duration::from_secs(60));
-        for left in [2, 1, 0] {
-            let d = rl.check("k", &opts).await.unwrap();
-            assert!(d.allowed);
-            assert_eq!(d.remaining, left);
-        }
-        let d = rl.check("k", &opts).await.unwrap();
-        assert!(!d.allowed);
-        assert!(
-            d.retry_after > Duration::from_secs(19) && d.retry_after <= Duration::from_secs(20)
-        );
-        assert_eq!(d.source, Source::Local);
-    }
-
-    #[tokio::test]
-    async fn memory_sliding_and_fixed_count_cost() {
-        let cache = Cache::memory();
-        let rl = cache.rate_limiter();
-        for alg in [Algorithm::SlidingWindow, Algorithm::FixedWindow] {
-            let opts = RateLimitOptions::new(nz(10), Duration::from_secs(3600))
-                .algorithm(alg)
-                .cost(nz(4));
-            assert!(rl.check("c", &opts).await.unwrap().allowed);
-            let d = rl.check("c", &opts).await.unwrap();
-            assert!(d.allowed);
-            assert_eq!(d.remaining, 2);
-            assert!(!rl.check("c", &opts).await.unwrap().allowed);
-        }
-    }
-
-    #[test]
-    fn keys_escape_braces_and_keep_the_tenant() {
-        let cache = Cache::memory();
-        let rl = cache.rate_limiter();
-        let opts = RateLimitOptions::new(nz(1), Duration::from_secs(1)).tenant("a}:{b");
-        assert_eq!(
-            rl.redis_key("login:{x}", &opts),
-            "cacheable:{t:a%7D%3A%7Bb}:rlg:login%3A%7Bx%7D"
-        );
-        let g = RateLimitOptions::new(nz(1), Duration::from_secs(1)).global();
-        assert_eq!(rl.redis_key("k", &g), "cacheable:{g}:rlg:k");
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        let r = RateLimited {
-            limit: 1,
-            remaining: 0,
-            reset_after: Duration::ZERO,
-            retry_after: Duration::from_millis(1),
-            window: Duration::from_secs(1),
-            policy: "p".into(),
-        };
-        assert_eq!(r.retry_after_secs(), 1);
-        let r = RateLimited {
-            retry_after: Duration::from_millis(41_001),
-            ..r
-        };
-        assert_eq!(r.retry_after_secs(), 42);
-    }
-}
+mod tests;

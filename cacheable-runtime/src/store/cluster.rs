@@ -8,6 +8,10 @@
 //! another tenant) are kept alive by a second script on their own shard.
 //! The connection is created on first use, follows `MOVED`/`ASK` and
 //! refreshes the slot map after a failover.
+//!
+//! Over 400 lines: the `Store` implementation routes each operation by slot
+//! (entry shard, then the other shards' dependencies), and those methods
+//! read best side by side with the slot grouping they share.
 
 use std::collections::BTreeMap;
 use std::fmt;
