@@ -10,7 +10,10 @@
 //! Prerequisites: none.
 //! - Database: SQLite in a file under the system temp dir, created and seeded
 //!   on startup; `DATABASE_URL=postgres://user@host/db` uses Postgres instead
-//!   (tables are created and seeded there the same way).
+//!   (tables are created and seeded there the same way). On Postgres the
+//!   service installs a trigger (`sql/notify.sql`) and listens for its
+//!   `NOTIFY`s (`cacheable::events::postgres`): an `UPDATE users ..` in
+//!   `psql` is visible through the API at once.
 //! - Cache: Redis at `REDIS_URL` when set, else at 127.0.0.1:6379 when it
 //!   answers `PING`, else the in-process store (`Cache::memory()`);
 //!   `CACHE_ENABLED=false` turns caching off (`Cache::disabled()`: every
@@ -528,6 +531,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| default_database_url());
     let (db, database) = connect_database(&database_url).await?;
     let (cache, cache_desc) = cache_from_env().await?;
+    if database == "postgres" {
+        // Writes made outside the service invalidate too: the trigger
+        // notifies, the listener turns notifications into invalidations.
+        sqlx::raw_sql(include_str!("../sql/notify.sql"))
+            .execute(&db)
+            .await?;
+        cacheable::events::postgres::listen(&cache, &database_url, "cache_invalidation");
+        println!("events:   invalidations from Postgres NOTIFY on cache_invalidation");
+    }
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse()?,
         Err(_) => 3000,
