@@ -538,7 +538,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .execute(&db)
             .await?;
         cacheable::events::postgres::listen(&cache, &database_url, "cache_invalidation");
-        println!("events:   invalidations from Postgres NOTIFY on cache_invalidation");
     }
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse()?,
@@ -548,6 +547,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let shown_db = database_url.split('@').next_back().unwrap_or(&database_url);
     println!("database: {database} ({shown_db})");
     println!("cache:    {cache_desc}");
+    if database == "postgres" {
+        println!("events:   invalidation on Postgres NOTIFY cache_invalidation (sql/notify.sql)");
+    }
     println!("listening on http://{}", listener.local_addr()?);
     serve(
         listener,
