@@ -14,7 +14,7 @@ pub use cacheable_runtime::{
     FunctionStats, HashError, Health, KeyHasher, MAX_TTL, OnError, RateLimitOptions,
     RateLimitStats, RateLimited, RateLimiter, Stats, TtlPolicy, global, set_global,
 };
-pub use cacheable_runtime::{clock, context, debug, monitor, rate_limit, tenant};
+pub use cacheable_runtime::{clock, context, debug, events, monitor, rate_limit, tenant};
 
 /// The axum integration: layers, extractors, headers (feature `axum`).
 #[cfg(feature = "axum")]

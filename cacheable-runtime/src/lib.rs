@@ -12,6 +12,7 @@ pub mod context;
 pub mod debug;
 mod envelope;
 mod error;
+pub mod events;
 mod flight;
 #[cfg(feature = "axum")]
 pub mod http;

@@ -1,4 +1,6 @@
-//! Test support: real `redis-server` processes on free loopback ports.
+//! Test support: real `redis-server` processes on free loopback ports, a
+//! real PostgreSQL ([`PostgresServer`], in `postgres.rs`) and a delaying
+//! TCP proxy ([`DelayProxy`], in `proxy.rs`).
 //!
 //! Every test that needs Redis starts its own server with [`RedisServer::start`]
 //! and the server is stopped (by pid) when the handle drops. Nothing here touches
@@ -6,6 +8,12 @@
 //!
 //! When `redis-server` is not installed, [`RedisServer::start`] panics with an
 //! install hint: a test that needs Redis never skips silently.
+
+mod postgres;
+mod proxy;
+
+pub use postgres::PostgresServer;
+pub use proxy::DelayProxy;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};

@@ -96,6 +96,15 @@
 //! versions bumped, `{"v":1,"id":"<32 hex>","all":true}` for a `clear`.
 //! Receivers acknowledge with `SADD {prefix}:local:ack:<id> <instance id>`.
 //! A message that does not parse drops the receiver's whole tier.
+//!
+//! Other services publish the same way (step 2 is one script: bump only
+//! existing counters, read the registry, publish; then step 4's wait). A
+//! bare `PUBLISH` would reach local tiers but not Redis readers, whose
+//! version counters did not move. The public recipe, for any language
+//! (key names, escaping, the script, a `redis-cli EVAL` example, the
+//! wait), is in the docs of `crate::events`, whose `INVALIDATE_SCRIPT` and
+//! `WAIT_SCRIPT` are the scripts here; a unit test there keeps the
+//! documented script equal to the one that runs. Test: `tests/events.rs`.
 
 pub(crate) mod channel;
 pub(crate) mod scripts;

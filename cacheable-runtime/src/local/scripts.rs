@@ -31,11 +31,16 @@ impl Keys {
     }
 }
 
-/// Redis server time in ms, as every script reads it.
-const NOW: &str = r"
+/// Redis server time in ms, as every script reads it (a macro, for `concat!`).
+macro_rules! now {
+    () => {
+        r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-";
+"
+    };
+}
+const NOW: &str = now!();
 
 /// `KEYS[1]` registry; `ARGV[1]` id, `ARGV[2]` lease ms. Registers (after
 /// dropping expired registrations); returns 1.
@@ -65,7 +70,10 @@ return 0
 
 /// `KEYS[1]` registry, `KEYS[2]` acknowledgement set; `ARGV` ids. Returns
 /// the ids that neither acknowledged nor have a lease that ran out.
-const WAIT: &str = r"
+/// Public as `events::WAIT_SCRIPT`, for publishers in other languages.
+pub(crate) const WAIT_FULL: &str = concat!(
+    now!(),
+    r"
 local out = {}
 for i = 1, #ARGV do
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
@@ -74,7 +82,8 @@ for i = 1, #ARGV do
   end
 end
 return out
-";
+"
+);
 
 /// Like `WAIT`, but evicts the ids still missing; returns the ms until the
 /// last of their leases runs out (0 when none).
@@ -103,8 +112,9 @@ return 1
 /// bumped exactly as the store's `BUMP`, `KEYS[n]` the registry; `ARGV[1]`
 /// the channel, `ARGV[2]` the message. Publishes, and returns the ids whose
 /// lease runs (step 2). `allow-oom`, as `BUMP`: an invalidation lands even
-/// when Redis is out of memory.
-const BUMP_ANNOUNCE: &str = r"#!lua flags=allow-oom
+/// when Redis is out of memory. Public as `events::INVALIDATE_SCRIPT`: other
+/// services run it as it is (the recipe is in the docs of `events`).
+pub(crate) const BUMP_ANNOUNCE: &str = r"#!lua flags=allow-oom
 for i = 1, #KEYS - 1 do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     local r = redis.pcall('INCR', KEYS[i])
@@ -138,7 +148,7 @@ pub(crate) fn scripts() -> &'static Scripts {
     SCRIPTS.get_or_init(|| Scripts {
         register: Lua::new(with_now(REGISTER)),
         renew: Lua::new(with_now(RENEW)),
-        wait: Lua::new(with_now(WAIT)),
+        wait: Lua::new(WAIT_FULL),
         evict: Lua::new(with_now(EVICT)),
         ack: Lua::new(ACK),
         bump_announce: Lua::new(BUMP_ANNOUNCE),

@@ -10,7 +10,10 @@
 //! Prerequisites: none.
 //! - Database: SQLite in a file under the system temp dir, created and seeded
 //!   on startup; `DATABASE_URL=postgres://user@host/db` uses Postgres instead
-//!   (tables are created and seeded there the same way).
+//!   (tables are created and seeded there the same way). On Postgres the
+//!   service installs a trigger (`sql/notify.sql`) and listens for its
+//!   `NOTIFY`s (`cacheable::events::postgres`): an `UPDATE users ..` in
+//!   `psql` is visible through the API at once.
 //! - Cache: Redis at `REDIS_URL` when set, else at 127.0.0.1:6379 when it
 //!   answers `PING`, else the in-process store (`Cache::memory()`);
 //!   `CACHE_ENABLED=false` turns caching off (`Cache::disabled()`: every

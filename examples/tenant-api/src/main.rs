@@ -67,6 +67,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| default_database_url());
     let (db, database) = connect_database(&database_url).await?;
     let (cache, cache_desc) = cache_from_env().await?;
+    if database == "postgres" {
+        // Writes made outside the service invalidate too: the trigger
+        // notifies, the listener turns notifications into invalidations.
+        sqlx::raw_sql(include_str!("../sql/notify.sql"))
+            .execute(&db)
+            .await?;
+        cacheable::events::postgres::listen(&cache, &database_url, "cache_invalidation");
+    }
     let admin = AdminToken::from_env();
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse()?,
@@ -77,6 +85,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let shown_db = database_url.split('@').next_back().unwrap_or(&database_url);
     println!("database: {database} ({shown_db})");
     println!("cache:    {cache_desc}");
+    if database == "postgres" {
+        println!("events:   invalidation on Postgres NOTIFY cache_invalidation (sql/notify.sql)");
+    }
     println!("listening on http://{addr}");
     println!("dashboard: http://{addr}/_cache?token={}", admin.as_str());
     let ops = Router::new().route(
