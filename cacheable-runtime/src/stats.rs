@@ -291,8 +291,19 @@ pub struct Stats {
     /// its calls ran uncached and counted nothing.
     pub disabled: bool,
     functions: BTreeMap<String, FunctionStats>,
-    /// By (route, method).
+    /// By (route, method). Serialized as a list of [`RouteStats`] (each
+    /// names its route and method): JSON objects cannot have pair keys.
+    #[serde(serialize_with = "routes_as_list")]
     routes: BTreeMap<(String, String), RouteStats>,
+}
+
+/// The routes of [`Stats`] as a JSON-friendly list, ordered by route then
+/// method.
+fn routes_as_list<S: serde::Serializer>(
+    routes: &BTreeMap<(String, String), RouteStats>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(routes.values())
 }
 
 impl Stats {

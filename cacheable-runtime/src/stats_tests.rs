@@ -30,3 +30,25 @@ fn a_million_function_names_keep_at_most_max_functions() {
     r.miss(&f, "f0000000");
     assert_eq!(r.snapshot().function("f0000000").map(|f| f.misses), Some(2));
 }
+
+#[test]
+fn stats_with_routes_serialize_to_json() {
+    // Routes are keyed by (route, method) in memory; JSON objects cannot
+    // have pair keys, so they serialize as a list. Failed with
+    // "key must be a string" (a 500 from `Json(cache.stats())`) before.
+    let registry = Registry::default();
+    registry.routes.record(
+        "GET",
+        "/users/{id}",
+        200,
+        crate::monitor::routes::Outcome::Hit,
+        Duration::from_millis(3),
+        10,
+    );
+    let json = serde_json::to_value(registry.snapshot()).expect("Stats serializes");
+    let routes = json["routes"].as_array().expect("routes is a list");
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0]["route"], "/users/{id}");
+    assert_eq!(routes[0]["method"], "GET");
+    assert_eq!(routes[0]["status_2xx"], 1);
+}
