@@ -605,3 +605,37 @@ async fn a_disabled_cache_serves_every_read_fresh_and_still_limits_writes() {
     let (_, _, body) = router.call(Method::GET, "/users/2", &[ACME], None).await;
     assert_eq!(json_of(&body)["name"], "Bob 2");
 }
+
+/// A tag rendered from the result: the by-email lookup only learns the
+/// user's id from its row, and tags its entry `user:{ret.id}`; a rename
+/// through `PUT /users/{id}` (which evicts `user:{id}`) refreshes it.
+#[tokio::test]
+async fn a_tag_from_the_result_lets_a_rename_refresh_the_lookup_by_email() {
+    let dir = ScratchDir::new("tenant-api-ret-tags");
+    let router = app(state(&dir, Cache::memory()).await);
+    let by_email = "/users/by-email/bob@acme.test";
+    let (status, first, body) = router.call(Method::GET, by_email, &[ACME], None).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json_of(&body)["name"], "Bob");
+    assert_eq!(h(&first, "x-cache"), Some("miss"));
+    let (_, again, _) = router.call(Method::GET, by_email, &[ACME], None).await;
+    assert_eq!(h(&again, "x-cache"), Some("hit"));
+
+    let admin = format!("Bearer {}", login(&router, ACME, "alice@acme.test").await);
+    let (status, _, _) = router
+        .call(
+            Method::PUT,
+            "/users/2",
+            &[ACME, ("authorization", &admin)],
+            Some(&json!({ "name": "Robert" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, after, body) = router.call(Method::GET, by_email, &[ACME], None).await;
+    assert_eq!(
+        json_of(&body)["name"],
+        "Robert",
+        "the rename is visible at once"
+    );
+    assert_eq!(h(&after, "x-cache"), Some("miss"));
+}

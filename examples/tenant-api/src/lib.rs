@@ -29,6 +29,8 @@
 //! - `GET /users`, `GET /users/{id}`: cached 60 s, tags `users`, `user:{id}`.
 //!   `GET /users?name_prefix=Al&limit=10` filters the list; each filter is
 //!   its own entry (the `Query` is part of the key).
+//! - `GET /users/by-email/{email}`: cached 60 s under the tag `user:{ret.id}`,
+//!   rendered from the result, so a rename of that user refreshes it.
 //! - `PUT /users/{id}` `{"name"}` with `Authorization: Bearer <token>`: admins
 //!   may rename anyone (30 writes a minute), others themselves (3 a minute).
 //! - `GET /stats`: an ad-hoc aggregate query cached with `get_or_compute`
@@ -372,6 +374,25 @@ pub async fn get_user(
     Ok(Json(user_of(&row)?))
 }
 
+/// `GET /users/by-email/{email}`: one user, found by e-mail. Its id is only
+/// known from the row, so the tag `user:{ret.id}` is rendered from the result
+/// (`ret` is the `Ok` value, here the `User` inside the `Json`): a
+/// `PUT /users/{id}`, which invalidates `user:{id}`, refreshes this entry too.
+#[cacheable(ttl = 60, name = "users.by_email", tags = ["user:{ret.id}"], cache = app.cache)]
+pub async fn get_user_by_email(
+    State(app): State<AppState>,
+    Path(email): Path<String>,
+) -> Result<Json<User>, ApiError> {
+    let row =
+        sqlx::query("SELECT id, name, email, role FROM users WHERE tenant = $1 AND email = $2")
+            .bind(tenant()?)
+            .bind(email)
+            .fetch_optional(&app.db)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+    Ok(Json(user_of(&row)?))
+}
+
 /// `PUT /users/{id}`: renames a user. Rate-limited per user by role (admins
 /// 30 writes a minute, everyone else 3); on success the tags `users` and
 /// `user:{id}` of the tenant are invalidated, so the next read is fresh.
@@ -559,6 +580,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user).put(update_user))
+        .route("/users/by-email/{email}", get(get_user_by_email))
         .route("/login", post(login))
         .route("/stats", get(stats))
         .route("/health", get(health))
