@@ -535,7 +535,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "unknown `cacheable` argument `tll`; expected one of `ttl`, `policy`, `tags`, `key`, `skip`, `name`, `version`, `global`, `stale`, `cache`, `cache_none`, `crate`",
+                "unknown `cacheable` argument `tll`; expected one of `ttl`, `policy`, `tags`, `key`, `skip`, `name`, `version`, `global`, `stale`, `cache`, `cache_none`, `local`, `crate`",
                 "`ttl` must be greater than zero",
                 "`global` takes no value",
                 "expected integer literal",

@@ -115,9 +115,9 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
         let #id = #id_value;
         let #cache = #cache_value;
         // No key work for a disabled cache (or none): the body just runs.
-        let #keyed = ::cacheable::__private::wants_key(&#cache);
-        let #key = if #keyed { #key_value } else { ::cacheable::__private::no_key() };
-        let #tags = if #keyed { #tags_value } else { ::cacheable::__private::no_tags() };
+        let #keyed = #p::wants_key(&#cache);
+        let #key = if #keyed { #key_value } else { #p::no_key() };
+        let #tags = if #keyed { #tags_value } else { #p::no_tags() };
         #before_body
         #cached
     }

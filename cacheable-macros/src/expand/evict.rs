@@ -67,10 +67,10 @@ fn body(args: &EvictArgs, input: &AsyncFn) -> TokenStream {
     quote! {
         let #cache = #cache_value;
         // No tag rendering for a disabled cache (or none).
-        let #tags = if ::cacheable::__private::wants_key(&#cache) {
+        let #tags = if #p::wants_key(&#cache) {
             #tags_value
         } else {
-            ::cacheable::__private::no_tags()
+            #p::no_tags()
         };
         #before_body
         #evict
