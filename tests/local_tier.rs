@@ -220,8 +220,18 @@ async fn a_killed_subscription_stops_local_hits_and_drops_everything() {
     let b = local(&server, "lt5").await;
     let db = Db::new();
     until_local(&b, &db, 2).await;
+    assert!(b.local_entries() > 0);
     let killed = server.command(&[b"CLIENT", b"KILL", b"TYPE", b"pubsub"]);
     assert_eq!(killed, b":1\r\n", "one subscription killed");
+    // The instance learns of the kill when its connection reads the close:
+    // until then an invalidation still waits for its acknowledgement (or its
+    // lease), so only a bump behind the channel's back could be missed. Wait
+    // until it has seen the close and dropped its tier.
+    let noticed = Instant::now() + Duration::from_secs(5);
+    while b.local_entries() > 0 {
+        assert!(Instant::now() < noticed, "the tier was never dropped");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     // Behind the channel's back: only a tier that dropped everything on
     // reconnecting (and did not serve while it was down) reads 2.
     db.0[2].store(2, Ordering::SeqCst);
