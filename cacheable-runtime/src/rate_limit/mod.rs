@@ -458,6 +458,12 @@ impl RateLimiter {
         }
     }
 
+    /// Calls denied so far (the total of [`stats`](Self::stats), without
+    /// the per-limiter snapshot): read by the alert evaluator every tick.
+    pub(crate) fn denied(&self) -> u64 {
+        self.state.counters.denied.load(Relaxed)
+    }
+
     /// Counts a call of the `#[rate_limit]` site `limiter` that had nobody
     /// to limit.
     pub(crate) fn count_unidentified(&self, limiter: &'static str, refused: bool) {
