@@ -24,7 +24,7 @@ pub const MEMORY_REPORT_TTL: Duration = Duration::from_secs(5);
 /// How long a health check (one `PING`) is reused.
 const HEALTH_TTL: Duration = Duration::from_secs(1);
 /// Samples of the hit-ratio series kept (one per poll, at least
-/// 900 ms apart): 10 minutes at one poll a second.
+/// `SAMPLE_SPACING` apart): 10 minutes at one poll a second.
 pub const SERIES_LEN: usize = 600;
 /// The least time between two samples of the series.
 const SAMPLE_SPACING: Duration = Duration::from_millis(900);
