@@ -11,7 +11,7 @@ pub use cacheable_runtime::context::WithContext;
 pub use cacheable_runtime::{Alert, AlertEvent, AlertState, Latency, MemoryReport, RouteStats};
 pub use cacheable_runtime::{
     Algorithm, BreakerState, Cache, CacheBuilder, CacheError, CacheOptions, Decision,
-    FunctionStats, HashError, Health, KeyHasher, MAX_TTL, OnError, RateLimitOptions,
+    FunctionStats, HashError, Health, KeyHasher, LimiterStats, MAX_TTL, OnError, RateLimitOptions,
     RateLimitStats, RateLimited, RateLimiter, Stats, TtlPolicy, global, set_global,
 };
 pub use cacheable_runtime::{clock, context, debug, events, monitor, rate_limit, tenant};

@@ -184,6 +184,16 @@ async fn the_page_shows_live_functions_and_the_hit_ratio_of_stats() {
     traffic(&s.router).await;
     let stats = s.cache.stats();
     assert_eq!((stats.hits, stats.misses), (4, 4), "{stats:?}");
+    // One limiter: one call admitted, two refused.
+    let opts = cacheable::RateLimitOptions::new(std::num::NonZeroU32::MIN, Duration::from_secs(60))
+        .name("api.search");
+    for _ in 0..3 {
+        s.cache
+            .rate_limiter()
+            .check("k", &opts)
+            .await
+            .expect("check");
+    }
 
     let url = format!("http://{}/_cache?token={TOKEN}", s.addr);
     let dom = browse(&url, &["--dump-dom"]).await;
@@ -233,6 +243,18 @@ async fn the_page_shows_live_functions_and_the_hit_ratio_of_stats() {
             "{name}"
         );
     }
+    // Rate limits by limiter: the row of `api.search`, with its counts.
+    let marker = "data-limiter=\"api.search\"";
+    assert_eq!(
+        attr_of(&dom, marker, "data-allowed").as_deref(),
+        Some("1"),
+        "{dom}"
+    );
+    assert_eq!(
+        attr_of(&dom, marker, "data-denied").as_deref(),
+        Some("2"),
+        "{dom}"
+    );
     // Routes (MetricsLayer), Redis health and the breaker.
     assert!(dom.contains("data-route=\"GET /users/{id}\""), "{dom}");
     assert_eq!(

@@ -40,6 +40,7 @@ pub use key::{HashError, KeyHasher, SCHEMA};
 pub use monitor::{Alert, AlertEvent, AlertState, Latency, MemoryReport, RouteStats};
 pub use options::{CacheOptions, MAX_TTL, TtlPolicy};
 pub use rate_limit::{
-    Algorithm, Decision, OnError, RateLimitOptions, RateLimitStats, RateLimited, RateLimiter,
+    Algorithm, Decision, LimiterStats, OnError, RateLimitOptions, RateLimitStats, RateLimited,
+    RateLimiter,
 };
 pub use stats::{FunctionStats, Stats};

@@ -19,7 +19,7 @@ fn measure(cache: &Cache, wants: &Wants) -> impl Future<Output = Figures> {
     let inner = cache.inner();
     let at = Instant::now();
     let s = cache.stats();
-    let denied = cache.rate_limiter().stats().denied;
+    let denied = cache.rate_limiter().denied();
     let histograms = if wants.p99 {
         inner
             .stats

@@ -41,7 +41,9 @@ const SAMPLE_SPACING: Duration = Duration::from_millis(900);
 ///   time), per-route latency quantiles (from
 ///   [`MetricsLayer`](super::MetricsLayer)), Redis health and breaker
 ///   state, the memory report (reused for [`MEMORY_REPORT_TTL`], since it
-///   scans keys), rate-limit totals and the alerts firing.
+///   scans keys), rate-limit totals and admissions and denials per limiter
+///   (`rate_limit.limiters`, see [`RateLimitStats::limiters`](crate::RateLimitStats::limiters)),
+///   and the alerts firing.
 ///
 /// # Security
 ///
@@ -182,8 +184,7 @@ impl From<&Health> for HealthView {
     }
 }
 
-/// Rate-limit totals of the cache's limiter (all limiters together: the
-/// limiter keeps no counts per name).
+/// Rate-limit totals of the cache's limiter, and the same per limiter.
 #[derive(Debug, Serialize)]
 struct RateLimitView {
     allowed: u64,
@@ -192,6 +193,21 @@ struct RateLimitView {
     errors: u64,
     fallback_local: u64,
     unidentified: u64,
+    /// By name, in name order (at most `rate_limit::MAX_LIMITERS` and `<other>`).
+    limiters: Vec<LimiterView>,
+}
+
+/// One limiter's figures (`RateLimitStats::limiters`).
+#[derive(Debug, Serialize)]
+struct LimiterView {
+    name: String,
+    allowed: u64,
+    denied: u64,
+    denied_cached: u64,
+    fallbacks: u64,
+    unidentified: u64,
+    /// Denied over allowed + denied; 0 before any decision.
+    denial_rate: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -356,6 +372,18 @@ async fn snapshot(State(dash): State<Arc<Dash>>) -> impl IntoResponse {
             errors: limits.errors,
             fallback_local: limits.fallback_local,
             unidentified: limits.unidentified,
+            limiters: limits
+                .limiters()
+                .map(|(name, l)| LimiterView {
+                    name: name.to_owned(),
+                    allowed: l.allowed,
+                    denied: l.denied,
+                    denied_cached: l.denied_cached,
+                    fallbacks: l.fallbacks,
+                    unidentified: l.unidentified,
+                    denial_rate: l.denial_rate(),
+                })
+                .collect(),
         },
         alerts: cache.alerts().iter().map(AlertView::from).collect(),
     };

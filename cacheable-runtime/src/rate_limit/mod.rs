@@ -95,6 +95,8 @@
 //!   timeout; the memory store does not, and the local limiter decides with
 //!   the whole budget (counted as a decision, not as a failure).
 //! - `scripts.rs`: the Lua of each algorithm; stores only run it.
+//! - `limiters.rs`: the counters per limiter name, bounded at
+//!   [`MAX_LIMITERS`] names.
 //! - `local.rs`: the bounded in-process limiter; `denials.rs`: the denial
 //!   cache.
 //! - `private.rs`: what `#[rate_limit]` calls, on a [`RateLimiter`]; the
@@ -114,6 +116,7 @@
 //! budget. When only exhausted keys are left, a new key is refused and
 //! counted in [`RateLimitStats::local_overflow`].
 
+use std::borrow::Cow;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -126,17 +129,20 @@ use crate::store::ScriptHost;
 use crate::tenant;
 
 mod denials;
+mod limiters;
 mod local;
 pub mod private;
 mod scripts;
 mod types;
 
 use denials::DenialCache;
+pub use limiters::{MAX_LIMITERS, OTHER_LIMITER};
 use local::{LocalLimiter, Policy};
 #[cfg(feature = "axum")] // `Retry-After` and `RateLimit` headers
 pub(crate) use types::ceil_secs;
 pub use types::{
-    Algorithm, Decision, OnError, RateLimitOptions, RateLimitStats, RateLimited, Source,
+    Algorithm, Decision, LimiterStats, OnError, RateLimitOptions, RateLimitStats, RateLimited,
+    Source,
 };
 
 #[derive(Debug, Default)]
@@ -168,6 +174,8 @@ struct State {
     denials: DenialCache,
     breaker: Breaker,
     counters: Counters,
+    /// The same counters by limiter name (bounded).
+    limiters: limiters::Limiters,
     log: crate::log_limit::LogLimiter,
     /// The processes expected to share a limit: the local fallback admits
     /// `points / expected_instances` of it.
@@ -198,6 +206,7 @@ impl State {
             denials: DenialCache::default(),
             breaker: Breaker::new(5, Duration::from_millis(250), Duration::from_millis(500)),
             counters: Counters::default(),
+            limiters: limiters::Limiters::default(),
             log: crate::log_limit::LogLimiter::new(Duration::from_secs(10)),
             expected_instances: AtomicU32::new(DEFAULT_EXPECTED_INSTANCES),
         }
@@ -295,26 +304,55 @@ impl RateLimiter {
         }
         let state = &*self.state;
         let policy = opts.policy();
-        let (verdict, source) = if let Some(v) = state.denials.get(full, &policy) {
+        let (verdict, source, fell_back) = if let Some(v) = state.denials.get(full, &policy) {
             state.counters.denied_cached.fetch_add(1, Relaxed);
-            (v, Source::DenialCache)
+            (v, Source::DenialCache, false)
         } else if state.store.runs_scripts() {
             self.redis_or_fallback(full, &policy, opts).await
         } else {
             // A store without server scripts (`Cache::memory()`): the
             // in-process limiter is the limit, with the whole budget.
-            (state.local.check(full, &policy), Source::Local)
+            (state.local.check(full, &policy), Source::Local, false)
         };
-        Ok(self.finish(verdict, source, opts))
+        Ok(self.finish(verdict, source, fell_back, opts))
     }
 
-    fn finish(&self, v: Verdict, source: Source, opts: &RateLimitOptions) -> Decision {
+    /// The decision of `v`, counted in the totals and under the limiter's
+    /// name; `fell_back` when Redis failed and `on_error` decided.
+    fn finish(
+        &self,
+        v: Verdict,
+        source: Source,
+        fell_back: bool,
+        opts: &RateLimitOptions,
+    ) -> Decision {
         let c = &self.state.counters;
         if v.allowed {
             c.allowed.fetch_add(1, Relaxed);
         } else {
             c.denied.fetch_add(1, Relaxed);
         }
+        let site;
+        let limiter = match opts.limiter {
+            Some(name) => {
+                site = Cow::Borrowed(name);
+                &site
+            }
+            None => &opts.name,
+        };
+        self.state.limiters.count(limiter, |l| {
+            if v.allowed {
+                l.allowed.fetch_add(1, Relaxed);
+            } else {
+                l.denied.fetch_add(1, Relaxed);
+            }
+            if source == Source::DenialCache {
+                l.denied_cached.fetch_add(1, Relaxed);
+            }
+            if fell_back {
+                l.fallbacks.fetch_add(1, Relaxed);
+            }
+        });
         Decision {
             allowed: v.allowed,
             limit: u64::from(opts.points.get()),
@@ -336,7 +374,7 @@ impl RateLimiter {
         full: &str,
         policy: &Policy,
         opts: &RateLimitOptions,
-    ) -> (Verdict, Source) {
+    ) -> (Verdict, Source, bool) {
         let state = &*self.state;
         match self.ask_redis(full, policy).await {
             Ok(v) => {
@@ -346,7 +384,7 @@ impl RateLimiter {
                 {
                     state.local.observe(full, &share, v.remaining);
                 }
-                (v, Source::Redis)
+                (v, Source::Redis, false)
             }
             Err(e) => {
                 state.counters.errors.fetch_add(1, Relaxed);
@@ -354,7 +392,8 @@ impl RateLimiter {
                     tracing::warn!(error = %e, suppressed, on_error = ?opts.on_error,
                         "rate limiter could not reach redis; deciding by on_error");
                 }
-                fallback(state, full, policy, opts.on_error)
+                let (v, source) = fallback(state, full, policy, opts.on_error);
+                (v, source, true)
             }
         }
     }
@@ -401,7 +440,8 @@ impl RateLimiter {
         result
     }
 
-    /// Counters since the cache was built.
+    /// Counters since the cache was built, totals and per limiter
+    /// ([`RateLimitStats::limiters`]).
     pub fn stats(&self) -> RateLimitStats {
         let c = &self.state.counters;
         RateLimitStats {
@@ -414,11 +454,19 @@ impl RateLimiter {
             fallback_denied: c.fallback_denied.load(Relaxed),
             local_overflow: self.state.local.overflow.load(Relaxed),
             unidentified: c.unidentified.load(Relaxed),
+            limiters: self.state.limiters.snapshot(),
         }
     }
 
-    /// Counts a `#[rate_limit]` call that had nobody to limit.
-    pub(crate) fn count_unidentified(&self, refused: bool) {
+    /// Calls denied so far (the total of [`stats`](Self::stats), without
+    /// the per-limiter snapshot): read by the alert evaluator every tick.
+    pub(crate) fn denied(&self) -> u64 {
+        self.state.counters.denied.load(Relaxed)
+    }
+
+    /// Counts a call of the `#[rate_limit]` site `limiter` that had nobody
+    /// to limit.
+    pub(crate) fn count_unidentified(&self, limiter: &'static str, refused: bool) {
         let c = &self.state.counters;
         c.unidentified.fetch_add(1, Relaxed);
         if refused {
@@ -426,6 +474,14 @@ impl RateLimiter {
         } else {
             c.allowed.fetch_add(1, Relaxed);
         }
+        self.state.limiters.count(&Cow::Borrowed(limiter), |l| {
+            l.unidentified.fetch_add(1, Relaxed);
+            if refused {
+                l.denied.fetch_add(1, Relaxed);
+            } else {
+                l.allowed.fetch_add(1, Relaxed);
+            }
+        });
     }
 
     /// How many processes are expected to share each limit (default

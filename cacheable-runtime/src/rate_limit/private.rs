@@ -126,7 +126,7 @@ static UNIDENTIFIED_LOGGED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 /// `RateLimitStats::unidentified` and logged once per function with the fix.
 /// A deliberately shared budget is `by = "global"` or `by = "tenant"`.
 fn unidentified(limiter: &RateLimiter, site: &'static RateLimitSite) -> Option<RateLimited> {
-    limiter.count_unidentified(site.on_error != OnError::Allow);
+    limiter.count_unidentified(site.name, site.on_error != OnError::Allow);
     let first = {
         let mut logged = UNIDENTIFIED_LOGGED
             .lock()
@@ -203,6 +203,7 @@ pub(crate) async fn check_site(
     .cost(NonZeroU32::new(site.cost).unwrap_or(NonZeroU32::MIN))
     .on_error(site.on_error)
     .name(Cow::Borrowed(site.policy));
+    opts.limiter = Some(site.name);
     if site.by == By::Global {
         opts = opts.global();
     }

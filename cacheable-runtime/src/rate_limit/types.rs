@@ -4,6 +4,7 @@
 //! ([`RateLimitStats`]). The limiter that uses them is `mod.rs`.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -73,6 +74,9 @@ pub struct RateLimitOptions {
     pub(super) name: Cow<'static, str>,
     pub(super) tenant: Option<TenantId>,
     pub(super) global: bool,
+    /// The name counted in [`RateLimitStats::limiters`] when not `name`:
+    /// the `#[rate_limit]` site's key name (`module::fn` or `name = ".."`).
+    pub(super) limiter: Option<&'static str>,
 }
 
 impl RateLimitOptions {
@@ -87,6 +91,7 @@ impl RateLimitOptions {
             name: Cow::Borrowed("default"),
             tenant: None,
             global: false,
+            limiter: None,
         }
     }
 
@@ -108,7 +113,8 @@ impl RateLimitOptions {
         self
     }
 
-    /// The policy's name in `RateLimit-Policy` / `RateLimit` headers (default `default`).
+    /// The policy's name in `RateLimit-Policy` / `RateLimit` headers and
+    /// in [`RateLimitStats::limiters`] (default `default`).
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.name = name.into();
         self
@@ -256,8 +262,13 @@ impl fmt::Display for RateLimited {
 
 impl std::error::Error for RateLimited {}
 
-/// Counters of a cache's rate limiter since it was built.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters of a cache's rate limiter since it was built: totals, and
+/// the same per limiter name ([`limiters`](Self::limiters)).
+///
+/// Serializes (`serde`) as its fields under their names, with `limiters`
+/// an object from each limiter's name to its [`LimiterStats`]. New fields
+/// may be added.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RateLimitStats {
     /// Calls admitted (by any source).
@@ -280,4 +291,54 @@ pub struct RateLimitStats {
     /// `#[rate_limit]` calls with no user and no client IP to limit by
     /// (refused unless `on_error = "allow"`).
     pub unidentified: u64,
+    /// By limiter name; see [`limiters`](Self::limiters).
+    pub(super) limiters: BTreeMap<String, LimiterStats>,
+}
+
+impl RateLimitStats {
+    /// The counters of each limiter, by name, in name order.
+    ///
+    /// The name is the `#[rate_limit]` function's `name = ".."`, else its
+    /// `module::path::fn_name`; for [`RateLimiter::check`](super::RateLimiter::check)
+    /// it is [`RateLimitOptions::name`] (default `default`). At most
+    /// [`MAX_LIMITERS`](super::MAX_LIMITERS) names are kept apart; decisions
+    /// under later names count under [`OTHER_LIMITER`](super::OTHER_LIMITER).
+    pub fn limiters(&self) -> impl Iterator<Item = (&str, &LimiterStats)> {
+        self.limiters.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The counters of one limiter, by name (see [`limiters`](Self::limiters)).
+    pub fn limiter(&self, name: &str) -> Option<&LimiterStats> {
+        self.limiters.get(name)
+    }
+}
+
+/// The counters of one limiter (see [`RateLimitStats::limiters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct LimiterStats {
+    /// Calls admitted (by any source).
+    pub allowed: u64,
+    /// Calls denied (by any source).
+    pub denied: u64,
+    /// Of `denied`, answered from the denial cache, without Redis.
+    pub denied_cached: u64,
+    /// Decisions Redis failed to make, decided by `on_error` instead
+    /// (in-process limiter, allow or deny).
+    pub fallbacks: u64,
+    /// Calls with no user and no client IP to limit by.
+    pub unidentified: u64,
+}
+
+impl LimiterStats {
+    /// Denied over allowed + denied; 0 when there were no decisions.
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    pub fn denial_rate(&self) -> f64 {
+        let total = self.allowed + self.denied;
+        if total == 0 {
+            0.0
+        } else {
+            self.denied as f64 / total as f64
+        }
+    }
 }
