@@ -131,25 +131,7 @@ where
     A: Adapter<O>,
     F: Future<Output = O>,
 {
-    if let Some(cache) = &cache
-        && !cache.is_enabled()
-    {
-        return body.await;
-    }
-    crate::identity::register(
-        &site.state,
-        std::ptr::from_ref(site) as usize,
-        site.name,
-        id,
-        site.version,
-    );
-    match cache {
-        Some(cache) => cache.run_site::<A, O, F>(site, key, tags, None, body).await,
-        None => {
-            crate::cache::warn_no_cache(site.name);
-            body.await
-        }
-    }
+    run::<A, O, F>(cache, site, id, key, tags, None, body).await
 }
 
 /// The cache-aside wrapper of a `#[cacheable]` whose tags name the result
@@ -170,6 +152,27 @@ where
     F: Future<Output = O>,
     R: Fn(&<A as RetOf<O>>::Ret) -> Vec<String> + Sync,
 {
+    let render = |out: &O| A::ret(out).map(&ret_tags);
+    run::<A, O, F>(cache, site, id, key, tags, Some(&render), body).await
+}
+
+/// What both wrappers do: a disabled cache runs the body and nothing else;
+/// otherwise the call site's identity is registered (conflicts are
+/// reported) and the engine runs the call, or the body runs with the
+/// "no cache configured" warning.
+async fn run<A, O, F>(
+    cache: Option<Cache>,
+    site: &'static Site,
+    id: Identity,
+    key: Result<KeySource, HashError>,
+    tags: Vec<String>,
+    ret_tags: Option<&crate::cache::RetTags<'_, O>>,
+    body: F,
+) -> O
+where
+    A: Adapter<O>,
+    F: Future<Output = O>,
+{
     if let Some(cache) = &cache
         && !cache.is_enabled()
     {
@@ -182,11 +185,10 @@ where
         id,
         site.version,
     );
-    let render = |out: &O| A::ret(out).map(&ret_tags);
     match cache {
         Some(cache) => {
             cache
-                .run_site::<A, O, F>(site, key, tags, Some(&render), body)
+                .run_site::<A, O, F>(site, key, tags, ret_tags, body)
                 .await
         }
         None => {
