@@ -108,6 +108,19 @@ pub fn escape_into(out: &mut String, raw: &str) {
     }
 }
 
+/// The length of `raw` once escaped by [`escape_into`].
+fn escaped_len(raw: &str) -> usize {
+    raw.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+                1
+            } else {
+                3
+            }
+        })
+        .sum()
+}
+
 /// The namespace part of every key of one tenant (or of the global space).
 pub(crate) fn namespace(prefix: &str, tenant: Option<&TenantId>) -> String {
     let mut ns = String::with_capacity(prefix.len() + 8 + tenant.map_or(0, |t| t.as_str().len()));
@@ -236,7 +249,8 @@ pub(crate) fn quota_key(ns: &str, window: u64) -> String {
 
 /// `{ns}:v:t:<tag>`
 pub(crate) fn tag_key(ns: &str, tag: &str) -> String {
-    let mut k = String::with_capacity(ns.len() + tag.len() + 5);
+    // Exact: a tag like `user:42` grows by its escapes (no realloc).
+    let mut k = String::with_capacity(ns.len() + TAG_INFIX.len() + escaped_len(tag));
     k.push_str(ns);
     k.push_str(TAG_INFIX);
     escape_into(&mut k, tag);
