@@ -197,7 +197,8 @@ impl Store for RedisStore {
         let data: usize = keys.iter().map(String::len).sum::<usize>() + 4;
         let mut cmd = redis::Cmd::with_capacity(keys.len() + 1, data);
         cmd.arg("MGET").arg(keys);
-        Ok(cmd.query_async(&mut conn).await?)
+        let reply: redis::Value = cmd.query_async(&mut conn).await?;
+        super::mget_reply(reply)
     }
 
     async fn put(&self, put: &Put<'_>) -> Result<bool, CacheError> {
