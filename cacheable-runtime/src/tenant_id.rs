@@ -28,9 +28,33 @@ impl fmt::Display for TenantId {
     }
 }
 
+/// The ids up to this many bytes are remembered per thread (the last one):
+/// `tenant::scope("acme", ..)` on every request of a tenant then clones an
+/// `Arc` instead of allocating.
+const REMEMBERED_LEN: usize = 64;
+
 impl From<&str> for TenantId {
     fn from(s: &str) -> Self {
-        Self(Arc::from(s))
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<Arc<str>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        if s.len() > REMEMBERED_LEN {
+            return Self(Arc::from(s));
+        }
+        LAST.try_with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some(id) if **id == *s => Self(Arc::clone(id)),
+                _ => {
+                    let id: Arc<str> = Arc::from(s);
+                    *last = Some(Arc::clone(&id));
+                    Self(id)
+                }
+            }
+        })
+        // The thread is exiting: no memory, just the id.
+        .unwrap_or_else(|_| Self(Arc::from(s)))
     }
 }
 
@@ -49,5 +73,26 @@ impl From<&String> for TenantId {
 impl AsRef<str> for TenantId {
     fn as_ref(&self) -> &str {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-thread memory of the last id shares it, and never confuses
+    /// two ids.
+    #[test]
+    fn remembered_ids_are_shared_and_never_mixed_up() {
+        let a = TenantId::from("acme");
+        let again = TenantId::from("acme");
+        assert!(Arc::ptr_eq(&a.0, &again.0));
+        let b = TenantId::from("acm");
+        assert_eq!(b.as_str(), "acm");
+        assert_eq!(TenantId::from("acme").as_str(), "acme");
+        assert_eq!(TenantId::from("").as_str(), "");
+        let long = "x".repeat(REMEMBERED_LEN + 1);
+        assert_eq!(TenantId::from(long.as_str()).as_str(), long);
+        assert_eq!(a, again);
     }
 }

@@ -37,14 +37,15 @@ impl Cache {
         if tenant_scoped {
             keys.push(key::generation_key(ns));
         }
-        if !tags.is_empty() {
-            let all = key::all_tenants_namespace(&self.inner.prefix);
-            for t in tags {
-                keys.push(key::tag_key(ns, t));
-            }
-            for t in tags {
-                keys.push(key::tag_key(&all, t));
-            }
+        // Each tag is escaped once: its all-tenants key copies it from its
+        // key in `ns`.
+        let first = keys.len();
+        for t in tags {
+            keys.push(key::tag_key(ns, t));
+        }
+        for i in first..first + tags.len() {
+            let all = key::all_tenants_tag_key(&self.inner.prefix, ns, &keys[i]);
+            keys.push(all);
         }
     }
 
@@ -91,26 +92,24 @@ impl Cache {
     ) -> Result<Spec, CacheError> {
         let tenant = self.resolve_tenant(None, site.global)?;
         let ns = key::namespace(&self.inner.prefix, tenant.as_ref());
-        let hash = match key {
-            KeySource::Hash(h) => key::hash_part(*h),
+        let entry = match key {
+            KeySource::Hash(h) => key::entry_key_hashed(&ns, site.name, site.version, *h),
             // Already escaped, with the site's identity (`__private::template_key`).
             KeySource::Template(t) => {
                 let mut s = String::with_capacity(t.len() + 1);
                 s.push('t');
                 s.push_str(t);
-                s
+                key::entry_key(&ns, site.name, site.version, &s)
             }
         };
         let mut keys = Vec::with_capacity(4 + 2 * tags.len());
-        keys.push(key::entry_key(&ns, site.name, site.version, &hash));
+        keys.push(entry);
         self.dep_keys_into(&mut keys, &ns, tags, tenant.is_some());
         // Result tags: the tag epochs of both namespaces whose tags the
         // entry carries, snapshotted with the other versions (step 6).
         let epochs = if result_tags {
             keys.push(key::epoch_key(&ns));
-            keys.push(key::epoch_key(&key::all_tenants_namespace(
-                &self.inner.prefix,
-            )));
+            keys.push(key::all_tenants_epoch_key(&self.inner.prefix));
             2
         } else {
             0

@@ -83,13 +83,42 @@ pub const SCHEMA: u8 = 2;
 
 /// Appends the escaped form of a tenant id (or any user-supplied key part).
 pub fn escape_into(out: &mut String, raw: &str) {
-    for b in raw.bytes() {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    // Runs of bytes that stand as they are are copied at once; no `fmt`
+    // on the hot path (a tag like `user:42` is escaped on every call).
+    let bytes = raw.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
         if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
+            continue;
         }
+        // `start..i` holds only bytes that stand as they are (ASCII): a
+        // run is on char boundaries. Empty runs may not be (`start` can sit
+        // inside a multi-byte char that is being escaped byte by byte).
+        if start < i {
+            out.push_str(&raw[start..i]);
+        }
+        out.push('%');
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xF)]));
+        start = i + 1;
     }
+    if start < bytes.len() {
+        out.push_str(&raw[start..]);
+    }
+}
+
+/// The length of `raw` once escaped by [`escape_into`].
+fn escaped_len(raw: &str) -> usize {
+    raw.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+                1
+            } else {
+                3
+            }
+        })
+        .sum()
 }
 
 /// The namespace part of every key of one tenant (or of the global space).
@@ -109,20 +138,37 @@ pub(crate) fn namespace(prefix: &str, tenant: Option<&TenantId>) -> String {
 
 /// The namespace of all-tenant tag versions.
 pub(crate) fn all_tenants_namespace(prefix: &str) -> String {
-    format!("{prefix}:{{a}}")
+    let mut ns = String::with_capacity(prefix.len() + 4);
+    ns.push_str(prefix);
+    ns.push_str(":{a}");
+    ns
 }
 
 /// `{ns}:e:<function>:<version>:<hash>`
 pub(crate) fn entry_key(ns: &str, function: &str, version: u32, hash: &str) -> String {
     let mut k = String::with_capacity(ns.len() + function.len() + hash.len() + 16);
-    k.push_str(ns);
-    k.push_str(":e:");
-    escape_into(&mut k, function);
-    k.push(':');
-    push_u32(&mut k, version);
-    k.push(':');
+    entry_key_head(&mut k, ns, function, version);
     k.push_str(hash);
     k
+}
+
+/// [`entry_key`] with the default hash part (`h` and 32 hex digits, as
+/// [`hash_part`]) written in place: one allocation per call, not two.
+pub(crate) fn entry_key_hashed(ns: &str, function: &str, version: u32, hash: u128) -> String {
+    let mut k = String::with_capacity(ns.len() + function.len() + 33 + 16);
+    entry_key_head(&mut k, ns, function, version);
+    k.push('h');
+    push_hex(&mut k, hash, 32);
+    k
+}
+
+fn entry_key_head(k: &mut String, ns: &str, function: &str, version: u32) {
+    k.push_str(ns);
+    k.push_str(":e:");
+    escape_into(k, function);
+    k.push(':');
+    push_u32(k, version);
+    k.push(':');
 }
 
 /// `{ns}:e:<user key>`, for the service API's explicit keys.
@@ -134,7 +180,9 @@ pub(crate) fn user_entry_key(ns: &str, key: &str) -> String {
     k
 }
 
-/// `h` and the 32 lowercase hex digits of an argument hash.
+/// `h` and the 32 lowercase hex digits of an argument hash (the hit path
+/// writes it in place: [`entry_key_hashed`]).
+#[cfg(test)]
 pub(crate) fn hash_part(hash: u128) -> String {
     let mut out = String::with_capacity(33);
     out.push('h');
@@ -201,10 +249,35 @@ pub(crate) fn quota_key(ns: &str, window: u64) -> String {
 
 /// `{ns}:v:t:<tag>`
 pub(crate) fn tag_key(ns: &str, tag: &str) -> String {
-    let mut k = String::with_capacity(ns.len() + tag.len() + 5);
+    // Exact: a tag like `user:42` grows by its escapes (no realloc).
+    let mut k = String::with_capacity(ns.len() + TAG_INFIX.len() + escaped_len(tag));
     k.push_str(ns);
-    k.push_str(":v:t:");
+    k.push_str(TAG_INFIX);
     escape_into(&mut k, tag);
+    k
+}
+
+/// What stands between a namespace and an escaped tag in a tag key.
+const TAG_INFIX: &str = ":v:t:";
+
+/// The same tag's key in the all-tenants namespace, from its key in
+/// namespace `ns` (`tag_key(ns, tag)`): the escaped tag is copied, not
+/// escaped again.
+pub(crate) fn all_tenants_tag_key(prefix: &str, ns: &str, ns_tag_key: &str) -> String {
+    let escaped = &ns_tag_key[ns.len() + TAG_INFIX.len()..];
+    let mut k = String::with_capacity(prefix.len() + 4 + TAG_INFIX.len() + escaped.len());
+    k.push_str(prefix);
+    k.push_str(":{a}");
+    k.push_str(TAG_INFIX);
+    k.push_str(escaped);
+    k
+}
+
+/// The all-tenants tag epoch, `{prefix}:{a}:v:e`.
+pub(crate) fn all_tenants_epoch_key(prefix: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + 8);
+    k.push_str(prefix);
+    k.push_str(":{a}:v:e");
     k
 }
 

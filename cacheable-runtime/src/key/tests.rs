@@ -182,3 +182,59 @@ fn maps_hash_independently_of_order() {
     d.insert("k0".into(), 99);
     assert_ne!(h(&[&b]), h(&[&d]));
 }
+
+/// The hit path's in-place key builders give the same keys as the plain ones.
+#[test]
+fn in_place_builders_agree_with_the_plain_ones() {
+    let t = TenantId::from("a:b ü");
+    let ns = namespace("p", Some(&t));
+    for h in [0u128, 0xAB, u128::MAX] {
+        assert_eq!(
+            entry_key_hashed(&ns, "m::f", 3, h),
+            entry_key(&ns, "m::f", 3, &hash_part(h))
+        );
+    }
+    let all = all_tenants_namespace("p");
+    for tag in ["user:42", "", "a%b{c}*", "ü", "plain"] {
+        let in_ns = tag_key(&ns, tag);
+        assert_eq!(all_tenants_tag_key("p", &ns, &in_ns), tag_key(&all, tag));
+    }
+    assert_eq!(all_tenants_epoch_key("p"), epoch_key(&all));
+    let mut out = String::new();
+    escape_into(&mut out, "a:b\u{7f}ü-_.Z9");
+    assert_eq!(out, "a%3Ab%7F%C3%BC-_.Z9");
+}
+
+/// The run-copying escape against the byte-by-byte definition, around
+/// multi-byte chars (runs must never split one).
+#[test]
+fn escape_matches_its_byte_by_byte_definition() {
+    fn reference(raw: &str) -> String {
+        raw.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+    for raw in [
+        "",
+        "ü",
+        "üü",
+        "aü",
+        "üa",
+        "a:ü:b",
+        "€x€",
+        "::",
+        "x",
+        "😀a😀",
+        "a b",
+    ] {
+        let mut out = String::new();
+        escape_into(&mut out, raw);
+        assert_eq!(out, reference(raw), "{raw:?}");
+    }
+}

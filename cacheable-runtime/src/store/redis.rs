@@ -284,3 +284,59 @@ pub(super) fn glob_escape(s: &str) -> String {
 pub(super) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
+
+/// The values of an `MGET` reply, each bulk string moved out of the reply
+/// (redis-rs's generic conversion goes through more steps per element).
+fn mget_reply(reply: redis::Value) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+    let redis::Value::Array(items) = reply else {
+        return Err(CacheError::Store(format!(
+            "MGET answered {}, not an array",
+            reply_kind(&reply)
+        )));
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            redis::Value::BulkString(bytes) => Ok(Some(bytes)),
+            redis::Value::Nil => Ok(None),
+            other => Err(CacheError::Store(format!(
+                "MGET answered {} for a key",
+                reply_kind(&other)
+            ))),
+        })
+        .collect()
+}
+
+/// The kind of a reply, for an error message (never its content).
+fn reply_kind(v: &redis::Value) -> &'static str {
+    match v {
+        redis::Value::Nil => "nil",
+        redis::Value::Int(_) => "an integer",
+        redis::Value::BulkString(_) => "a bulk string",
+        redis::Value::Array(_) => "an array",
+        redis::Value::SimpleString(_) => "a simple string",
+        redis::Value::Okay => "OK",
+        redis::Value::ServerError(_) => "an error",
+        _ => "another reply type",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mget_reply;
+    use redis::Value;
+
+    /// Values and missing keys come through; any other reply is a typed
+    /// error, never a panic or a value.
+    #[test]
+    fn mget_replies_are_read_or_refused() {
+        let ok = mget_reply(Value::Array(vec![
+            Value::BulkString(b"v".to_vec()),
+            Value::Nil,
+        ]));
+        assert_eq!(ok.unwrap(), vec![Some(b"v".to_vec()), None]);
+        assert!(mget_reply(Value::Array(vec![Value::Int(1)])).is_err());
+        assert!(mget_reply(Value::Nil).is_err());
+        assert_eq!(mget_reply(Value::Array(Vec::new())).unwrap(), Vec::new());
+    }
+}
