@@ -85,6 +85,13 @@ async fn an_outage_admits_no_more_than_the_documented_bound() {
         assert_eq!(before, 60, "{algorithm:?}");
         let all = fire(&caches, "all", &opts, 40).await;
         assert_eq!(all, 100, "{algorithm:?}");
+        // Every instance must have *heard* Redis report "all" exhausted: an
+        // instance whose 40 calls all ran before the budget ran out last
+        // heard "n left" and may admit up to min(n, its share), which the
+        // first bound covers. One more call each makes the last report a
+        // denial everywhere.
+        let extra = fire(&caches, "all", &opts, 1).await;
+        assert_eq!(extra, 0, "{algorithm:?}");
         for c in &caches {
             // The denial cache would answer "all" without Redis: make the
             // fallback decide.
