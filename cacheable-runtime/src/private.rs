@@ -212,11 +212,7 @@ where
 {
     let out = body.await;
     if K::succeeded(&out) {
-        match cache {
-            Some(cache) if !cache.is_enabled() => {}
-            Some(cache) => cache.evict_after_call(&tags, all_tenants).await,
-            None => crate::cache::warn_no_cache("cache_evict"),
-        }
+        evict_tags(cache, &tags, all_tenants).await;
     }
     out
 }
@@ -240,19 +236,9 @@ where
     F: Future<Output = Result<T, E>>,
 {
     let out = body.await?;
-    match cache {
-        Some(cache) if !cache.is_enabled() => {}
-        Some(cache) => {
-            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-            let result = if all_tenants {
-                cache.delete_by_tags_all_tenants(&tags).await
-            } else {
-                cache.delete_by_tags(&tags, None).await
-            };
-            result.map_err(E::from)?;
-        }
-        None => crate::cache::warn_no_cache("cache_evict"),
-    }
+    evict_tags_strict(cache, &tags, all_tenants)
+        .await
+        .map_err(E::from)?;
     Ok(out)
 }
 
@@ -281,11 +267,7 @@ where
         if let Some(ret) = D::ret(&out) {
             tags.extend(ret_tags(ret));
         }
-        match cache {
-            Some(cache) if !tags.is_empty() => cache.evict_after_call(&tags, all_tenants).await,
-            Some(_) => {}
-            None => crate::cache::warn_no_cache("cache_evict"),
-        }
+        evict_tags(cache, &tags, all_tenants).await;
     }
     out
 }
@@ -315,19 +297,9 @@ where
         if let Some(ret) = D::ret(&out) {
             tags.extend(ret_tags(ret));
         }
-        match cache {
-            Some(cache) if !tags.is_empty() => {
-                let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-                let result = if all_tenants {
-                    cache.delete_by_tags_all_tenants(&tags).await
-                } else {
-                    cache.delete_by_tags(&tags, None).await
-                };
-                result.map_err(E::from)?;
-            }
-            Some(_) => {}
-            None => crate::cache::warn_no_cache("cache_evict"),
-        }
+        evict_tags_strict(cache, &tags, all_tenants)
+            .await
+            .map_err(E::from)?;
     }
     out
 }
@@ -405,4 +377,39 @@ pub fn render(args: std::fmt::Arguments<'_>) -> String {
 /// The rendered tags of a call.
 pub fn tags<const N: usize>(tags: [String; N]) -> Vec<String> {
     Vec::from(tags)
+}
+
+/// The invalidation after a successful `#[cache_evict]` body: failures are
+/// retried (see `Cache::evict_after_call`); no tags, or a disabled cache,
+/// invalidate nothing; no cache only warns.
+async fn evict_tags(cache: Option<Cache>, tags: &[String], all_tenants: bool) {
+    match cache {
+        Some(cache) if tags.is_empty() || !cache.is_enabled() => {}
+        Some(cache) => cache.evict_after_call(tags, all_tenants).await,
+        None => crate::cache::warn_no_cache("cache_evict"),
+    }
+}
+
+/// [`evict_tags`] for `strict`: through the public `delete_by_tags` (or
+/// `delete_by_tags_all_tenants`), a failed invalidation is returned.
+async fn evict_tags_strict(
+    cache: Option<Cache>,
+    tags: &[String],
+    all_tenants: bool,
+) -> Result<(), CacheError> {
+    match cache {
+        Some(cache) if tags.is_empty() || !cache.is_enabled() => Ok(()),
+        Some(cache) => {
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            if all_tenants {
+                cache.delete_by_tags_all_tenants(&tags).await
+            } else {
+                cache.delete_by_tags(&tags, None).await
+            }
+        }
+        None => {
+            crate::cache::warn_no_cache("cache_evict");
+            Ok(())
+        }
+    }
 }
