@@ -12,27 +12,10 @@ use cacheable::{Cache, cacheable, tenant};
 use cacheable_test_support::RedisServer;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use redis::aio::ConnectionManager;
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    name: String,
-    email: String,
-    bio: String,
-    roles: Vec<String>,
-}
-
-fn profile_value(id: u64) -> Profile {
-    Profile {
-        id,
-        name: "Ada Lovelace".into(),
-        email: "ada@analytical-engines.example".into(),
-        bio: "Wrote the first published algorithm for a machine; enjoys notes on notes.".into(),
-        roles: vec!["admin".into(), "author".into(), "reviewer".into()],
-    }
-}
+mod common;
+use common::{Profile, profile_value};
 
 #[cacheable(ttl = 3600, name = "bench.profile")]
 async fn profile(id: u64) -> Profile {

@@ -39,28 +39,15 @@ use cacheable_test_support::RedisServer;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::BodyExt as _;
 use metrics_util::debugging::DebuggingRecorder;
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    name: String,
-    email: String,
-    bio: String,
-    roles: Vec<String>,
-}
+mod common;
+use common::{Profile, profile_value};
 
 #[cacheable(name = "bench.monitored", ttl = 3600, global, cache = cache, skip(cache))]
 async fn profile(cache: &Cache, id: u64) -> Profile {
-    Profile {
-        id,
-        name: "Ada Lovelace".into(),
-        email: "ada@analytical-engines.example".into(),
-        bio: "Wrote the first published algorithm for a machine; enjoys notes on notes.".into(),
-        roles: vec!["admin".into(), "author".into(), "reviewer".into()],
-    }
+    profile_value(id)
 }
 
 async fn user(State(cache): State<Cache>, Path(id): Path<u64>) -> axum::Json<Profile> {
