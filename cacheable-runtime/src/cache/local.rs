@@ -89,19 +89,7 @@ impl Cache {
             tier.remove(&spec.keys[0]);
             return LocalRead::Miss(epoch);
         };
-        LocalRead::Hit(Hit {
-            value,
-            now_ms: now,
-            stored_at_ms: env.stored_at_ms,
-            fresh_until_ms: env.fresh_until_ms,
-            private: spec.private || env.deps.iter().any(|d| key::is_tenant_key(d.key)),
-            deps: if collecting() {
-                env.deps.iter().map(|d| d.owned()).collect()
-            } else {
-                Vec::new()
-            },
-            local: true,
-        })
+        LocalRead::Hit(Hit::of(value, now, &env, spec, true))
     }
 
     /// Keeps a current Redis hit read at `epoch` in the tier.

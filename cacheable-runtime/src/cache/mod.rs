@@ -312,6 +312,28 @@ struct Hit<V> {
     local: bool,
 }
 
+impl<V> Hit<V> {
+    /// The hit of `value`, decoded from `env` at `now_ms` (from Redis or,
+    /// with `local`, from the local tier). It is private when the call or
+    /// any dependency is tenant-scoped; its dependencies are kept only for
+    /// an enclosing computation that collects them.
+    fn of(value: V, now_ms: u64, env: &envelope::Envelope<'_>, spec: &Spec, local: bool) -> Self {
+        Hit {
+            value,
+            now_ms,
+            stored_at_ms: env.stored_at_ms,
+            fresh_until_ms: env.fresh_until_ms,
+            private: spec.private || env.deps.iter().any(|d| key::is_tenant_key(d.key)),
+            deps: if collecting() {
+                env.deps.iter().map(|d| d.owned()).collect()
+            } else {
+                Vec::new()
+            },
+            local,
+        }
+    }
+}
+
 enum Lookup<V> {
     Hit(Hit<V>),
     Stale { value: V, miss: Miss },

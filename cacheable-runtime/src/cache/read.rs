@@ -101,19 +101,7 @@ impl Cache {
             });
         }
         self.local_keep(spec, epoch, &raw, &env.deps);
-        Ok(Lookup::Hit(Hit {
-            value,
-            local: false,
-            now_ms: now,
-            stored_at_ms: env.stored_at_ms,
-            fresh_until_ms: env.fresh_until_ms,
-            private: spec.private || env.deps.iter().any(|d| key::is_tenant_key(d.key)),
-            deps: if collecting() {
-                env.deps.iter().map(|d| d.owned()).collect()
-            } else {
-                Vec::new()
-            },
-        }))
+        Ok(Lookup::Hit(Hit::of(value, now, &env, spec, false)))
     }
 
     /// Whether every dependency of an entry is still at its recorded version.
