@@ -8,7 +8,7 @@
 
 use std::hint::black_box;
 
-use cacheable::{Cache, cacheable, tenant};
+use cacheable::{cacheable, tenant};
 use cacheable_test_support::RedisServer;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use redis::aio::ConnectionManager;
@@ -35,7 +35,7 @@ async fn tenant_hit() -> Profile {
 
 async fn raw_get(conn: &mut ConnectionManager) -> Profile {
     let bytes: Vec<u8> = redis::cmd("GET")
-        .arg("raw:profile:42")
+        .arg(common::RAW_KEY)
         .query_async(conn)
         .await
         .expect("GET");
@@ -49,28 +49,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (cache, conn) = rt.block_on(async {
-        let cache = Cache::builder()
-            .redis_url(server.url())
-            .build()
-            .await
-            .unwrap();
-        let client = redis::Client::open(server.url()).unwrap();
-        let mut conn = ConnectionManager::new(client).await.unwrap();
-        let json = serde_json::to_vec(&profile_value(42)).unwrap();
-        assert!(
-            (150..=260).contains(&json.len()),
-            "value is about 200 bytes: {}",
-            json.len()
-        );
-        let () = redis::cmd("SET")
-            .arg("raw:profile:42")
-            .arg(json)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        (cache, conn)
-    });
+    let (cache, conn) = rt.block_on(common::hit_sides(&server.url()));
     cacheable::set_global(cache.clone());
     rt.block_on(profile(42)); // the misses that fill the entries
     rt.block_on(tenant_hit());

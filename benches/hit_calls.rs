@@ -11,7 +11,7 @@
 
 use std::hint::black_box;
 
-use cacheable::{Cache, cacheable, tenant};
+use cacheable::{cacheable, tenant};
 use cacheable_test_support::RedisServer;
 use redis::aio::ConnectionManager;
 
@@ -30,7 +30,7 @@ async fn tenant_profile(id: u64) -> Profile {
 
 async fn raw_get(conn: &mut ConnectionManager) -> Profile {
     let bytes: Vec<u8> = redis::cmd("GET")
-        .arg("raw:profile:42")
+        .arg(common::RAW_KEY)
         .query_async(conn)
         .await
         .expect("GET");
@@ -75,23 +75,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (cache, conn) = rt.block_on(async {
-        let cache = Cache::builder()
-            .redis_url(server.url())
-            .build()
-            .await
-            .unwrap();
-        let client = redis::Client::open(server.url()).unwrap();
-        let mut conn = ConnectionManager::new(client).await.unwrap();
-        let json = serde_json::to_vec(&profile_value(42)).unwrap();
-        let () = redis::cmd("SET")
-            .arg("raw:profile:42")
-            .arg(json)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        (cache, conn)
-    });
+    let (cache, conn) = rt.block_on(common::hit_sides(&server.url()));
     cacheable::set_global(cache.clone());
     // The fill, then the warm-up: one `block_on` per call, code unlike
     // `measured` so that the compiler cannot fold the two together.
