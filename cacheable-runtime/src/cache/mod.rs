@@ -133,10 +133,49 @@ tokio::task_local! {
 /// What the cached calls made during one computation reported.
 #[derive(Default)]
 struct Collected {
-    deps: Vec<Dep>,
+    deps: DepSet,
     /// A nested cached call ran uncached: its dependencies are unknown, so
     /// the enclosing value must not be stored (guarantee 8).
     incomplete: bool,
+}
+
+/// Dependencies without repeats (the first version seen of a key is kept):
+/// a linear scan while short, a hash index of the keys past
+/// [`DepSet::LINEAR`] entries, so that a computation making thousands of
+/// nested cached calls does not compare every pair.
+#[derive(Default)]
+struct DepSet {
+    deps: Vec<Dep>,
+    /// The keys of `deps`, once there are more than `LINEAR` of them.
+    index: std::collections::HashSet<String>,
+}
+
+impl DepSet {
+    const LINEAR: usize = 16;
+
+    /// Adds `d` unless its key is already there.
+    fn push(&mut self, d: Dep) {
+        if self.deps.len() < Self::LINEAR {
+            if !self.deps.iter().any(|x| x.key == d.key) {
+                self.deps.push(d);
+            }
+            return;
+        }
+        if self.index.is_empty() {
+            self.index = self.deps.iter().map(|x| x.key.clone()).collect();
+        }
+        if self.index.insert(d.key.clone()) {
+            self.deps.push(d);
+        }
+    }
+
+    fn as_slice(&self) -> &[Dep] {
+        &self.deps
+    }
+
+    fn into_vec(self) -> Vec<Dep> {
+        self.deps
+    }
 }
 
 /// The key part of a cached call.
@@ -687,5 +726,46 @@ impl Cache {
         let mut h = KeyHasher::new();
         f(&mut h).ok()?;
         Some(h.finish_hex())
+    }
+}
+
+#[cfg(test)]
+mod dep_set_tests {
+    use super::{Dep, DepSet};
+
+    fn dep(key: &str, version: u64) -> Dep {
+        Dep {
+            key: key.to_owned(),
+            version,
+        }
+    }
+
+    #[test]
+    fn repeats_are_dropped_before_and_after_the_index_and_the_first_version_wins() {
+        let mut set = DepSet::default();
+        for round in 0..3u64 {
+            for i in 0..200u64 {
+                set.push(dep(&format!("k{i}"), round * 1000 + i));
+            }
+        }
+        let deps = set.into_vec();
+        assert_eq!(deps.len(), 200);
+        for (i, d) in deps.iter().enumerate() {
+            assert_eq!(d.key, format!("k{i}"), "insertion order is kept");
+            assert_eq!(d.version, i as u64, "the first version seen is kept");
+        }
+    }
+
+    #[test]
+    fn a_key_seen_before_the_index_existed_is_still_a_repeat_after() {
+        let mut set = DepSet::default();
+        set.push(dep("early", 1));
+        for i in 0..(DepSet::LINEAR as u64 + 5) {
+            set.push(dep(&format!("k{i}"), i));
+        }
+        set.push(dep("early", 2));
+        let deps = set.into_vec();
+        assert_eq!(deps.iter().filter(|d| d.key == "early").count(), 1);
+        assert_eq!(deps[0].version, 1);
     }
 }

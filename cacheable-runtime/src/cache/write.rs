@@ -53,32 +53,27 @@ impl Cache {
         };
         let dep_keys = spec.dep_keys();
         let (dep_versions, epochs) = versions.split_at(dep_keys.len().min(versions.len()));
-        let mut deps: Vec<Dep> = dep_keys
-            .iter()
-            .zip(dep_versions)
-            .map(|(k, version)| Dep {
+        let mut deps = DepSet::default();
+        for (k, version) in dep_keys.iter().zip(dep_versions) {
+            deps.push(Dep {
                 key: k.clone(),
                 version: *version,
-            })
-            .collect();
-        for d in collected.deps {
-            if !deps.iter().any(|x| x.key == d.key) {
-                deps.push(d);
-            }
+            });
+        }
+        for d in collected.deps.into_vec() {
+            deps.push(d);
         }
         if let Some(render) = ret_tags {
             let Some(tags) = render(&out) else {
                 // No value to name (`Err`, `None`): the result tags cannot
                 // be rendered, so nothing is stored, even under `cache_none`.
-                report_deps(&deps);
+                report_deps(deps.as_slice());
                 return out;
             };
             match self.result_tag_deps(spec, &tags, epochs).await {
                 Ok(Some(found)) => {
                     for d in found {
-                        if !deps.iter().any(|x| x.key == d.key) {
-                            deps.push(d);
-                        }
+                        deps.push(d);
                     }
                 }
                 Ok(None) => {
@@ -93,6 +88,7 @@ impl Cache {
                 }
             }
         }
+        let deps = deps.into_vec();
         report_deps(&deps);
         if !spec.tenant_scoped && deps.iter().any(|d| key::is_tenant_key(&d.key)) {
             // A `global` value computed from a tenant's cached data would be
@@ -261,9 +257,7 @@ pub(super) fn report_deps(deps: &[Dep]) {
     let _ = DEPS.try_with(|c| {
         let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
         for d in deps {
-            if !c.deps.iter().any(|x| x.key == d.key) {
-                c.deps.push(d.clone());
-            }
+            c.deps.push(d.clone());
         }
     });
 }
