@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cacheable::{Cache, CacheError, cacheable};
-use cacheable_test_support::RedisServer;
+use cacheable_test_support::{DelayProxy, RedisServer};
 
 const LEASE: Duration = Duration::from_secs(1);
 
@@ -260,6 +260,49 @@ async fn a_restarted_redis_drops_everything() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     until_local(&b, &db, 3).await;
+}
+
+/// An instance that one invalidation evicted (it did not acknowledge in
+/// time) still serves locally until its lease runs out: an invalidation
+/// published meanwhile by another invalidator must wait for it too, not
+/// find it gone from the registry and return at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_evicted_by_one_invalidation_is_still_waited_for_by_the_next() {
+    let server = RedisServer::start();
+    let proxy = DelayProxy::start(server.port(), Duration::ZERO);
+    // A long operation timeout: B's renewals and pings wait out the delay
+    // below instead of ending its session early; B serves locally until its
+    // refused renewal comes back (at least 1.2 s after the delay is set).
+    let b = Cache::builder()
+        .redis_url(proxy.redis_url())
+        .prefix("lt7")
+        .local_cache(10_000, Duration::from_secs(60))
+        .local_cache_lease(Duration::from_secs(2))
+        .op_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap();
+    let (a1, a2) = (plain(&server, "lt7").await, plain(&server, "lt7").await);
+    let db = Db::new();
+    until_local(&b, &db, 4).await;
+    until_local(&b, &db, 5).await;
+    // B's acknowledgements now take longer than the acknowledgement timeout.
+    proxy.set_delay(Duration::from_millis(600));
+    let first = tokio::spawn(async move { a1.delete_by_tags(&["r4"], None).await });
+    // Past the first invalidation's eviction of B.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    db.0[5].store(2, Ordering::SeqCst);
+    let started = Instant::now();
+    a2.delete_by_tags(&["r5"], None).await.unwrap();
+    let took = started.elapsed();
+    // The queued bytes still arrive in order; only the read below is quicker.
+    proxy.set_delay(Duration::ZERO);
+    assert_eq!(
+        load(&b, &db, 5).await,
+        2,
+        "B served the old value after an invalidation returned (in {took:?})"
+    );
+    first.await.unwrap().unwrap();
 }
 
 #[tokio::test]

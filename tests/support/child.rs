@@ -14,6 +14,9 @@
 //!   cached call tagged `rec`, forever; before each read it reads
 //!   `<dir>/mark`, and prints `M=<mark> V=<value> LOCAL=<0|1>`
 //!   (`tests/local_tier.rs`, which pauses it with SIGSTOP).
+//! - `cacheable-test-child procs <redis-url> <dir> <records> <own|->`: one
+//!   instance of the multi-process stale-read checker of
+//!   `tests/local_tier_processes.rs` (see `procs_loop`).
 //!
 //! The types, names and arguments here must stay those of `tests/cache.rs`.
 
@@ -65,6 +68,134 @@ async fn local_loop(url: &str, dir: &str) {
     }
 }
 
+/// Record `r` of the checker's "database": `<dir>/db/r<r>`, a number.
+#[cacheable::cacheable(name = "tests.procs", ttl = 60, tags = ["p{r}"], global)]
+async fn procs_read(dir: &str, r: u32) -> u64 {
+    read_number(&format!("{dir}/db/r{r}"))
+}
+
+fn read_number(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Replaces `path` with `value` in one step (a rename), so a reader in
+/// another process sees the old number or the new one, never a torn write.
+fn write_number(dir: &str, path: &str, value: u64) {
+    let tmp = format!("{dir}/tmp-{}", std::process::id());
+    std::fs::write(&tmp, value.to_string()).expect("write the scratch file");
+    std::fs::rename(&tmp, path).expect("rename into place");
+}
+
+/// One instance of the multi-process stale-read checker: a cache with a
+/// local tier (prefix `ltprocs`, lease 1 s) reading records `0..records`
+/// through `procs_read` in a loop. Before each read it reads the record's
+/// floor, `<dir>/floor/r<r>`: the version of the last invalidation of the
+/// record that has *returned* (its writer raises the floor only then). A read
+/// that returns less is stale: a violation of guarantee 2.
+///
+/// With `own` a record, the instance is also that record's only writer:
+/// every 10 ms it writes the next version to the database, invalidates the
+/// record's tag (again until it succeeds) and then raises its floor.
+///
+/// Prints `READY` after its first local hit, `AT reads=.. local=.. stale=..`
+/// about every 200 ms, a `STALE ..` line for each of the first 20
+/// violations, and once its stdin closes, `REPORT reads=.. local=..
+/// stale=.. writes=.. wmax_ms=..`, then exits.
+async fn procs_loop(url: &str, dir: &str, records: u32, own: Option<u32>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    let cache = Cache::builder()
+        .redis_url(url)
+        .prefix("ltprocs")
+        .local_cache(1000, Duration::from_secs(60))
+        .local_cache_lease(Duration::from_secs(1))
+        .build()
+        .await
+        .expect("valid configuration");
+    cacheable::set_global(cache.clone());
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    std::thread::spawn(move || {
+        // EOF (or anything read) on stdin ends the run.
+        let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+        stop.store(true, Ordering::SeqCst);
+    });
+    let (writes, wmax_ms) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let writer = own.map(|r| {
+        let (cache, dir, done) = (cache.clone(), dir.to_owned(), done.clone());
+        let (writes, wmax_ms) = (writes.clone(), wmax_ms.clone());
+        tokio::spawn(async move {
+            let tag = format!("p{r}");
+            let mut v = read_number(&format!("{dir}/db/r{r}"));
+            while !done.load(Ordering::SeqCst) {
+                v += 1;
+                write_number(&dir, &format!("{dir}/db/r{r}"), v);
+                let started = Instant::now();
+                while cache.delete_by_tags_all_tenants(&[&tag]).await.is_err() {
+                    if done.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                wmax_ms.fetch_max(took, Ordering::SeqCst);
+                write_number(&dir, &format!("{dir}/floor/r{r}"), v);
+
+                writes.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    });
+    let (mut reads, mut stale, mut ready) = (0u64, 0u64, false);
+    let mut i = u64::from(std::process::id());
+    let mut shown = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        i = i.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let r = u32::try_from((i >> 33) % u64::from(records)).expect("a record index");
+        let floor = read_number(&format!("{dir}/floor/r{r}"));
+        let before = cache.stats().local_hits;
+        let v = procs_read(dir, r).await;
+        let local = cache.stats().local_hits > before;
+        reads += 1;
+        if v < floor {
+            stale += 1;
+            if stale <= 20 {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                println!(
+                    "STALE r={r} floor={floor} v={v} local={} t={t} pid={}",
+                    u8::from(local),
+                    std::process::id()
+                );
+            }
+        }
+        if local && !ready {
+            ready = true;
+            println!("READY");
+        }
+        if shown.elapsed() >= Duration::from_millis(200) {
+            shown = Instant::now();
+            let local = cache.stats().local_hits;
+            println!("AT reads={reads} local={local} stale={stale}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
+    println!(
+        "REPORT reads={reads} local={} stale={stale} writes={} wmax_ms={}",
+        cache.stats().local_hits,
+        writes.load(Ordering::SeqCst),
+        wmax_ms.load(Ordering::SeqCst)
+    );
+}
+
 fn stable_key() -> String {
     Cache::hash_args(|h| {
         h.arg(&42u64)?;
@@ -112,9 +243,19 @@ fn main() -> ExitCode {
                 .expect("runtime");
             rt.block_on(local_loop(url, dir));
         }
+        ["procs", url, dir, records, own] => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let records = records.parse().expect("a record count");
+            let own = (own != "-").then(|| own.parse().expect("a record index"));
+            rt.block_on(procs_loop(url, dir, records, own));
+        }
         _ => {
             eprintln!(
-                "usage: cacheable-test-child key | xproc <redis-url> | local <redis-url> <dir>"
+                "usage: cacheable-test-child key | xproc <redis-url> | local <redis-url> <dir> \
+                 | procs <redis-url> <dir> <records> <own|->"
             );
             return ExitCode::FAILURE;
         }

@@ -235,9 +235,10 @@ impl Cache {
             }
         }
         let args: Vec<&[u8]> = waiting.iter().map(String::as_bytes).collect();
+        let evict_keys = [keys[0], keys[1], names.evicted.as_str()];
         let wait_ms: i64 = self
             .step(through_breaker, async {
-                Ok(s.evict.run(&mut *conn, &keys, &args).await?)
+                Ok(s.evict.run(&mut *conn, &evict_keys, &args).await?)
             })
             .await?;
         if let Some(log) = self.inner.log.admit("local_ack") {

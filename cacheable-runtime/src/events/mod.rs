@@ -82,9 +82,12 @@
 //! registry is missing or not above Redis' `TIME` in ms); [`WAIT_SCRIPT`]
 //! does that check atomically (`KEYS` = registry, ack set; `ARGV` = the ids
 //! still awaited; it returns those still missing). The engine polls every
-//! millisecond or so; after 250 ms it `ZREM`s the ids still missing from
-//! the registry and sleeps until the latest of their scores (an instance
-//! stops serving locally before its lease runs out). A publisher that
+//! millisecond or so; after 250 ms it adds the ids still missing to the
+//! sorted set `<p>:local:evicted` (score: their registry score), which
+//! refuses their next renewal, and sleeps until the latest of their scores
+//! (an instance stops serving locally before its lease runs out). Evicted
+//! ids stay in the registry until their lease runs out: a publisher that
+//! only waits (no eviction) still waits for them. A publisher that
 //! skips step 2 leaves local tiers stale for the channel's delivery delay
 //! (well under a millisecond on a LAN, unbounded under a partition).
 //!

@@ -185,7 +185,11 @@ async fn session(
                 let sent = Instant::now();
                 let renewed: Option<i64> = bounded(
                     op,
-                    s.renew.run(&mut conn, &[&wiring.keys.registry], &[id.as_bytes(), lease_ms.as_bytes()]),
+                    s.renew.run(
+                        &mut conn,
+                        &[&wiring.keys.registry, &wiring.keys.evicted],
+                        &[id.as_bytes(), lease_ms.as_bytes()],
+                    ),
                 )
                 .await;
                 match renewed {

@@ -52,9 +52,15 @@
 //! 4. **Wait for every live instance.** The invalidator returns once each
 //!    instance registered at publish time has acknowledged, or its lease has
 //!    run out (server time), or it deregistered. An instance that has not
-//!    acknowledged within the acknowledgement timeout (a quarter of the
-//!    lease) is evicted from the registry, and the invalidator waits until
-//!    its lease has run out. Test: `a_paused_instance_delays_an_invalidation_by_at_most_a_lease`.
+//!    acknowledged within the acknowledgement timeout (250 ms) is evicted:
+//!    its id goes into `{prefix}:local:evicted`, which refuses its next
+//!    renewal, and the invalidator waits until its lease has run out. An
+//!    evicted id stays in the registry until then, since the instance
+//!    serves locally until the refusal reaches it: an invalidation
+//!    published meanwhile (by another invalidator) waits for it too.
+//!    Tests: `a_paused_instance_delays_an_invalidation_by_at_most_a_lease`,
+//!    `an_instance_evicted_by_one_invalidation_is_still_waited_for_by_the_next`,
+//!    and the multi-process checker in `tests/local_tier_processes.rs`.
 //! 5. **No lease, no local hits.** An instance serves locally only before a
 //!    local monotonic deadline: the time it *sent* its last successful
 //!    renewal plus three quarters of the lease. Redis sets the lease expiry

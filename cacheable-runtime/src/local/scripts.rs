@@ -8,10 +8,14 @@ use std::sync::OnceLock;
 
 use crate::store::redis::Lua;
 
-/// The names of one prefix's registry, channel and acknowledgement sets.
+/// The names of one prefix's registry, evicted ids, channel and
+/// acknowledgement sets.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     pub registry: String,
+    /// Ids evicted from renewing (score: their lease expiry), which stay
+    /// in the registry until their lease runs out.
+    pub evicted: String,
     pub channel: String,
     ack_prefix: String,
 }
@@ -20,6 +24,7 @@ impl Keys {
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
             registry: format!("{prefix}:local:instances"),
+            evicted: format!("{prefix}:local:evicted"),
             channel: format!("{prefix}:local:invalidations"),
             ack_prefix: format!("{prefix}:local:ack:"),
         }
@@ -53,11 +58,15 @@ end
 return 1
 ";
 
-/// Renews a lease that has not run out and was not evicted; 0 otherwise
-/// (the instance must register again with a new id, dropping its tier).
+/// `KEYS[1]` registry, `KEYS[2]` evicted ids; `ARGV[1]` id, `ARGV[2]`
+/// lease ms. Renews a lease that has not run out and was not evicted; 0
+/// otherwise (the instance must register again with a new id, dropping its
+/// tier). An evicted id stays in the registry: the instance serves until
+/// this refusal reaches it, and invalidations meanwhile must wait for it.
 const RENEW: &str = r"
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if s and tonumber(s) > now then
+  if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   if redis.call('PTTL', KEYS[1]) < 2 * tonumber(ARGV[2]) then
     redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
@@ -85,17 +94,27 @@ return out
 "
 );
 
-/// Like `WAIT`, but evicts the ids still missing; returns the ms until the
-/// last of their leases runs out (0 when none).
+/// Like `WAIT` (`KEYS[3]` evicted ids), but evicts the ids still missing:
+/// their next renewal is refused, and they stay in the registry until their
+/// lease runs out, so that every invalidation published meanwhile waits
+/// for them too (they still serve locally until the refusal reaches
+/// them). Returns the ms until the last of their leases runs out (0 when
+/// none).
 const EVICT: &str = r"
 local wait = 0
 for i = 1, #ARGV do
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
     local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
     if s and tonumber(s) > now then
-      redis.call('ZREM', KEYS[1], ARGV[i])
+      redis.call('ZADD', KEYS[3], s, ARGV[i])
       if tonumber(s) - now > wait then wait = tonumber(s) - now end
     end
+  end
+end
+if wait > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('PTTL', KEYS[3]) < wait + 1000 then
+    redis.call('PEXPIRE', KEYS[3], wait + 1000)
   end
 end
 return wait
