@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cacheable::{Cache, CacheError, cacheable};
-use cacheable_test_support::{DelayProxy, RedisServer};
+use cacheable_test_support::{DelayProxy, RedisCluster, RedisServer};
 
 const LEASE: Duration = Duration::from_secs(1);
 
@@ -119,8 +119,7 @@ async fn same_instance_invalidation_is_immediate() {
 /// its back); counts reads that started after an invalidation returned and
 /// still saw an older value.
 async fn checker(
-    server: &RedisServer,
-    prefix: &str,
+    raw_bump: impl Fn(usize),
     a: Cache,
     b: Cache,
     through_channel: bool,
@@ -162,7 +161,7 @@ async fn checker(
                 .unwrap();
             latencies.push(t.elapsed());
         } else {
-            raw_bump(server, prefix, r);
+            raw_bump(r);
         }
         floor[r].fetch_max(v, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(3)).await;
@@ -194,7 +193,7 @@ async fn an_invalidation_on_one_instance_is_seen_by_another() {
     // The invalidator has no tier of its own: it waits for B all the same.
     let a = plain(&server, "lt3").await;
     let b = local(&server, "lt3").await;
-    let (reads, violations) = checker(&server, "lt3", a, b.clone(), true).await;
+    let (reads, violations) = checker(|r| raw_bump(&server, "lt3", r), a, b.clone(), true).await;
     eprintln!(
         "through the channel: {reads} reads, {violations} stale; {:?}",
         b.stats()
@@ -209,7 +208,7 @@ async fn negative_control_an_invalidation_that_skips_the_channel_is_stale() {
     let server = RedisServer::start();
     let a = plain(&server, "lt4").await;
     let b = local(&server, "lt4").await;
-    let (reads, violations) = checker(&server, "lt4", a, b, false).await;
+    let (reads, violations) = checker(|r| raw_bump(&server, "lt4", r), a, b, false).await;
     eprintln!("behind the channel: {reads} reads, {violations} stale");
     assert!(violations > 0, "the checker sees stale local reads");
 }
@@ -338,14 +337,22 @@ const CHILD: &str = env!("CARGO_BIN_EXE_cacheable-test-child");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_instance_delays_an_invalidation_by_at_most_a_lease() {
-    use std::io::BufRead;
     let server = RedisServer::start();
+    let a = plain(&server, "ltchild").await;
+    paused_child(&["local".into(), server.url()], a).await;
+}
+
+/// Runs the child with `args` (and its scratch dir), pauses it once it hits
+/// locally, invalidates its record on `a`, resumes it and checks that no
+/// read after the invalidation returned saw the old value.
+async fn paused_child(args: &[String], a: Cache) {
+    use std::io::BufRead;
     let dir = cacheable_test_support::ScratchDir::new("local-tier");
     let (value, mark) = (dir.path().join("value"), dir.path().join("mark"));
     std::fs::write(&value, "1").unwrap();
     std::fs::write(&mark, "0").unwrap();
     let mut child = std::process::Command::new(CHILD)
-        .args(["local", &server.url()])
+        .args(args)
         .arg(dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -375,7 +382,6 @@ async fn a_paused_instance_delays_an_invalidation_by_at_most_a_lease() {
         );
     };
     kill("-STOP");
-    let a = plain(&server, "ltchild").await;
     std::fs::write(&value, "2").unwrap();
     let started = Instant::now();
     a.delete_by_tags(&["rec"], None).await.unwrap();
@@ -407,4 +413,165 @@ async fn a_paused_instance_delays_an_invalidation_by_at_most_a_lease() {
         stale, 0,
         "reads after the invalidation returned saw the old value"
     );
+}
+
+// The same protocol on a Redis Cluster: the registry and the acknowledgement
+// sets in one slot, the subscription on that slot's master, bumps per slot
+// and then the publish (see the runtime's `local` module docs).
+
+async fn on_cluster(cluster: &RedisCluster, prefix: &str, tier: bool) -> Cache {
+    let builder = Cache::builder()
+        .redis_cluster(cluster.urls())
+        .prefix(prefix);
+    let builder = if tier {
+        builder
+            .local_cache(10_000, Duration::from_secs(60))
+            .local_cache_lease(LEASE)
+    } else {
+        builder
+    };
+    builder.build().await.unwrap()
+}
+
+/// The registry's key on a cluster (its slot's master holds the subscriptions).
+fn registry(prefix: &str) -> String {
+    format!("{prefix}:local:{{{prefix}.local}}:instances")
+}
+
+/// [`raw_bump`] on the master that serves the version key now.
+fn raw_bump_cluster(cluster: &RedisCluster, prefix: &str, r: usize) {
+    let key = format!("{prefix}:{{a}}:v:t:r{r}");
+    // Any live node, then the one its `-MOVED <slot> <host>:<port>` names
+    // (`master_of` asks node 0, which may be the one killed).
+    let live = cluster.nodes().iter().find(|n| n.pid().is_some()).unwrap();
+    let mut reply = live.command(&[b"INCR", key.as_bytes()]);
+    if let Some(moved) = reply.strip_prefix(b"-MOVED ") {
+        let text = String::from_utf8_lossy(moved).into_owned();
+        let port: u16 = text.trim().rsplit(':').next().unwrap().parse().unwrap();
+        let node = cluster.nodes().iter().find(|n| n.port() == port).unwrap();
+        reply = node.command(&[b"INCR", key.as_bytes()]);
+    }
+    assert_eq!(
+        reply.first(),
+        Some(&b':'),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_an_invalidation_on_one_instance_is_seen_by_another() {
+    let cluster = RedisCluster::start(3, 0);
+    let a = on_cluster(&cluster, "lc3", false).await;
+    let b = on_cluster(&cluster, "lc3", true).await;
+    let bump = |r| raw_bump_cluster(&cluster, "lc3", r);
+    let (reads, violations) = checker(bump, a, b.clone(), true).await;
+    eprintln!(
+        "cluster, through the channel: {reads} reads, {violations} stale; {:?}",
+        b.stats()
+    );
+    assert!(reads > 1000, "{reads} reads");
+    assert!(b.stats().local_hits > 1000, "{:?}", b.stats());
+    assert_eq!(violations, 0);
+    // Same instance, on the cluster too.
+    let db = Db::new();
+    until_local(&b, &db, 1).await;
+    db.0[1].store(2, Ordering::SeqCst);
+    b.delete_by_tags_all_tenants(&["r1"]).await.unwrap();
+    assert_eq!(load(&b, &db, 1).await, 2);
+    until_local(&b, &db, 1).await;
+    db.0[1].store(3, Ordering::SeqCst);
+    b.clear().await.unwrap();
+    assert_eq!(load(&b, &db, 1).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_negative_control_an_invalidation_that_skips_the_channel_is_stale() {
+    let cluster = RedisCluster::start(3, 0);
+    let a = on_cluster(&cluster, "lc4", false).await;
+    let b = on_cluster(&cluster, "lc4", true).await;
+    let bump = |r| raw_bump_cluster(&cluster, "lc4", r);
+    let (reads, violations) = checker(bump, a, b, false).await;
+    eprintln!("cluster, behind the channel: {reads} reads, {violations} stale");
+    assert!(violations > 0, "the checker sees stale local reads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_killed_subscription_stops_local_hits_and_drops_everything() {
+    let cluster = RedisCluster::start(3, 0);
+    let b = on_cluster(&cluster, "lc5", true).await;
+    let db = Db::new();
+    until_local(&b, &db, 2).await;
+    assert!(b.local_entries() > 0);
+    let home = &cluster.nodes()[cluster.master_of(&registry("lc5"))];
+    let killed = home.command(&[b"CLIENT", b"KILL", b"TYPE", b"pubsub"]);
+    assert_eq!(
+        killed, b":1\r\n",
+        "the subscription is on the registry's master"
+    );
+    let noticed = Instant::now() + Duration::from_secs(5);
+    while b.local_entries() > 0 {
+        assert!(Instant::now() < noticed, "the tier was never dropped");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    db.0[2].store(2, Ordering::SeqCst);
+    raw_bump_cluster(&cluster, "lc5", 2);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert_eq!(load(&b, &db, 2).await, 2);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    until_local(&b, &db, 2).await;
+}
+
+/// The registry's master dies and its replica takes over, possibly without
+/// the registration (replication is asynchronous): the instance saw its
+/// subscription close, stopped serving locally, and on the promoted master
+/// subscribes and registers again, with an empty tier. A bump behind the
+/// channel's back after the failover stands for an invalidator that found
+/// the registry empty: no local read may miss it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_failover_of_the_registry_drops_everything() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let b = on_cluster(&cluster, "lc6", true).await;
+    let db = Db::new();
+    until_local(&b, &db, 3).await;
+    let before = b.stats().local_hits;
+    let victim = cluster.master_of(&registry("lc6"));
+    cluster.kill(victim);
+    db.0[3].store(2, Ordering::SeqCst);
+    // Serving stops at once (the subscription closed), long before the
+    // replica is promoted: the value read is the entry's in Redis or a
+    // computation, never a local hit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = b.stats().local_hits;
+    for _ in 0..50 {
+        load(&b, &db, 3).await;
+    }
+    assert_eq!(
+        b.stats().local_hits,
+        stopped,
+        "no local hit while the registry's master is down"
+    );
+    let noticed = Instant::now() + Duration::from_secs(30);
+    while b.local_entries() > 0 {
+        assert!(Instant::now() < noticed, "the tier was never dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.wait_ok(Duration::from_secs(30));
+    raw_bump_cluster(&cluster, "lc6", 3);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        assert_eq!(load(&b, &db, 3).await, 2);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    until_local(&b, &db, 3).await;
+    assert!(b.stats().local_hits > before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_paused_instance_delays_an_invalidation_by_at_most_a_lease() {
+    let cluster = RedisCluster::start(3, 0);
+    let a = on_cluster(&cluster, "ltchild", false).await;
+    paused_child(&["local-cluster".into(), cluster.urls().join(",")], a).await;
 }

@@ -13,7 +13,9 @@
 //!   tier (prefix `ltchild`, lease 1 s) reading `<dir>/value` through a
 //!   cached call tagged `rec`, forever; before each read it reads
 //!   `<dir>/mark`, and prints `M=<mark> V=<value> LOCAL=<0|1>`
-//!   (`tests/local_tier.rs`, which pauses it with SIGSTOP).
+//!   (`tests/local_tier.rs`, which pauses it with SIGSTOP);
+//! - `cacheable-test-child local-cluster <url,url,..> <dir>`: the same on a
+//!   Redis Cluster (the comma-separated node URLs);
 //! - `cacheable-test-child procs <redis-url> <dir> <records> <own|->`: one
 //!   instance of the multi-process stale-read checker of
 //!   `tests/local_tier_processes.rs` (see `procs_loop`).
@@ -49,8 +51,11 @@ async fn local_child(dir: &str) -> String {
 }
 
 async fn local_loop(url: &str, dir: &str) {
-    let cache = Cache::builder()
-        .redis_url(url)
+    local_loop_on(Cache::builder().redis_url(url), dir).await;
+}
+
+async fn local_loop_on(builder: cacheable::CacheBuilder, dir: &str) {
+    let cache = builder
         .prefix("ltchild")
         .local_cache(100, std::time::Duration::from_secs(60))
         .local_cache_lease(std::time::Duration::from_secs(1))
@@ -252,10 +257,18 @@ fn main() -> ExitCode {
             let own = (own != "-").then(|| own.parse().expect("a record index"));
             rt.block_on(procs_loop(url, dir, records, own));
         }
+        ["local-cluster", urls, dir] => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+            rt.block_on(local_loop_on(Cache::builder().redis_cluster(urls), dir));
+        }
         _ => {
             eprintln!(
                 "usage: cacheable-test-child key | xproc <redis-url> | local <redis-url> <dir> \
-                 | procs <redis-url> <dir> <records> <own|->"
+                 | local-cluster <url,url,..> <dir> | procs <redis-url> <dir> <records> <own|->"
             );
             return ExitCode::FAILURE;
         }

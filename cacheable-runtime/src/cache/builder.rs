@@ -155,8 +155,11 @@ impl CacheBuilder {
     /// drops its whole tier when it is back. The protocol and what it relies
     /// on are written down in the crate's `local` module docs.
     ///
-    /// Only with [`redis_url`](Self::redis_url) (a single Redis; a Redis
-    /// Cluster or the memory store is a [`CacheError::Config`]). Call sites
+    /// With [`redis_url`](Self::redis_url) or
+    /// [`redis_cluster`](Self::redis_cluster) (on a cluster, the registry
+    /// lives in one slot and the subscription is to its master; see the
+    /// module docs for what a failover of that slot means); the memory store
+    /// is a [`CacheError::Config`]. Call sites
     /// opt out with `#[cacheable(local = false)]`. Zero entries or a zero ttl
     /// is a [`CacheError::Config`].
     pub fn local_cache(mut self, max_entries: u64, ttl: Duration) -> Self {
@@ -415,10 +418,10 @@ impl CacheBuilder {
             }
             return Ok(None);
         };
-        if !matches!(self.backend, Some(Backend::Redis(_))) {
+        if !matches!(self.backend, Some(Backend::Redis(_) | Backend::Cluster(_))) {
             return Err(
-                "local_cache needs a single Redis (redis_url); a Redis Cluster or the memory \
-                 store cannot have a local tier yet"
+                "local_cache needs Redis (redis_url or redis_cluster); the memory store has \
+                 no local tier"
                     .into(),
             );
         }
@@ -515,7 +518,7 @@ impl CacheBuilder {
             Some(Backend::Redis(url)) => {
                 AnyStore::Redis(RedisStore::new(&url, self.op_timeout, &self.tls)?)
             }
-            Some(Backend::Cluster(urls)) => AnyStore::Cluster(Box::new(ClusterStore::new(
+            Some(Backend::Cluster(urls)) => AnyStore::Cluster(Arc::new(ClusterStore::new(
                 &urls,
                 self.op_timeout,
                 &self.tls,

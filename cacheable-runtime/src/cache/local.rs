@@ -4,9 +4,9 @@
 //! acknowledgements (which every Redis cache runs, with a tier or not).
 
 use super::*;
+use crate::local::channel::{Conn, Link};
 use crate::local::scripts::{self, Drop as What, Keys};
 use crate::local::{LocalTier, channel};
-use crate::store::redis::RedisStore;
 
 /// How long an invalidation waits for acknowledgements before it evicts
 /// the instances that did not answer and waits for their leases instead.
@@ -38,7 +38,7 @@ impl Cache {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let AnyStore::Redis(store) = &*self.inner.store else {
+        let Some((link, keys)) = self.local_link() else {
             return;
         };
         if tier.started.swap(true, Ordering::AcqRel) {
@@ -47,12 +47,26 @@ impl Cache {
         let (tx, rx) = tokio::sync::oneshot::channel();
         *tier.closed.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
         let wiring = channel::Wiring {
-            client: store.client(),
-            conn: store.connection(),
-            keys: Keys::new(&self.inner.prefix),
+            link,
+            keys,
             op_timeout: self.inner.op_timeout,
         };
         runtime.spawn(channel::run(Arc::downgrade(tier), wiring, rx));
+    }
+
+    /// The Redis the protocol runs on and its names (`None` on the memory store).
+    fn local_link(&self) -> Option<(Link, Keys)> {
+        let prefix = &self.inner.prefix;
+        match &*self.inner.store {
+            AnyStore::Redis(store) => Some((
+                Link::Single(store.client(), store.connection()),
+                Keys::new(prefix),
+            )),
+            AnyStore::Cluster(store) => {
+                Some((Link::Cluster(Arc::clone(store)), Keys::cluster(prefix)))
+            }
+            AnyStore::Memory(_) => None,
+        }
     }
 
     /// A fresh local hit, or the read epoch for the Redis read that follows.
@@ -138,40 +152,57 @@ impl Cache {
         through_breaker: bool,
     ) -> Result<(), CacheError> {
         match &*self.inner.store {
-            AnyStore::Redis(store) => {
-                self.announce(store, keys, What::Keys(keys.to_vec()), through_breaker)
+            // No local tier runs on the memory store.
+            store @ AnyStore::Memory(_) => self.step(through_breaker, store.bump(keys)).await,
+            _ => {
+                self.announce(keys, What::Keys(keys.to_vec()), through_breaker)
                     .await
             }
-            // No local tier runs on the other stores.
-            store => self.step(through_breaker, store.bump(keys)).await,
         }
     }
 
     /// After a `clear`: every instance drops its whole tier.
     pub(super) async fn announce_all(&self, through_breaker: bool) -> Result<(), CacheError> {
         match &*self.inner.store {
-            AnyStore::Redis(store) => self.announce(store, &[], What::All, through_breaker).await,
-            _ => Ok(()),
+            AnyStore::Memory(_) => Ok(()),
+            _ => self.announce(&[], What::All, through_breaker).await,
         }
     }
 
+    /// Step 2: bump, then publish. On a single Redis, one script does both;
+    /// on a Redis Cluster the version keys span slots, so the per-slot bumps
+    /// run first and, once they have all returned, the same script runs on
+    /// the registry's slot with no version key: it reads the registrations
+    /// and publishes. Either way the message follows its bump and names
+    /// exactly the instances registered when it was published. A retry
+    /// (`crate::invalidation`) runs all of it again, the publish included.
     async fn announce(
         &self,
-        store: &RedisStore,
         bump: &[String],
         what: What,
         through_breaker: bool,
     ) -> Result<(), CacheError> {
         let s = scripts::scripts();
-        let names = Keys::new(&self.inner.prefix);
+        let Some((link, names)) = self.local_link() else {
+            return Ok(());
+        };
         let msg_id = scripts::new_id();
         let message = scripts::message(&msg_id, &what);
-        let mut keys: Vec<&str> = bump.iter().map(String::as_str).collect();
+        let args = [names.channel.as_bytes(), message.as_bytes()];
+        let mut keys: Vec<&str> = Vec::with_capacity(bump.len() + 1);
+        if let Link::Cluster(store) = &link {
+            if !bump.is_empty() {
+                self.step(through_breaker, store.bump(bump)).await?;
+            }
+        } else {
+            keys.extend(bump.iter().map(String::as_str));
+        }
         keys.push(&names.registry);
-        let mut conn = store.connection();
+        // Not through the breaker: no I/O but the cluster's first connect,
+        // and the script just below is.
+        let mut conn = self.step(false, link.conn()).await?;
         let live: Vec<String> = self
             .step(through_breaker, async {
-                let args = [names.channel.as_bytes(), message.as_bytes()];
                 Ok(s.bump_announce.run(&mut conn, &keys, &args).await?)
             })
             .await?;
@@ -199,7 +230,7 @@ impl Cache {
     /// leases out.
     async fn await_acks(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut Conn,
         names: &Keys,
         msg_id: &str,
         mut waiting: Vec<String>,

@@ -91,6 +91,15 @@
 //! skips step 2 leaves local tiers stale for the channel's delivery delay
 //! (well under a millisecond on a LAN, unbounded under a partition).
 //!
+//! **On a Redis Cluster** the version keys span slots, so step 1 is two
+//! steps: bump the counters (the same bump semantics, one script per
+//! slot), and once they have
+//! all returned, run [`INVALIDATE_SCRIPT`] with the registry as its only
+//! key (it then bumps nothing, reads the registry and publishes). The
+//! registry and the acknowledgement sets share a hash tag there:
+//! `<p>:local:{<p>.local}:instances` and `<p>:local:{<p>.local}:ack:<id>`;
+//! the channel is the same.
+//!
 //! # From the database
 //!
 //! With the `postgres` feature, [`postgres::listen`] turns `NOTIFY`

@@ -8,18 +8,93 @@ use std::pin::Pin;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use futures_core::Stream;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 
 use super::LocalTier;
 use super::scripts::{self, Drop as What, Keys};
+use crate::error::CacheError;
+use crate::store::cluster::ClusterStore;
 
 /// What the task needs from Redis.
 pub(crate) struct Wiring {
-    pub client: std::sync::Arc<redis::Client>,
-    pub conn: ConnectionManager,
+    pub link: Link,
     pub keys: Keys,
     pub op_timeout: Duration,
+}
+
+/// The Redis the tier runs its protocol on.
+pub(crate) enum Link {
+    /// A single Redis: its client (for the dedicated subscription) and the
+    /// store's multiplexed connection.
+    Single(Arc<redis::Client>, ConnectionManager),
+    /// A Redis Cluster: the store (its cluster connection, node addresses).
+    Cluster(Arc<ClusterStore>),
+}
+
+impl Link {
+    /// The connection the protocol's scripts run on.
+    pub(crate) async fn conn(&self) -> Result<Conn, CacheError> {
+        Ok(match self {
+            Self::Single(_, conn) => Conn::Single(conn.clone()),
+            Self::Cluster(store) => Conn::Cluster(store.connection().await?),
+        })
+    }
+
+    /// A dedicated pub/sub connection: to the single Redis, or to the
+    /// master that serves the registry's slot now.
+    async fn pubsub(&self, registry: &str) -> Result<redis::aio::PubSub, CacheError> {
+        Ok(match self {
+            Self::Single(client, _) => client.get_async_pubsub().await?,
+            Self::Cluster(store) => {
+                let (host, port) = store.master_of(registry).await?;
+                store.node_client(&host, port)?.get_async_pubsub().await?
+            }
+        })
+    }
+}
+
+/// A connection for the protocol's scripts (`Lua::run` takes any
+/// `ConnectionLike`): the single node's, or the cluster's, which routes
+/// each script by its first key.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipe, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipe, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// Why a session ended.
@@ -78,20 +153,21 @@ pub(crate) async fn run(
 /// Best effort: an instance that ends leaves the registry, so that no
 /// invalidation waits for its lease.
 async fn deregister(wiring: &Wiring, id: &str) {
-    let _ = tokio::time::timeout(
-        wiring.op_timeout,
+    let _ = tokio::time::timeout(wiring.op_timeout, async {
         redis::cmd("ZREM")
             .arg(&wiring.keys.registry)
             .arg(id)
-            .query_async::<i64>(&mut wiring.conn.clone()),
-    )
+            .query_async::<i64>(&mut wiring.link.conn().await?)
+            .await
+            .map_err(CacheError::from)
+    })
     .await;
 }
 
 /// Times out `fut` after the operation timeout, flattening both errors.
-async fn bounded<T>(
+async fn bounded<T, E>(
     d: Duration,
-    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Option<T> {
     tokio::time::timeout(d, fut).await.ok().and_then(Result::ok)
 }
@@ -111,7 +187,7 @@ async fn session(
     };
     let lease_ms = lease.as_millis().to_string();
     // Step 1: subscribe (confirmed), drop everything, register, serve.
-    let Some(pubsub) = bounded(op, wiring.client.get_async_pubsub()).await else {
+    let Some(pubsub) = bounded(op, wiring.link.pubsub(&wiring.keys.registry)).await else {
         return Ended::Lost("cannot connect the subscription");
     };
     let (mut sink, stream) = pubsub.split();
@@ -127,7 +203,9 @@ async fn session(
         Some(t) => t.drop_all(),
         None => return Ended::Closed,
     }
-    let mut conn = wiring.conn.clone();
+    let Some(mut conn) = bounded(op, wiring.link.conn()).await else {
+        return Ended::Lost("cannot connect");
+    };
     *current = Some(id.clone());
     let sent = Instant::now();
     let reply: Option<i64> = bounded(

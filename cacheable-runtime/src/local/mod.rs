@@ -30,7 +30,8 @@
 //!    server time). It serves locally only after the registration returned.
 //!    An invalidator that sees the registration therefore publishes to a
 //!    channel the instance already hears. Test:
-//!    `a_killed_subscription_stops_local_hits_and_drops_everything`.
+//!    `a_killed_subscription_stops_local_hits_and_drops_everything` (and
+//!    `cluster_…` of the same name).
 //! 2. **Bump, then publish, in one script.** Every invalidation of a Redis
 //!    cache (`delete`, tags, tenant, `#[cache_evict]`, `clear`, and their
 //!    retries), with or without a tier of its own, bumps the versions and,
@@ -38,7 +39,9 @@
 //!    message naming the bumped version keys. The set of instances to wait
 //!    for is exactly those registered when the message was published.
 //!    Test: `an_invalidation_on_one_instance_is_seen_by_another` (a checker
-//!    with a negative control that skips the channel).
+//!    with a negative control that skips the channel). On a Redis Cluster
+//!    see "On a Redis Cluster" below: the bumps return first, then one
+//!    script publishes.
 //! 3. **Apply, then acknowledge.** An instance receiving a message raises
 //!    the floor of every named version key to a new epoch (`Floors`), then
 //!    adds its id to the message's acknowledgement set. An entry is served
@@ -73,7 +76,8 @@
 //!    session at once: the instance stops serving locally and reconnects.
 //!    Tests: `a_killed_subscription_stops_local_hits_and_drops_everything`,
 //!    `a_paused_instance_delays_an_invalidation_by_at_most_a_lease`, `no_lease_no_hits`,
-//!    `a_restarted_redis_drops_everything`.
+//!    `a_restarted_redis_drops_everything`,
+//!    `cluster_a_failover_of_the_registry_drops_everything`.
 //! 6. **Same instance: immediate.** An invalidation applies its floors to the
 //!    invalidator's own tier before it returns (before it waits for others),
 //!    and does not wait for its own acknowledgement. A failed invalidation
@@ -92,19 +96,78 @@
 //! lost while an instance's subscription stays up (evicted under an
 //! `allkeys-*` policy, a `FLUSHDB`): until that instance's next renewal
 //! (at most a quarter lease) an invalidation does not wait for it (it
-//! still receives the message). Redis Cluster: `local_cache` is refused
-//! there for now.
+//! still receives the message).
+//!
+//! # On a Redis Cluster
+//!
+//! The same steps, with three changes, each keeping the argument above:
+//!
+//! - **Names.** The registry and the acknowledgement sets carry one hash
+//!   tag, `{<prefix>.local}` (`<prefix>:local:{<prefix>.local}:instances`,
+//!   `<prefix>:local:{<prefix>.local}:ack:<id>`), so the wait and evict
+//!   scripts (step 4) read both in one slot. The channel keeps its name: a
+//!   classic `PUBLISH` on a cluster node reaches subscribers on every node.
+//! - **Bump, then publish, in two steps** (step 2). The version keys span
+//!   slots, so no one script can bump them and publish. The per-slot bumps
+//!   (the store's `bump`) run first; once every one has returned, the
+//!   invalidation script runs on the registry's slot with the registry as
+//!   its only key: it reads the live registrations and publishes. What
+//!   step 3 needs still holds: the message is published after every bump
+//!   it names has been applied by its master, so a read sent after the
+//!   message was applied sees the bumps; and the set waited for is still
+//!   exactly the instances registered when it was published. An
+//!   invalidator that dies between the bumps and the publish never
+//!   returned, so nothing was promised; one that fails there keeps the
+//!   keys pending (`crate::invalidation`), and the retry runs the bumps and
+//!   the publish again. Test: `cluster_an_invalidation_on_one_instance_is_seen_by_another`
+//!   and its negative control.
+//! - **The subscription is on the registry's master** (step 1), resolved
+//!   again for every session (`CLUSTER KEYSLOT` and `CLUSTER NODES` on a
+//!   live node). Losing that master loses the registry (a restart without
+//!   persistence, a replica promoted without the latest registrations:
+//!   replication is asynchronous), and it also closes the subscription, so
+//!   the instance stops serving locally before any invalidator can see the
+//!   smaller registry, exactly as a restarted single Redis. The scripts go
+//!   through the cluster connection, routed by key. When the subscription
+//!   is on another node than the registry (a failover between the two
+//!   steps of a session start), messages still arrive through the cluster
+//!   bus; a message that does not is an unacknowledged one, handled by
+//!   step 4. Tests: `cluster_a_killed_subscription_stops_local_hits_and_drops_everything`,
+//!   `cluster_a_failover_of_the_registry_drops_everything`,
+//!   `cluster_a_paused_instance_delays_an_invalidation_by_at_most_a_lease`.
+//!
+//! Relied on in addition: the kernel closing the subscription when the
+//! registry's master dies, before its replica is promoted. When the master's
+//! machine dies or is partitioned away, no close arrives; the instance then
+//! stops serving at its lease deadline (at most three quarters of a lease
+//! after its last renewal, sent before the failure), and the promoted
+//! replica answers no invalidation before `cluster-node-timeout` has
+//! passed. So keep `cluster-node-timeout` at or above three quarters of
+//! the lease (Redis' default 15 s against the default 2 s lease); with a
+//! shorter timeout, an invalidation landing on a promoted replica that
+//! lost a registration may return while that instance still serves. Not
+//! covered: a partition that leaves the registry's old master reachable by
+//! some instances while the other side promotes its replica (the old master
+//! keeps renewing their leases until it notices, after
+//! `cluster-node-timeout`; those renewals never reach the promoted replica),
+//! an asynchronous failover as in guarantee 2's list. While
+//! the registry's slot has no master, every invalidation fails and stays
+//! pending (retried until the failover), as an invalidation of a slot
+//! without a master does.
 //!
 //! # Message format
 //!
 //! A JSON object on `{prefix}:local:invalidations`, published by the bump
 //! script: `{"v":1,"id":"<32 hex>","keys":["<version key>",..]}` for
 //! versions bumped, `{"v":1,"id":"<32 hex>","all":true}` for a `clear`.
-//! Receivers acknowledge with `SADD {prefix}:local:ack:<id> <instance id>`.
+//! Receivers acknowledge with `SADD {prefix}:local:ack:<id> <instance id>`
+//! (on a cluster: `{prefix}:local:{<prefix>.local}:ack:<id>`).
 //! A message that does not parse drops the receiver's whole tier.
 //!
 //! Other services publish the same way (step 2 is one script: bump only
-//! existing counters, read the registry, publish; then step 4's wait). A
+//! existing counters, read the registry, publish; then step 4's wait; on a
+//! cluster, the bumps per slot first and then the script with the registry
+//! as its only key). A
 //! bare `PUBLISH` would reach local tiers but not Redis readers, whose
 //! version counters did not move. The public recipe, for any language
 //! (key names, escaping, the script, a `redis-cli EVAL` example, the

@@ -2,7 +2,10 @@
 //! (steps 1, 2, 4 and 5 in the module docs of `local`) and the message format.
 //!
 //! The keys live under `{prefix}:local:`, outside `{prefix}:{…`, so that
-//! `clear()` (which deletes `{prefix}:{*`) never drops the registry.
+//! `clear()` (which deletes `{prefix}:{*`) never drops the registry. On a
+//! Redis Cluster the registry, the evicted ids and the acknowledgement sets carry one hash
+//! tag, `{<prefix>.local}` (after `:local:`, so still outside `{prefix}:{…`),
+//! which puts them in one slot for the `WAIT` and `EVICT` scripts.
 
 use std::sync::OnceLock;
 
@@ -27,6 +30,19 @@ impl Keys {
             evicted: format!("{prefix}:local:evicted"),
             channel: format!("{prefix}:local:invalidations"),
             ack_prefix: format!("{prefix}:local:ack:"),
+        }
+    }
+
+    /// The names on a Redis Cluster: the registry and the acknowledgement
+    /// sets share the hash tag `{<prefix>.local}` (a prefix has no braces);
+    /// the channel is the single node's (a classic `PUBLISH` reaches every
+    /// node of a cluster, whatever its name).
+    pub(crate) fn cluster(prefix: &str) -> Self {
+        Self {
+            registry: format!("{prefix}:local:{{{prefix}.local}}:instances"),
+            evicted: format!("{prefix}:local:{{{prefix}.local}}:evicted"),
+            channel: format!("{prefix}:local:invalidations"),
+            ack_prefix: format!("{prefix}:local:{{{prefix}.local}}:ack:"),
         }
     }
 
@@ -130,7 +146,9 @@ return 1
 /// The invalidation script of a Redis cache: `KEYS[1..n-1]` version keys
 /// bumped exactly as the store's `BUMP`, `KEYS[n]` the registry; `ARGV[1]`
 /// the channel, `ARGV[2]` the message. Publishes, and returns the ids whose
-/// lease runs (step 2). `allow-oom`, as `BUMP`: an invalidation lands even
+/// lease runs (step 2). On a Redis Cluster, where the version keys span
+/// slots, it runs with the registry as its only key, after the per-slot
+/// bumps have returned: then it only reads the registry and publishes. `allow-oom`, as `BUMP`: an invalidation lands even
 /// when Redis is out of memory. Public as `events::INVALIDATE_SCRIPT`: other
 /// services run it as it is (the recipe is in the docs of `events`).
 pub(crate) const BUMP_ANNOUNCE: &str = r"#!lua flags=allow-oom
@@ -225,6 +243,22 @@ pub(crate) fn parse(raw: &[u8]) -> (Option<String>, Drop) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_names_share_one_slot_outside_what_clear_deletes() {
+        use crate::store::cluster::hash_tag;
+        let k = Keys::cluster("app.v1");
+        assert_eq!(k.registry, "app.v1:local:{app.v1.local}:instances");
+        assert_eq!(hash_tag(&k.registry), "app.v1.local");
+        assert_eq!(hash_tag(&k.ack("ab")), hash_tag(&k.registry));
+        assert_eq!(hash_tag(&k.evicted), hash_tag(&k.registry));
+        for name in [&k.registry, &k.evicted, &k.ack("ab"), &k.channel] {
+            assert!(!name.starts_with("app.v1:{"), "{name} is not cleared");
+        }
+        let single = Keys::new("app.v1");
+        assert_eq!(single.registry, "app.v1:local:instances");
+        assert_eq!(single.channel, k.channel);
+    }
 
     #[test]
     fn messages_round_trip_and_garbage_drops_everything() {

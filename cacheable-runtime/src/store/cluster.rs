@@ -44,6 +44,11 @@ return #KEYS
 pub(crate) struct ClusterStore {
     client: ClusterClient,
     conn: OnceCell<ClusterConnection>,
+    /// The first node's connection settings (credentials, TLS) and the
+    /// builder's certificates, for connections to one node (the local
+    /// tier's subscription).
+    first: redis::ConnectionInfo,
+    tls: TlsSettings,
     display: String,
     put: Lua,
     touch: Lua,
@@ -70,6 +75,29 @@ pub(crate) fn hash_tag(key: &str) -> &str {
         return &key[open + 1..open + 1 + len];
     }
     key
+}
+
+/// The `host:port` of the live master that owns `slot` in a `CLUSTER NODES` reply.
+fn master_of_slot(nodes: &str, slot: u16) -> Option<(String, u16)> {
+    nodes.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 9 || !f[2].split(',').any(|x| x == "master") || f[2].contains("fail") {
+            return None;
+        }
+        let owns = f[8..].iter().any(|r| match r.split_once('-') {
+            Some((a, b)) => {
+                a.parse::<u16>().is_ok_and(|a| a <= slot)
+                    && b.parse::<u16>().is_ok_and(|b| slot <= b)
+            }
+            None => r.parse::<u16>().is_ok_and(|s| s == slot),
+        });
+        if !owns {
+            return None;
+        }
+        let addr = f[1].split(['@', ',']).next()?;
+        let (host, port) = addr.rsplit_once(':')?;
+        Some((host.to_owned(), port.parse().ok()?))
+    })
 }
 
 fn group_by_slot<'a>(
@@ -112,9 +140,13 @@ impl ClusterStore {
         let client = builder
             .build()
             .map_err(|e| CacheError::Config(format!("redis cluster `{display}`: {e}")))?;
+        let first = redis::IntoConnectionInfo::into_connection_info(urls[0].as_str())
+            .map_err(|e| CacheError::Config(format!("redis cluster `{display}`: {e}")))?;
         Ok(Self {
             client,
             conn: OnceCell::new(),
+            first,
+            tls: tls.clone(),
             display,
             put: Lua::new(PUT),
             touch: Lua::new(TOUCH),
@@ -146,6 +178,47 @@ impl ClusterStore {
             host: host.to_owned(),
             port,
         })
+    }
+
+    /// The address of the master that serves `key`'s slot, as a node of
+    /// the cluster sees it now (`CLUSTER KEYSLOT`, then `CLUSTER NODES`; a
+    /// random node, so that a dead former master is no obstacle).
+    pub(crate) async fn master_of(&self, key: &str) -> Result<(String, u16), CacheError> {
+        let mut conn = self.connection().await?;
+        let random = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let slot: u16 = redis::from_redis_value(
+            conn.route_command(
+                Cmd::new().arg("CLUSTER").arg("KEYSLOT").arg(key).clone(),
+                random(),
+            )
+            .await?,
+        )?;
+        let nodes: String = redis::from_redis_value(
+            conn.route_command(Cmd::new().arg("CLUSTER").arg("NODES").clone(), random())
+                .await?,
+        )?;
+        master_of_slot(&nodes, slot)
+            .ok_or_else(|| CacheError::Store(format!("no live master serves slot {slot}")))
+    }
+
+    /// A client for the single node at `host:port`, with the credentials
+    /// and TLS settings of the first configured node.
+    pub(crate) fn node_client(&self, host: &str, port: u16) -> redis::RedisResult<redis::Client> {
+        use redis::ConnectionAddr;
+        let addr = match self.first.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        self.tls.client(self.first.clone().set_addr(addr))
     }
 
     pub(crate) async fn masters(
@@ -435,7 +508,32 @@ impl redis::aio::ConnectionLike for NodeConnection {
 
 #[cfg(test)]
 mod tests {
-    use super::hash_tag;
+    use super::{hash_tag, master_of_slot};
+
+    #[test]
+    fn the_master_of_a_slot_is_read_from_cluster_nodes() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002 master,fail - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003,host.example master - 0 0 3 connected 10923-16383
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+e5 127.0.0.1:7005@17005 master - 0 0 4 connected 7000 [7001->-a1]
+";
+        assert_eq!(master_of_slot(nodes, 0), Some(("127.0.0.1".into(), 7001)));
+        assert_eq!(
+            master_of_slot(nodes, 5461),
+            None,
+            "a failed master serves nothing"
+        );
+        assert_eq!(
+            master_of_slot(nodes, 16383),
+            Some(("127.0.0.1".into(), 7003))
+        );
+        assert_eq!(
+            master_of_slot(nodes, 7000),
+            Some(("127.0.0.1".into(), 7005))
+        );
+    }
 
     #[test]
     fn hash_tags() {

@@ -214,7 +214,7 @@ pub(crate) fn parse_version(raw: Option<&[u8]>) -> Option<u64> {
 pub(crate) enum AnyStore {
     Memory(memory::MemoryStore),
     Redis(redis::RedisStore),
-    Cluster(Box<cluster::ClusterStore>),
+    Cluster(std::sync::Arc<cluster::ClusterStore>),
 }
 
 impl AnyStore {

@@ -63,12 +63,17 @@ impl TlsSettings {
         })
     }
 
-    fn client(&self, url: &str) -> redis::RedisResult<Client> {
+    /// A client for `info` (a URL or a parsed connection info) with these
+    /// certificates (the cluster's local tier connects to one node this way).
+    pub(crate) fn client(
+        &self,
+        info: impl redis::IntoConnectionInfo,
+    ) -> redis::RedisResult<Client> {
         #[cfg(feature = "tls")]
         if let Some(certs) = self.certificates() {
-            return Client::build_with_tls(url, certs);
+            return Client::build_with_tls(info, certs);
         }
-        Client::open(url)
+        Client::open(info)
     }
 }
 
