@@ -781,6 +781,78 @@ async fn garbage_and_undecodable_values_are_recomputed() {
     assert!(cache.stats().errors >= 1);
 }
 
+/// The keys of `server` that match `pattern` (a `KEYS` reply, parsed).
+fn keys_matching(server: &RedisServer, pattern: &[u8]) -> Vec<Vec<u8>> {
+    let reply = server.command(&[b"KEYS", pattern]);
+    let mut lines = reply
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let head = lines.next().expect("a reply");
+    assert_eq!(head.first(), Some(&b'*'), "an array: {reply:?}");
+    lines
+        .filter(|l| !l.is_empty() && l[0] != b'$')
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// A version counter that holds no version (empty, a leading zero, a sign,
+/// too long, the separators of a packed reply, another type) never lets the
+/// entry be served: the call recomputes, and the counter is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_version_counters_refuse_the_entry() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "gv").await;
+    let calls = Calls::default();
+    let opts = CacheOptions::new()
+        .ttl(Duration::from_secs(60))
+        .tenant("acme")
+        .tags(["t"]);
+    load(&cache, &calls, "k", &opts, "a").await;
+    let counters: Vec<Vec<u8>> = keys_matching(&server, b"gv:*")
+        .into_iter()
+        .filter(|k| k.ends_with(b":v:g") || k.windows(5).any(|w| w == b":v:t:"))
+        .collect();
+    // The tenant's generation, the tag in the tenant, the tag in all tenants.
+    assert_eq!(counters.len(), 3, "{counters:?}");
+    let garbage: [&[u8]; 9] = [
+        b"",
+        b"0",
+        b"012",
+        b"-1",
+        b"abc",
+        b"1,2",
+        b"1\n+1",
+        b"12345678901234567890",
+        &[0xFF, b'1'],
+    ];
+    for counter in &counters {
+        for bad in garbage {
+            let before = calls.get();
+            let cached = load(&cache, &calls, "k", &opts, "x").await;
+            assert_eq!(calls.get(), before, "served from the cache");
+            server.command(&[b"SET", counter, bad]);
+            let got = load(&cache, &calls, "k", &opts, "fresh").await;
+            assert_eq!(
+                calls.get(),
+                before + 1,
+                "{counter:?} = {bad:?} refused the entry"
+            );
+            assert_ne!(got, cached);
+            assert_eq!(load(&cache, &calls, "k", &opts, "again").await, got);
+        }
+        server.command(&[b"DEL", counter]);
+        server.command(&[b"RPUSH", counter, b"1"]);
+        let before = calls.get();
+        load(&cache, &calls, "k", &opts, "list").await;
+        assert_eq!(
+            calls.get(),
+            before + 1,
+            "{counter:?} of another type refused the entry"
+        );
+    }
+    assert_eq!(cache.stats().hits, 9 * 3 * 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_leaves_foreign_keys_alone() {
     let server = RedisServer::start();
