@@ -114,6 +114,50 @@ async fn same_instance_invalidation_is_immediate() {
     assert_eq!(load(&b, &db, 1).await, 3);
 }
 
+/// Its tag comes from a skipped argument: calls that differ only in `group`
+/// share one entry key but depend on different tags.
+#[cacheable(name = "local.grouped", ttl = 60, tags = ["g{group}"], global, cache = cache, skip(cache, group))]
+async fn grouped(cache: &Cache, group: u32, r: usize) -> u32 {
+    let _ = r;
+    group
+}
+
+/// The Redis read refuses an entry recorded under other tags than the
+/// call's (`deps_current`); a local hit must refuse it too, else a call
+/// would be served a value that its own tags' invalidations never reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_entry_is_not_served_to_a_call_with_other_tags() {
+    let server = RedisServer::start();
+    let b = local(&server, "lt8").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = b.stats().local_hits;
+    while b.stats().local_hits == before {
+        assert!(Instant::now() < deadline, "no local hit: {:?}", b.stats());
+        assert_eq!(grouped(&b, 1, 0).await, 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            grouped(&b, 2, 0).await,
+            2,
+            "the entry of tag g1 served to a call tagged g2"
+        );
+        assert_eq!(grouped(&b, 1, 0).await, 1);
+    }
+    // Once group 2's entry is the one held (and local), it is still
+    // invalidated by its own tag.
+    let before = b.stats().local_hits;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.stats().local_hits == before {
+        assert!(Instant::now() < deadline, "no local hit: {:?}", b.stats());
+        assert_eq!(grouped(&b, 2, 0).await, 2);
+    }
+    let computed = b.stats().misses;
+    b.delete_by_tags(&["g2"], None).await.unwrap();
+    assert_eq!(grouped(&b, 2, 0).await, 2);
+    assert_eq!(b.stats().misses, computed + 1, "g2 invalidated the entry");
+}
+
 /// Readers on `b` (local tier) and a writer on `a` that updates the database
 /// and invalidates (through the cache, or, for the negative control, behind
 /// its back); counts reads that started after an invalidation returned and

@@ -146,6 +146,12 @@ pub async fn capture_keys<F: Future>(fut: F) -> (F::Output, Vec<KeyInfo>) {
     (out, keys)
 }
 
+/// Whether a capture runs (in any task): calls then build every key to
+/// record it.
+pub(crate) fn capturing() -> bool {
+    ACTIVE.load(Relaxed) != 0
+}
+
 /// Records the keys of a call in the running capture, if any.
 pub(crate) fn record(keys: &[String], function: &str, tenant: Option<&TenantId>) {
     if ACTIVE.load(Relaxed) == 0 {

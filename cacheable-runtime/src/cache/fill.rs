@@ -28,7 +28,7 @@ impl Cache {
                 return body.await;
             }
         };
-        let spec = match self.site_spec(site, &key, &tags, ret_tags.is_some()) {
+        let mut spec = match self.site_entry(site, &key, &tags) {
             Ok(spec) => spec,
             Err(e) => {
                 let counters = self.inner.stats.function(site.name);
@@ -37,7 +37,17 @@ impl Cache {
                 return body.await;
             }
         };
-        self.cache_aside::<A, O, F>(&spec, ret_tags, body).await
+        // Hit latency is timed on one hit in HIT_SAMPLE: two clock reads on
+        // every hit would cost more than the rest of the bookkeeping.
+        let started = sample_hit().then(Instant::now);
+        // A local hit reads the entry key only: the version keys (two per
+        // tag) are built when it misses.
+        if let Some(hit) = self.local_first::<A::Value>(&spec) {
+            return self.serve_timed_hit::<A, O>(&spec, started, hit);
+        }
+        self.site_deps(&mut spec, &tags, ret_tags.is_some());
+        self.lookup_and_fill::<A, O, F>(&spec, started, ret_tags, body)
+            .await
     }
 
     pub(super) async fn cache_aside<A, O, F>(
@@ -50,19 +60,26 @@ impl Cache {
         A: Adapter<O>,
         F: Future<Output = O>,
     {
-        // Hit latency is timed on one hit in HIT_SAMPLE: two clock reads on
-        // every hit would cost more than the rest of the bookkeeping.
         let started = sample_hit().then(Instant::now);
+        self.lookup_and_fill::<A, O, F>(spec, started, ret_tags, body)
+            .await
+    }
+
+    /// The lookup, then a hit served or the miss filled; `started` is the
+    /// start of a sampled hit's timing.
+    async fn lookup_and_fill<A, O, F>(
+        &self,
+        spec: &Spec,
+        started: Option<Instant>,
+        ret_tags: Option<&RetTags<'_, O>>,
+        body: F,
+    ) -> O
+    where
+        A: Adapter<O>,
+        F: Future<Output = O>,
+    {
         match self.lookup::<A::Value>(spec, true).await {
-            Ok(Lookup::Hit(hit)) => {
-                if let Some(started) = started {
-                    let elapsed = started.elapsed() * HIT_SAMPLE;
-                    self.inner
-                        .stats
-                        .hit_time(&spec.counters, spec.name, elapsed);
-                }
-                self.serve_hit::<A, O>(spec, hit)
-            }
+            Ok(Lookup::Hit(hit)) => self.serve_timed_hit::<A, O>(spec, started, hit),
             // The miss path is boxed: it runs once per computation, and keeping
             // its state out of line keeps every caller's future small (nested
             // cached calls would otherwise grow it by the whole engine each).
@@ -74,6 +91,22 @@ impl Cache {
             }
             Err(e) => self.fail_open(spec, "read", &e, body).await,
         }
+    }
+
+    /// [`Cache::serve_hit`], with the hit's time when it is sampled.
+    fn serve_timed_hit<A: Adapter<O>, O>(
+        &self,
+        spec: &Spec,
+        started: Option<Instant>,
+        hit: Hit<A::Value>,
+    ) -> O {
+        if let Some(started) = started {
+            let elapsed = started.elapsed() * HIT_SAMPLE;
+            self.inner
+                .stats
+                .hit_time(&spec.counters, spec.name, elapsed);
+        }
+        self.serve_hit::<A, O>(spec, hit)
     }
 
     /// A store step of this call failed: counts and logs it, counts the miss,

@@ -89,6 +89,12 @@ impl Cache {
         let Some(entry) = tier.get(&spec.keys[0]) else {
             return LocalRead::Miss(epoch);
         };
+        // Kept by a call with other version keys (a tag rendered from a
+        // skipped argument): not this call's entry. Redis decides, and a
+        // current hit there replaces it.
+        if entry.call != spec.call {
+            return LocalRead::Miss(epoch);
+        }
         let Ok(env) = envelope::decode(&entry.raw) else {
             tier.remove(&spec.keys[0]);
             return LocalRead::Miss(epoch);
@@ -106,13 +112,39 @@ impl Cache {
         LocalRead::Hit(Hit::of(value, now, &env, spec, true))
     }
 
+    /// A local hit for a call whose spec holds its entry key only
+    /// (`Cache::site_entry`): the version keys are built only when this
+    /// misses. `None` whenever `lookup` would not read the tier first (an
+    /// invalidation pending, a server to check) or a `debug::capture_keys`
+    /// runs (it records every key of the call, so they are built).
+    pub(super) fn local_first<V: DeserializeOwned>(&self, spec: &Spec) -> Option<Hit<V>> {
+        if !spec.local
+            || self.inner.local.is_none()
+            || self.inner.pending.active()
+            || self.inner.server.suspect()
+            || crate::debug::capturing()
+        {
+            return None;
+        }
+        match self.local_read::<V>(spec, true) {
+            LocalRead::Hit(hit) => Some(hit),
+            LocalRead::Miss(_) => None,
+        }
+    }
+
     /// Keeps a current Redis hit read at `epoch` in the tier.
     pub(super) fn local_keep(&self, spec: &Spec, epoch: u64, raw: &[u8], deps: &[DepRef<'_>]) {
         if epoch == 0 {
             return;
         }
         if let Some(tier) = &self.inner.local {
-            tier.insert(&spec.keys[0], epoch, raw, deps.iter().map(|d| d.key));
+            tier.insert_call(
+                &spec.keys[0],
+                epoch,
+                raw,
+                deps.iter().map(|d| d.key),
+                spec.call,
+            );
         }
     }
 

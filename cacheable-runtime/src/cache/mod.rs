@@ -299,8 +299,9 @@ impl Health {
 struct Spec {
     /// The function's name, for per-function statistics.
     name: &'static str,
-    /// The namespace (tenant or global) of the entry.
-    ns: String,
+    /// The length of the namespace (tenant or global) of the entry, which
+    /// starts its key (`keys[0]`): see [`Spec::ns`].
+    ns_len: usize,
     /// The entry belongs to a tenant (not the global space).
     tenant_scoped: bool,
     /// `keys[0]` is the entry; then the version keys it depends on
@@ -310,6 +311,15 @@ struct Spec {
     keys: Vec<String>,
     /// How many keys at the end of `keys` are tag epochs (0 or 2).
     epochs: usize,
+    /// The fingerprint of the call's version keys (`spec::call_fingerprint`
+    /// of its tags). A local entry is kept with the fingerprint of the call
+    /// whose Redis read found it current, and served only to calls of the
+    /// same fingerprint: the local form of `deps_current`'s "every version
+    /// key of the call is among the entry's dependencies", checked without
+    /// building those keys.
+    call: u64,
+    /// The call's tenant (`None`: the global space).
+    tenant: Option<TenantId>,
     ttl: Duration,
     stale: Duration,
     cache_none: bool,
@@ -324,6 +334,11 @@ struct Spec {
 }
 
 impl Spec {
+    /// The namespace (tenant or global) of the entry.
+    fn ns(&self) -> &str {
+        &self.keys[0][..self.ns_len]
+    }
+
     /// The version keys the entry depends on (`keys` without the entry and
     /// the epochs).
     fn dep_keys(&self) -> &[String] {

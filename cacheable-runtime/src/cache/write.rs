@@ -129,7 +129,7 @@ impl Cache {
         let n = spec.keys.len();
         let all = key::all_tenants_namespace(&self.inner.prefix);
         let mut keys = Vec::with_capacity(2 * tags.len() + 2);
-        keys.extend(tags.iter().map(|t| key::tag_key(&spec.ns, t)));
+        keys.extend(tags.iter().map(|t| key::tag_key(spec.ns(), t)));
         keys.push(spec.keys[n - 2].clone());
         keys.extend(tags.iter().map(|t| key::tag_key(&all, t)));
         keys.push(spec.keys[n - 1].clone());

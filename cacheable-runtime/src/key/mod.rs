@@ -124,16 +124,62 @@ fn escaped_len(raw: &str) -> usize {
 /// The namespace part of every key of one tenant (or of the global space).
 pub(crate) fn namespace(prefix: &str, tenant: Option<&TenantId>) -> String {
     let mut ns = String::with_capacity(prefix.len() + 8 + tenant.map_or(0, |t| t.as_str().len()));
-    ns.push_str(prefix);
+    namespace_into(&mut ns, prefix, tenant);
+    ns
+}
+
+/// Appends [`namespace`] to `out`.
+pub(crate) fn namespace_into(out: &mut String, prefix: &str, tenant: Option<&TenantId>) {
+    out.push_str(prefix);
     match tenant {
         Some(t) => {
-            ns.push_str(":{t:");
-            escape_into(&mut ns, t.as_str());
-            ns.push('}');
+            out.push_str(":{t:");
+            escape_into(out, t.as_str());
+            out.push('}');
         }
-        None => ns.push_str(":{g}"),
+        None => out.push_str(":{g}"),
     }
-    ns
+}
+
+/// The entry key of a call site in one allocation, with its namespace in
+/// place (the entry key starts with it: `&entry[..ns_len]` is the
+/// namespace). `hash` is the default key's argument hash; `template` a
+/// rendered, escaped `key = ".."` template (`t<identity>:<key>`), which
+/// takes its place.
+pub(crate) fn site_entry_key(
+    prefix: &str,
+    tenant: Option<&TenantId>,
+    function: &str,
+    version: u32,
+    hash: u128,
+    template: Option<&str>,
+) -> (String, usize) {
+    let mut k = String::with_capacity(
+        prefix.len()
+            + 8
+            + tenant.map_or(0, |t| escaped_len(t.as_str()))
+            + function.len()
+            + 16
+            + template.map_or(33, |t| t.len() + 1),
+    );
+    namespace_into(&mut k, prefix, tenant);
+    let ns_len = k.len();
+    k.push_str(":e:");
+    escape_into(&mut k, function);
+    k.push(':');
+    push_u32(&mut k, version);
+    k.push(':');
+    match template {
+        Some(t) => {
+            k.push('t');
+            k.push_str(t);
+        }
+        None => {
+            k.push('h');
+            push_hex(&mut k, hash, 32);
+        }
+    }
+    (k, ns_len)
 }
 
 /// The namespace of all-tenant tag versions.
@@ -144,7 +190,9 @@ pub(crate) fn all_tenants_namespace(prefix: &str) -> String {
     ns
 }
 
-/// `{ns}:e:<function>:<version>:<hash>`
+/// `{ns}:e:<function>:<version>:<hash>` (calls build it with
+/// [`site_entry_key`]; tests pin the two equal).
+#[cfg(test)]
 pub(crate) fn entry_key(ns: &str, function: &str, version: u32, hash: &str) -> String {
     let mut k = String::with_capacity(ns.len() + function.len() + hash.len() + 16);
     entry_key_head(&mut k, ns, function, version);
@@ -153,7 +201,8 @@ pub(crate) fn entry_key(ns: &str, function: &str, version: u32, hash: &str) -> S
 }
 
 /// [`entry_key`] with the default hash part (`h` and 32 hex digits, as
-/// [`hash_part`]) written in place: one allocation per call, not two.
+/// [`hash_part`]) written in place.
+#[cfg(test)]
 pub(crate) fn entry_key_hashed(ns: &str, function: &str, version: u32, hash: u128) -> String {
     let mut k = String::with_capacity(ns.len() + function.len() + 33 + 16);
     entry_key_head(&mut k, ns, function, version);
@@ -162,6 +211,7 @@ pub(crate) fn entry_key_hashed(ns: &str, function: &str, version: u32, hash: u12
     k
 }
 
+#[cfg(test)]
 fn entry_key_head(k: &mut String, ns: &str, function: &str, version: u32) {
     k.push_str(ns);
     k.push_str(":e:");

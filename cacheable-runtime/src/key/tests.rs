@@ -193,6 +193,15 @@ fn in_place_builders_agree_with_the_plain_ones() {
             entry_key_hashed(&ns, "m::f", 3, h),
             entry_key(&ns, "m::f", 3, &hash_part(h))
         );
+        for tenant in [Some(&t), None] {
+            let ns = namespace("p", tenant);
+            let (k, ns_len) = site_entry_key("p", tenant, "m::f", 3, h, None);
+            assert_eq!(k, entry_key(&ns, "m::f", 3, &hash_part(h)));
+            assert_eq!(&k[..ns_len], ns);
+            let (k, ns_len) = site_entry_key("p", tenant, "m::f", 3, h, Some("0123:x%3Ay"));
+            assert_eq!(k, entry_key(&ns, "m::f", 3, "t0123:x%3Ay"));
+            assert_eq!(&k[..ns_len], ns);
+        }
     }
     let all = all_tenants_namespace("p");
     for tag in ["user:42", "", "a%b{c}*", "ü", "plain"] {

@@ -208,6 +208,9 @@ const ENTRY_OVERHEAD: u64 = 96;
 /// One entry of the tier.
 pub(crate) struct Entry {
     pub raw: Box<[u8]>,
+    /// The fingerprint of the version keys of the call that read it from
+    /// Redis (`Spec::call` in `cache`): served only to calls of the same.
+    pub call: u64,
     read_epoch: u64,
     slots: Box<[u16]>,
 }
@@ -367,7 +370,8 @@ impl LocalTier {
         }
     }
 
-    /// Keeps the envelope `raw` of `key`, read at `read_epoch`, depending on `deps`.
+    /// [`LocalTier::insert_call`] for a call of fingerprint 0.
+    #[cfg(test)]
     pub(crate) fn insert<'a>(
         &self,
         key: &str,
@@ -375,8 +379,22 @@ impl LocalTier {
         raw: &[u8],
         deps: impl Iterator<Item = &'a str>,
     ) {
+        self.insert_call(key, read_epoch, raw, deps, 0);
+    }
+
+    /// Keeps the envelope `raw` of `key`, read at `read_epoch` by a call of
+    /// fingerprint `call`, depending on `deps`.
+    pub(crate) fn insert_call<'a>(
+        &self,
+        key: &str,
+        read_epoch: u64,
+        raw: &[u8],
+        deps: impl Iterator<Item = &'a str>,
+        call: u64,
+    ) {
         let entry = Entry {
             raw: raw.into(),
+            call,
             read_epoch,
             slots: deps.map(slot).collect(),
         };
