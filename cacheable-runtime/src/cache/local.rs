@@ -4,6 +4,7 @@
 //! acknowledgements (which every Redis cache runs, with a tier or not).
 
 use super::*;
+use crate::local::acks::Waiter;
 use crate::local::scripts::{self, Drop as What, Keys};
 use crate::local::{LocalTier, channel};
 use crate::store::redis::RedisStore;
@@ -165,7 +166,10 @@ impl Cache {
         let s = scripts::scripts();
         let names = Keys::new(&self.inner.prefix);
         let msg_id = scripts::new_id();
-        let message = scripts::message(&msg_id, &what);
+        // Registered before the publish: a push that comes before the wait
+        // starts is kept (see `crate::local::acks`).
+        let waiter = self.inner.acks.waiter(&msg_id);
+        let message = scripts::message(&msg_id, waiter.as_ref().map(Waiter::reply), &what);
         let mut keys: Vec<&str> = bump.iter().map(String::as_str).collect();
         keys.push(&names.registry);
         let mut conn = store.connection();
@@ -190,19 +194,27 @@ impl Cache {
         if waiting.is_empty() {
             return Ok(());
         }
-        self.await_acks(&mut conn, &names, &msg_id, waiting, through_breaker)
+        // Someone to wait for: listen for pushed acknowledgements from now
+        // on (this wait polls if the listener is not subscribed yet).
+        self.inner
+            .acks
+            .start(store.client(), names.clone(), self.inner.op_timeout);
+        self.await_acks(&mut conn, &names, &msg_id, waiting, waiter, through_breaker)
             .await
     }
 
     /// Step 4: until every instance in `waiting` acknowledged or its lease
     /// ran out; past [`ACK_TIMEOUT`], evicts the others and waits their
-    /// leases out.
+    /// leases out. Each check is the `WAIT` script (the acknowledgement
+    /// set is the truth); with a `waiter`, a check runs when a pushed
+    /// acknowledgement wakes it, else on a fallback timer.
     async fn await_acks(
         &self,
         conn: &mut redis::aio::ConnectionManager,
         names: &Keys,
         msg_id: &str,
         mut waiting: Vec<String>,
+        waiter: Option<Waiter>,
         through_breaker: bool,
     ) -> Result<(), CacheError> {
         let s = scripts::scripts();
@@ -212,10 +224,19 @@ impl Cache {
         let deadline = started + ACK_TIMEOUT;
         let mut pause = Duration::from_millis(1);
         loop {
-            // Acknowledgements take a delivery and a round trip (~0.1 ms on
-            // loopback): checked back to back for the first 2 ms (the
-            // timer's resolution is 1 ms), then with growing pauses.
-            if started.elapsed() < Duration::from_millis(2) {
+            if let Some(w) = &waiter {
+                // Pushed: an acknowledgement takes a delivery and a round
+                // trip (~0.1 ms on loopback) and wakes this at once; the
+                // timer only finds instances that do just the `SADD`.
+                tokio::select! {
+                    () = w.notified() => {}
+                    () = tokio::time::sleep(pause) => {
+                        pause = (pause * 2).min(Duration::from_millis(5));
+                    }
+                }
+            } else if started.elapsed() < Duration::from_millis(2) {
+                // Polled: back to back for the first 2 ms (the timer's
+                // resolution is 1 ms), then with growing pauses.
                 tokio::task::yield_now().await;
             } else {
                 tokio::time::sleep(pause).await;
