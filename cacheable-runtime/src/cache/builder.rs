@@ -578,6 +578,7 @@ impl CacheBuilder {
                 local: local
                     .filter(|_| self.enabled)
                     .map(|c| Arc::new(crate::local::LocalTier::new(c))),
+                acks: Arc::default(),
             }),
         };
         if let Some(handle) = runtime {

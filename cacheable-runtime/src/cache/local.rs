@@ -4,6 +4,7 @@
 //! acknowledgements (which every Redis cache runs, with a tier or not).
 
 use super::*;
+use crate::local::acks::Waiter;
 use crate::local::channel::{Conn, Link};
 use crate::local::scripts::{self, Drop as What, Keys};
 use crate::local::{LocalTier, channel};
@@ -219,7 +220,10 @@ impl Cache {
             return Ok(());
         };
         let msg_id = scripts::new_id();
-        let message = scripts::message(&msg_id, &what);
+        // Registered before the publish: a push that comes before the wait
+        // starts is kept (see `crate::local::acks`).
+        let waiter = self.inner.acks.waiter(&msg_id);
+        let message = scripts::message(&msg_id, waiter.as_ref().map(Waiter::reply), &what);
         let args = [names.channel.as_bytes(), message.as_bytes()];
         let mut keys: Vec<&str> = Vec::with_capacity(bump.len() + 1);
         if let Link::Cluster(store) = &link {
@@ -253,19 +257,31 @@ impl Cache {
         if waiting.is_empty() {
             return Ok(());
         }
-        self.await_acks(&mut conn, &names, &msg_id, waiting, through_breaker)
+        // Someone to wait for: listen for pushed acknowledgements from now
+        // on (this wait polls if the listener is not subscribed yet).
+        // On a cluster the wait polls: the listener subscribes on a single
+        // Redis only (not built for a cluster yet).
+        if let Link::Single(client, _) = &link {
+            self.inner
+                .acks
+                .start(Arc::clone(client), names.clone(), self.inner.op_timeout);
+        }
+        self.await_acks(&mut conn, &names, &msg_id, waiting, waiter, through_breaker)
             .await
     }
 
     /// Step 4: until every instance in `waiting` acknowledged or its lease
     /// ran out; past [`ACK_TIMEOUT`], evicts the others and waits their
-    /// leases out.
+    /// leases out. Each check is the `WAIT` script (the acknowledgement
+    /// set is the truth); with a `waiter`, a check runs when a pushed
+    /// acknowledgement wakes it, else on a fallback timer.
     async fn await_acks(
         &self,
         conn: &mut Conn,
         names: &Keys,
         msg_id: &str,
         mut waiting: Vec<String>,
+        waiter: Option<Waiter>,
         through_breaker: bool,
     ) -> Result<(), CacheError> {
         let s = scripts::scripts();
@@ -275,10 +291,19 @@ impl Cache {
         let deadline = started + ACK_TIMEOUT;
         let mut pause = Duration::from_millis(1);
         loop {
-            // Acknowledgements take a delivery and a round trip (~0.1 ms on
-            // loopback): checked back to back for the first 2 ms (the
-            // timer's resolution is 1 ms), then with growing pauses.
-            if started.elapsed() < Duration::from_millis(2) {
+            if let Some(w) = &waiter {
+                // Pushed: an acknowledgement takes a delivery and a round
+                // trip (~0.1 ms on loopback) and wakes this at once; the
+                // timer only finds instances that do just the `SADD`.
+                tokio::select! {
+                    () = w.notified() => {}
+                    () = tokio::time::sleep(pause) => {
+                        pause = (pause * 2).min(Duration::from_millis(5));
+                    }
+                }
+            } else if started.elapsed() < Duration::from_millis(2) {
+                // Polled: back to back for the first 2 ms (the timer's
+                // resolution is 1 ms), then with growing pauses.
                 tokio::task::yield_now().await;
             } else {
                 tokio::time::sleep(pause).await;

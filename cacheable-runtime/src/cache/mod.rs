@@ -242,6 +242,9 @@ pub(crate) struct Inner {
     pub(crate) disabled: bool,
     /// The local in-process tier, when configured (see `crate::local`).
     local: Option<Arc<crate::local::LocalTier>>,
+    /// Pushed acknowledgements of this cache's invalidations (see
+    /// `crate::local::acks`); its listener starts on the first wait.
+    acks: Arc<crate::local::acks::Acks>,
 }
 
 impl Inner {

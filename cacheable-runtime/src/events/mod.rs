@@ -46,7 +46,10 @@
 //! naming exactly the keys bumped, or `{"v":1,"id":"<id>","all":true}` to
 //! drop whole tiers (after deleting `<p>:{*` keys, as [`Cache::clear`]
 //! does). `id`: 1 to 64 characters, fresh per message (32 random hex
-//! digits). A receiver that cannot parse a message drops its whole tier.
+//! digits). Optional `"reply":"<reply id>"` (1 to 64 of `[0-9A-Za-z_-]`):
+//! the publisher listens on `<p>:local:acks:<reply id>` for pushed
+//! acknowledgements (below); a publisher that polls leaves it out. A
+//! receiver that cannot parse a message drops its whole tier.
 //!
 //! **Step 1, bump and publish** in one atomic script, [`INVALIDATE_SCRIPT`]:
 //! `KEYS` = the version keys, then the registry; `ARGV[1]` = the channel,
@@ -77,27 +80,37 @@
 //! Once the script returned, no Redis reader serves an entry of those
 //! keys. **Step 2, wait for the acknowledgements**, so that no local tier
 //! does either: each live instance, after dropping the entries, runs
-//! `SADD <p>:local:ack:<id> <instance id>`. Poll until every id returned
-//! by step 1 is in that set or no longer has a lease (its score in the
+//! `SADD <p>:local:ack:<id> <instance id>` and then, if the message named a
+//! `reply`, `PUBLISH <p>:local:acks:<reply id> <id>` (in the same script,
+//! after the `SADD`). The set is the acknowledgement; the `PUBLISH` only
+//! tells a waiting publisher to look now. Wait until every id returned by
+//! step 1 is in that set or no longer has a lease (its score in the
 //! registry is missing or not above Redis' `TIME` in ms); [`WAIT_SCRIPT`]
 //! does that check atomically (`KEYS` = registry, ack set; `ARGV` = the ids
-//! still awaited; it returns those still missing). The engine polls every
-//! millisecond or so; after 250 ms it adds the ids still missing to the
+//! still awaited; it returns those still missing). Run it when a pushed
+//! acknowledgement arrives (subscribe to your reply channel *before*
+//! publishing) and on a timer in any case, since an instance may only do
+//! the `SADD`: the engine re-checks after 1 ms, growing to every 5 ms, or,
+//! without a reply channel of its own, polls back to back for 2 ms, then
+//! with the same pauses. After 250 ms it adds the ids still missing to the
 //! sorted set `<p>:local:evicted` (score: their registry score), which
 //! refuses their next renewal, and sleeps until the latest of their scores
 //! (an instance stops serving locally before its lease runs out). Evicted
 //! ids stay in the registry until their lease runs out: a publisher that
 //! only waits (no eviction) still waits for them. A publisher that
 //! skips step 2 leaves local tiers stale for the channel's delivery delay
-//! (well under a millisecond on a LAN, unbounded under a partition).
+//! (well under a millisecond on a LAN, unbounded under a partition). An
+//! instance in another language that holds a local tier acknowledges the
+//! same way: `SADD`, and the `PUBLISH` when it can.
 //!
 //! **On a Redis Cluster** the version keys span slots, so step 1 is two
 //! steps: bump the counters (the same bump semantics, one script per
 //! slot), and once they have
 //! all returned, run [`INVALIDATE_SCRIPT`] with the registry as its only
 //! key (it then bumps nothing, reads the registry and publishes). The
-//! registry and the acknowledgement sets share a hash tag there:
-//! `<p>:local:{<p>.local}:instances` and `<p>:local:{<p>.local}:ack:<id>`;
+//! registry, the evicted ids and the acknowledgement sets share a hash tag
+//! there: `<p>:local:{<p>.local}:instances`, `<p>:local:{<p>.local}:evicted`
+//! and `<p>:local:{<p>.local}:ack:<id>`;
 //! the channel is the same.
 //!
 //! # From the database

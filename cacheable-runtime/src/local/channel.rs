@@ -236,20 +236,26 @@ async fn session(
                 let Some(msg) = msg else {
                     return Ended::Lost("subscription closed");
                 };
-                let (msg_id, what) = scripts::parse(msg.get_payload_bytes());
-                // Step 3: apply, then acknowledge.
+                let msg = scripts::parse(msg.get_payload_bytes());
+                // Step 3: apply, then acknowledge (and wake the invalidator
+                // when it listens).
                 match tier.upgrade() {
-                    Some(t) => match &what {
+                    Some(t) => match &msg.drop {
                         What::Keys(keys) => t.floors.raise(keys.iter().map(String::as_str)),
                         What::All => t.drop_all(),
                     },
                     None => return Ended::Closed,
                 }
-                if let Some(msg_id) = msg_id {
+                if let Some(msg_id) = &msg.id {
                     let life = (2 * lease).as_millis().to_string();
+                    let reply = msg.reply.as_deref().map(|r| wiring.keys.reply_channel(r));
+                    let mut args = vec![id.as_bytes(), life.as_bytes()];
+                    if let Some(reply) = &reply {
+                        args.extend([reply.as_bytes(), msg_id.as_bytes()]);
+                    }
                     let acked: Option<i64> = bounded(
                         op,
-                        s.ack.run(&mut conn, &[&wiring.keys.ack(&msg_id)], &[id.as_bytes(), life.as_bytes()]),
+                        s.ack.run(&mut conn, &[&wiring.keys.ack(msg_id)], &args),
                     )
                     .await;
                     if acked.is_none() {

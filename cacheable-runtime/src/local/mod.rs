@@ -3,7 +3,8 @@
 //!
 //! This module owns the tier's state (entries, the invalidation floors, the
 //! serving deadline) and its protocol; `channel` runs the subscription and
-//! the lease of one instance, `scripts` holds the Lua scripts, keys and the
+//! the lease of one instance, `acks` the invalidator's listener for pushed
+//! acknowledgements, `scripts` holds the Lua scripts, keys and the
 //! message format. The hooks into the engine are in `cache/local.rs`.
 //!
 //! # What the tier holds
@@ -61,8 +62,17 @@
 //!    evicted id stays in the registry until then, since the instance
 //!    serves locally until the refusal reaches it: an invalidation
 //!    published meanwhile (by another invalidator) waits for it too.
+//!    Only the acknowledgement sets and the registry decide (the `WAIT`
+//!    and `EVICT` scripts); *when* the invalidator looks is a matter of
+//!    latency: an instance that acknowledges also publishes the message id
+//!    to the invalidator's reply channel (see `acks`; single Redis only,
+//!    a cluster polls), which wakes the waiting invalidation to run `WAIT`
+//!    at once, and a fallback timer (1 ms growing to 5 ms) finds
+//!    acknowledgements that were not pushed.
 //!    Tests: `a_paused_instance_delays_an_invalidation_by_at_most_a_lease`,
 //!    `an_instance_evicted_by_one_invalidation_is_still_waited_for_by_the_next`,
+//!    `a_pushed_acknowledgement_ends_the_wait_at_once`,
+//!    `an_instance_that_only_adds_to_the_ack_set_is_found_by_polling`,
 //!    and the multi-process checker in `tests/local_tier_processes.rs`.
 //! 5. **No lease, no local hits.** An instance serves locally only before a
 //!    local monotonic deadline: the time it *sent* its last successful
@@ -159,10 +169,18 @@
 //!
 //! A JSON object on `{prefix}:local:invalidations`, published by the bump
 //! script: `{"v":1,"id":"<32 hex>","keys":["<version key>",..]}` for
-//! versions bumped, `{"v":1,"id":"<32 hex>","all":true}` for a `clear`.
-//! Receivers acknowledge with `SADD {prefix}:local:ack:<id> <instance id>`
-//! (on a cluster: `{prefix}:local:{<prefix>.local}:ack:<id>`).
-//! A message that does not parse drops the receiver's whole tier.
+//! versions bumped, `{"v":1,"id":"<32 hex>","all":true}` for a `clear`,
+//! each with an optional `"reply":"<reply id>"` (1 to 64 of
+//! `[0-9A-Za-z_-]`) when the invalidator listens for pushed
+//! acknowledgements. Receivers acknowledge with
+//! `SADD {prefix}:local:ack:<id> <instance id>` (on a cluster:
+//! `{prefix}:local:{<prefix>.local}:ack:<id>`) and then, when the message
+//! has a `reply`, `PUBLISH {prefix}:local:acks:<reply id> <id>` (one
+//! script, `ACK`). The `SADD` is the acknowledgement; the `PUBLISH` only
+//! wakes the invalidator, so a receiver that skips it (an older version,
+//! another language) is still waited for correctly, found by the fallback
+//! poll. A message that does not parse drops the receiver's whole tier; a
+//! `reply` that is not a valid id is ignored.
 //!
 //! Other services publish the same way (step 2 is one script: bump only
 //! existing counters, read the registry, publish; then step 4's wait; on a
@@ -175,6 +193,7 @@
 //! `WAIT_SCRIPT` are the scripts here; a unit test there keeps the
 //! documented script equal to the one that runs. Test: `tests/events.rs`.
 
+pub(crate) mod acks;
 pub(crate) mod channel;
 pub(crate) mod scripts;
 

@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 
 use crate::store::redis::Lua;
 
-/// The names of one prefix's registry, evicted ids, channel and
-/// acknowledgement sets.
+/// The names of one prefix's registry, evicted ids, channel,
+/// acknowledgement sets and acknowledgement reply channels.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     pub registry: String,
@@ -21,6 +21,7 @@ pub(crate) struct Keys {
     pub evicted: String,
     pub channel: String,
     ack_prefix: String,
+    reply_prefix: String,
 }
 
 impl Keys {
@@ -30,20 +31,29 @@ impl Keys {
             evicted: format!("{prefix}:local:evicted"),
             channel: format!("{prefix}:local:invalidations"),
             ack_prefix: format!("{prefix}:local:ack:"),
+            reply_prefix: format!("{prefix}:local:acks:"),
         }
     }
 
-    /// The names on a Redis Cluster: the registry and the acknowledgement
-    /// sets share the hash tag `{<prefix>.local}` (a prefix has no braces);
-    /// the channel is the single node's (a classic `PUBLISH` reaches every
-    /// node of a cluster, whatever its name).
+    /// The names on a Redis Cluster: the registry, the evicted ids and the
+    /// acknowledgement sets share the hash tag `{<prefix>.local}` (a prefix
+    /// has no braces); the channels are the single node's (a classic
+    /// `PUBLISH` reaches every node of a cluster, whatever its name).
     pub(crate) fn cluster(prefix: &str) -> Self {
         Self {
             registry: format!("{prefix}:local:{{{prefix}.local}}:instances"),
             evicted: format!("{prefix}:local:{{{prefix}.local}}:evicted"),
             channel: format!("{prefix}:local:invalidations"),
             ack_prefix: format!("{prefix}:local:{{{prefix}.local}}:ack:"),
+            reply_prefix: format!("{prefix}:local:acks:"),
         }
+    }
+
+    /// The channel an invalidator listens on for pushed acknowledgements
+    /// under `reply` (a message's `reply` field): always inside the prefix,
+    /// whatever a message names.
+    pub(crate) fn reply_channel(&self, reply: &str) -> String {
+        format!("{}{reply}", self.reply_prefix)
     }
 
     /// The acknowledgement set of message `id`.
@@ -136,10 +146,15 @@ end
 return wait
 ";
 
-/// `KEYS[1]` acknowledgement set; `ARGV[1]` id, `ARGV[2]` life ms.
+/// `KEYS[1]` acknowledgement set; `ARGV[1]` id, `ARGV[2]` life ms; when the
+/// message named a reply, `ARGV[3]` its channel and `ARGV[4]` the message
+/// id. The `SADD` (the durable acknowledgement the `WAIT` script reads)
+/// comes first; the `PUBLISH` only wakes the invalidator, which then runs
+/// `WAIT` and finds the `SADD` done.
 const ACK: &str = r"
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 ";
 
@@ -206,26 +221,60 @@ pub(crate) enum Drop {
     All,
 }
 
-/// The message of invalidation `id` (see the format in the module docs of `local`).
-pub(crate) fn message(id: &str, drop: &Drop) -> String {
-    let body = match drop {
+/// The message of invalidation `id`, naming the invalidator's `reply` id
+/// when it listens for pushed acknowledgements (see the format in the
+/// module docs of `local`).
+pub(crate) fn message(id: &str, reply: Option<&str>, drop: &Drop) -> String {
+    let mut body = match drop {
         Drop::Keys(keys) => serde_json::json!({ "v": 1, "id": id, "keys": keys }),
         Drop::All => serde_json::json!({ "v": 1, "id": id, "all": true }),
     };
+    if let Some(reply) = reply {
+        body["reply"] = reply.into();
+    }
     body.to_string()
 }
 
-/// Parses a message: its id (to acknowledge, when there is one) and what to
-/// drop. Anything unexpected drops everything.
-pub(crate) fn parse(raw: &[u8]) -> (Option<String>, Drop) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) else {
-        return (None, Drop::All);
-    };
-    let id = v
-        .get("id")
+/// A parsed message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Message {
+    /// The id to acknowledge, when there is one.
+    pub id: Option<String>,
+    /// Where to push the acknowledgement (see [`Keys::reply_channel`]), when
+    /// the invalidator listens.
+    pub reply: Option<String>,
+    /// What to drop.
+    pub drop: Drop,
+}
+
+/// An id field: 1 to 64 characters; a reply id also only `[0-9A-Za-z_-]`
+/// (it becomes part of a channel name).
+fn id_field(v: &serde_json::Value, name: &str, strict: bool) -> Option<String> {
+    v.get(name)
         .and_then(serde_json::Value::as_str)
         .filter(|id| !id.is_empty() && id.len() <= 64)
-        .map(str::to_owned);
+        .filter(|id| {
+            !strict
+                || id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .map(str::to_owned)
+}
+
+/// Parses a message: its id (to acknowledge, when there is one), its reply
+/// id and what to drop. Anything unexpected drops everything (an unusable
+/// `reply` only costs the invalidator its wake-up: it polls).
+pub(crate) fn parse(raw: &[u8]) -> Message {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) else {
+        return Message {
+            id: None,
+            reply: None,
+            drop: Drop::All,
+        };
+    };
+    let id = id_field(&v, "id", false);
+    let reply = id_field(&v, "reply", true);
     let keys = v
         .get("keys")
         .and_then(serde_json::Value::as_array)
@@ -234,10 +283,11 @@ pub(crate) fn parse(raw: &[u8]) -> (Option<String>, Drop) {
                 .map(|k| k.as_str().map(str::to_owned))
                 .collect::<Option<Vec<String>>>()
         });
-    match keys {
-        Some(keys) if v.get("all").is_none() => (id, Drop::Keys(keys)),
-        _ => (id, Drop::All),
-    }
+    let drop = match keys {
+        Some(keys) if v.get("all").is_none() => Drop::Keys(keys),
+        _ => Drop::All,
+    };
+    Message { id, reply, drop }
 }
 
 #[cfg(test)]
@@ -262,17 +312,30 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_garbage_drops_everything() {
-        let keys = Drop::Keys(vec!["p:{t:61}:g".into(), "p:{a}:t:x\"y".into()]);
-        let m = message("ab", &keys);
-        assert_eq!(parse(m.as_bytes()), (Some("ab".into()), keys));
+        let msg = |id: Option<&str>, reply: Option<&str>, drop| Message {
+            id: id.map(str::to_owned),
+            reply: reply.map(str::to_owned),
+            drop,
+        };
+        let keys = || Drop::Keys(vec!["p:{t:61}:g".into(), "p:{a}:t:x\"y".into()]);
+        let m = message("ab", None, &keys());
+        assert_eq!(parse(m.as_bytes()), msg(Some("ab"), None, keys()));
+        let m = message("ab", Some("r1"), &keys());
+        assert_eq!(parse(m.as_bytes()), msg(Some("ab"), Some("r1"), keys()));
         assert_eq!(
-            parse(message("cd", &Drop::All).as_bytes()),
-            (Some("cd".into()), Drop::All)
+            parse(message("cd", None, &Drop::All).as_bytes()),
+            msg(Some("cd"), None, Drop::All)
         );
-        assert_eq!(parse(b"not json"), (None, Drop::All));
+        assert_eq!(parse(b"not json"), msg(None, None, Drop::All));
         assert_eq!(
             parse(br#"{"id":"x","keys":[1]}"#),
-            (Some("x".into()), Drop::All)
+            msg(Some("x"), None, Drop::All)
+        );
+        // A reply that would leave the prefix's channels is ignored, the
+        // message is not.
+        assert_eq!(
+            parse(br#"{"v":1,"id":"x","reply":"a:b*","keys":[]}"#),
+            msg(Some("x"), None, Drop::Keys(vec![]))
         );
     }
 }
