@@ -128,7 +128,9 @@ fn main() {
             conn,
             script: Script::new(ORIGINAL),
             keys: (0..IDENTITIES).map(|i| format!("bench:u:{i}")).collect(),
-            orig_keys: (0..IDENTITIES).map(|i| format!("orig:bench:u:{i}")).collect(),
+            orig_keys: (0..IDENTITIES)
+                .map(|i| format!("orig:bench:u:{i}"))
+                .collect(),
         }
     });
     // The warm-up: one `block_on` per call, code unlike `measured` so that
