@@ -95,6 +95,8 @@
 //!   timeout; the memory store does not, and the local limiter decides with
 //!   the whole budget (counted as a decision, not as a failure).
 //! - `scripts.rs`: the Lua of each algorithm; stores only run it.
+//! - `reply.rs`: the scripts' replies decoded (GCRA's one integer, the
+//!   windows' arrays); a reply out of range is an error, never a panic.
 //! - `limiters.rs`: the counters per limiter name, bounded at
 //!   [`MAX_LIMITERS`] names.
 //! - `local.rs`: the bounded in-process limiter; `denials.rs`: the denial
@@ -132,6 +134,7 @@ mod denials;
 mod limiters;
 mod local;
 pub mod private;
+mod reply;
 mod scripts;
 mod types;
 
@@ -415,19 +418,27 @@ impl RateLimiter {
                 return Err(CacheError::CircuitOpen);
             }
         }
-        let script = match p.algorithm {
-            Algorithm::Gcra => &*scripts::GCRA,
-            Algorithm::SlidingWindow => &*scripts::SLIDING_WINDOW,
-            Algorithm::FixedWindow => &*scripts::FIXED_WINDOW,
-        };
-        let args = [
-            i64::from(p.points),
-            i64::try_from(p.script_time_us()).unwrap_or(i64::MAX),
-            i64::from(p.cost),
-        ];
         let call = async {
+            let script = match p.algorithm {
+                Algorithm::Gcra => {
+                    // One integer each way (see `scripts::GCRA`).
+                    let g = reply::Gcra::of(p);
+                    let reply = state
+                        .store
+                        .eval_script(&scripts::GCRA, &[full], &g.args())
+                        .await?;
+                    return g.decode(&reply);
+                }
+                Algorithm::SlidingWindow => &*scripts::SLIDING_WINDOW,
+                Algorithm::FixedWindow => &*scripts::FIXED_WINDOW,
+            };
+            let args = [
+                i64::from(p.points),
+                i64::try_from(p.script_time_us()).unwrap_or(i64::MAX),
+                i64::from(p.cost),
+            ];
             let reply = state.store.eval_script(script, &[full], &args).await?;
-            parse_reply(&reply)
+            reply::decode_window(&reply)
         };
         let result = match tokio::time::timeout(state.op_timeout, call).await {
             Ok(r) => r,
@@ -549,22 +560,6 @@ fn fallback(state: &State, full: &str, p: &Policy, on_error: OnError) -> (Verdic
             (v, Source::FailClosed)
         }
     }
-}
-
-fn parse_reply(r: &[i64]) -> Result<Verdict, CacheError> {
-    let [allowed, remaining, reset, retry] = r else {
-        return Err(CacheError::Store(format!(
-            "rate limit script returned {} values, expected 4",
-            r.len()
-        )));
-    };
-    let pos = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(Verdict {
-        allowed: *allowed == 1,
-        remaining: pos(*remaining),
-        reset_after_us: pos(*reset),
-        retry_after_us: pos(*retry),
-    })
 }
 
 #[cfg(test)]

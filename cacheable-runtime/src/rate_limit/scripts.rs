@@ -6,14 +6,15 @@
 //!
 //! Every script
 //! - reads the time from Redis `TIME` (no application-server clock),
-//! - returns `{allowed, remaining, reset_after_us, retry_after_us}` with an
-//!   explicit allowed flag,
+//! - returns an explicit allowed flag: GCRA as the sign of one integer (see
+//!   [`GCRA`]), the others as `{allowed, remaining, reset_after_us,
+//!   retry_after_us}`,
 //! - writes nothing when it denies,
 //! - leaves its key with an expiry (`PX`) that ends when the key no longer
 //!   matters.
 //!
-//! `ARGV` is `points`, a time value in microseconds (the GCRA emission
-//! interval, or the window), and `cost`.
+//! `ARGV` is, for the windows, `points`, the window in microseconds and
+//! `cost`; for GCRA, the burst and the increment in microseconds.
 
 use std::sync::LazyLock;
 
@@ -23,34 +24,42 @@ use crate::store::Lua;
 ///
 /// The key holds one integer, the theoretical arrival time (TAT) in
 /// microseconds of Redis time, stored as a plain integer string (Redis keeps
-/// it in the object header: no allocation besides the key). The emission
-/// interval `period` is an integer number of microseconds (`ceil(window /
-/// points)`), so every sum is exact in Lua's doubles: a full burst of exactly
-/// `points` passes at one instant and the next one is refused.
+/// it in the object header: no allocation besides the key). The client
+/// passes the constants it derives from the policy (`gcra_args`): `ARGV[1]`
+/// the burst `points × period` and `ARGV[2]` the increment `cost × period`,
+/// where the emission interval `period` is an integer number of
+/// microseconds (`ceil(window / points)`), so every sum is exact in Lua's
+/// doubles: a full burst of exactly `points` passes at one instant and the
+/// next one is refused.
+///
+/// The reply is **one integer** (`decode_gcra` reads it): when admitted,
+/// `new_tat - now` (at least the increment, at most the burst); when
+/// denied, `-1 - (tat - now)` (negative). The client derives `remaining`,
+/// `reset_after` and `retry_after` from it and the constants: a reply array
+/// would cost the server an array to build and the client thousands of
+/// instructions to parse.
+///
+/// Numbers go to `PSETEX` (`SET .. PX` without the option parsing) through
+/// `string.format('%d')`, which truncates: exact for every integer below
+/// 2^53 (Lua's `tostring` keeps 14 digits), plain decimal whatever the
+/// server's own number formatting (`%.17g` in Redis 7.0), and cheaper on the
+/// server than passing the number itself; `(d + 999) / 1000` truncated is
+/// the TTL `ceil(d / 1000)` in milliseconds without a `math.ceil` call.
+/// Server instructions per admitted decision (callgrind on `redis-server`,
+/// `evalShaCommand` inclusive): 39 000, against 52 200 for the previous
+/// GCRA script and 59 800 for the original sliding log.
 pub(super) static GCRA: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r"
-local points = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local burst = points * period
-local v = redis.call('GET', KEYS[1])
-local tat = now
-if v then
-  local stored = tonumber(v)
-  if stored and stored > now then tat = stored end
-end
-local new_tat = tat + cost * period
-local allow_at = new_tat - burst
-if allow_at > now then
-  local left = math.floor((now + burst - tat) / period)
-  if left < 0 then left = 0 end
-  return {0, left, tat - now, allow_at - now}
-end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {1, math.floor((now + burst - new_tat) / period), new_tat - now, 0}
+local now = t[1] * 1000000 + t[2]
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + ARGV[2]
+if new_tat - ARGV[1] > now then return now - tat - 1 end
+local f = string.format
+redis.call('PSETEX', KEYS[1], f('%d', (new_tat - now + 999) / 1000), f('%d', new_tat))
+return new_tat - now
 ",
     )
 });

@@ -119,7 +119,8 @@ impl Lua {
     }
 
     /// Runs the script with integer `args` (sent in decimal) and reads the
-    /// reply as an array of integers (`Store::eval_script`).
+    /// reply as integers (`Store::eval_script`): an array of integers, or
+    /// one integer as a one-element vector (the GCRA script's reply).
     pub(super) async fn run_ints(
         &self,
         conn: &mut impl redis::aio::ConnectionLike,
@@ -128,7 +129,10 @@ impl Lua {
     ) -> Result<Vec<i64>, CacheError> {
         let args: Vec<String> = args.iter().map(i64::to_string).collect();
         let args: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
-        Ok(self.run(conn, keys, &args).await?)
+        match self.run(conn, keys, &args).await? {
+            redis::Value::Int(n) => Ok(vec![n]),
+            other => Ok(redis::from_redis_value(other)?),
+        }
     }
 }
 
