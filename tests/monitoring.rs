@@ -173,6 +173,46 @@ fn metrics_reach_the_metrics_facade_with_bounded_labels() {
     );
 }
 
+#[test]
+fn each_recorder_counts_what_was_recorded_under_it() {
+    // The metric keys of a function and of a route are built once per
+    // cache; the recorder is looked up on every call. A second recorder
+    // (each test's local one, or a global one installed later) must get
+    // its own counts, not the first one's handles.
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let cache = Cache::memory();
+    let app = app(&cache, MetricsLayer::new().cache(cache.clone()), true);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let counted = |requests: usize| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            rt.block_on(async {
+                for _ in 0..requests {
+                    get_status(&app, "/users/7").await;
+                }
+            });
+        });
+        let (mut hits, mut samples) = (0, 0);
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            match (key.key().name(), value) {
+                ("cacheable_hits_total", DebugValue::Counter(n)) => hits += n,
+                ("cacheable_http_request_duration_seconds", DebugValue::Histogram(s)) => {
+                    samples += s.len();
+                }
+                _ => {}
+            }
+        }
+        (hits, samples)
+    };
+    assert_eq!(counted(3), (2, 3), "a miss then two hits");
+    assert_eq!(counted(2), (2, 2), "the second recorder's own");
+    assert_eq!(counted(1), (1, 1), "and the third's");
+}
+
 #[tokio::test]
 async fn memory_report_reads_redis_with_maxmemory_and_samples_tenants() {
     let server =

@@ -32,6 +32,71 @@ pub(crate) struct Counters {
     pub compute_sketch: Sketch,
     /// Hit times of the sampled hits, for quantiles.
     pub hit_sketch: Sketch,
+    /// This function's `metrics` keys, built on its first call.
+    #[cfg(feature = "metrics")]
+    keys: std::sync::OnceLock<FunctionKeys>,
+}
+
+/// The `metrics` call site of every per-function metric (what the
+/// `counter!` macros would make in this module).
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// The `metrics` keys of one function (label `function`), built once and
+/// retained (`Key::to_retained`: labels behind an `Arc`): a call then costs
+/// the recorder's lookup of a pre-hashed key, not a label vector's
+/// allocation, hashing and (in the Prometheus recorder) a copy of it.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct FunctionKeys {
+    name: &'static str,
+    hits: metrics::Key,
+    stale_served: metrics::Key,
+    local_hits: metrics::Key,
+    hit_seconds: metrics::Key,
+    misses: metrics::Key,
+    compute_seconds: metrics::Key,
+}
+
+#[cfg(feature = "metrics")]
+impl FunctionKeys {
+    /// `retain`: for keys kept across calls (a one-off is not worth the `Arc`).
+    fn new(name: &'static str, retain: bool) -> Self {
+        let key = |metric: &'static str| {
+            let key = metrics::Key::from_parts(metric, vec![metrics::Label::new("function", name)]);
+            if retain { key.to_retained() } else { key }
+        };
+        Self {
+            name,
+            hits: key("cacheable_hits_total"),
+            stale_served: key("cacheable_stale_served_total"),
+            local_hits: key("cacheable_local_hits_total"),
+            hit_seconds: key("cacheable_hit_seconds"),
+            misses: key("cacheable_misses_total"),
+            compute_seconds: key("cacheable_compute_seconds"),
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Counters {
+    /// Runs `f` with the keys of `name` and the current recorder (the
+    /// thread's local one, else the global one, as the macros do). The
+    /// shared overflow record serves many names: its keys are built per call.
+    fn record_metrics(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&FunctionKeys, &dyn metrics::Recorder),
+    ) {
+        let keys = self.keys.get_or_init(|| FunctionKeys::new(name, true));
+        if std::ptr::eq(keys.name, name) || keys.name == name {
+            metrics::with_recorder(|r| f(keys, r));
+        } else {
+            let keys = FunctionKeys::new(name, false);
+            metrics::with_recorder(|r| f(&keys, r));
+        }
+    }
 }
 
 impl Counters {
@@ -130,12 +195,12 @@ impl Registry {
             Counters::add(&f.stale_served);
         }
         #[cfg(feature = "metrics")]
-        {
-            metrics::counter!("cacheable_hits_total", "function" => name).increment(1);
+        f.record_metrics(name, |k, r| {
+            r.register_counter(&k.hits, &METADATA).increment(1);
             if stale {
-                metrics::counter!("cacheable_stale_served_total", "function" => name).increment(1);
+                r.register_counter(&k.stale_served, &METADATA).increment(1);
             }
-        }
+        });
         #[cfg(not(feature = "metrics"))]
         let _ = name;
     }
@@ -145,7 +210,9 @@ impl Registry {
         Counters::add(&self.total.local_hits);
         Counters::add(&f.local_hits);
         #[cfg(feature = "metrics")]
-        metrics::counter!("cacheable_local_hits_total", "function" => name).increment(1);
+        f.record_metrics(name, |k, r| {
+            r.register_counter(&k.local_hits, &METADATA).increment(1);
+        });
         #[cfg(not(feature = "metrics"))]
         let _ = name;
     }
@@ -159,7 +226,10 @@ impl Registry {
         let one = elapsed / HIT_SAMPLE;
         f.hit_sketch.record(one);
         #[cfg(feature = "metrics")]
-        metrics::histogram!("cacheable_hit_seconds", "function" => name).record(one.as_secs_f64());
+        f.record_metrics(name, |k, r| {
+            r.register_histogram(&k.hit_seconds, &METADATA)
+                .record(one.as_secs_f64());
+        });
         #[cfg(not(feature = "metrics"))]
         let _ = name;
     }
@@ -169,7 +239,9 @@ impl Registry {
         Counters::add(&self.total.misses);
         Counters::add(&f.misses);
         #[cfg(feature = "metrics")]
-        metrics::counter!("cacheable_misses_total", "function" => name).increment(1);
+        f.record_metrics(name, |k, r| {
+            r.register_counter(&k.misses, &METADATA).increment(1);
+        });
         #[cfg(not(feature = "metrics"))]
         let _ = name;
     }
@@ -182,8 +254,10 @@ impl Registry {
         Counters::add_time(&f.compute_nanos, elapsed);
         f.compute_sketch.record(elapsed);
         #[cfg(feature = "metrics")]
-        metrics::histogram!("cacheable_compute_seconds", "function" => name)
-            .record(elapsed.as_secs_f64());
+        f.record_metrics(name, |k, r| {
+            r.register_histogram(&k.compute_seconds, &METADATA)
+                .record(elapsed.as_secs_f64());
+        });
         #[cfg(not(feature = "metrics"))]
         let _ = name;
     }

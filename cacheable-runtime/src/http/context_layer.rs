@@ -21,7 +21,7 @@ use tower_service::Service;
 
 use super::cache_headers::{self, CacheHeaderOptions};
 use super::identity::Identity;
-use super::notes::ResponseNotes;
+use super::notes::{RequestNotes, ResponseNotes};
 use super::rate_limited;
 use crate::context::{self, Context};
 use crate::tenant::{self, InvalidTenant, MAX_TENANT_LEN};
@@ -464,7 +464,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = Arc::clone(&self.config);
         let notes = Arc::new(ResponseNotes::default());
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let ctx = match config.context(&parts, Arc::clone(&notes)) {
             Ok(ctx) => ctx,
             Err(refusal) => {
@@ -472,6 +472,8 @@ where
                 return Box::pin(async move { Ok(response) });
             }
         };
+        // For an inner `MetricsLayer`: the outcome of the handler's cached call.
+        parts.extensions.insert(RequestNotes(Arc::clone(&notes)));
         let req = Request::from_parts(parts, body);
         Box::pin(async move {
             let mut response = context::scope(ctx, inner.call(req)).await?;

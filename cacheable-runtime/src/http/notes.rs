@@ -2,7 +2,7 @@
 //! decided, collected through the engine's `CallObserver` interface and
 //! turned into headers by the `ContextLayer`.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::context::{CacheNote, CallObserver, RateLimitNote};
 
@@ -80,6 +80,12 @@ impl ResponseNotes {
             .clone()
     }
 }
+
+/// The `ContextLayer`'s notes of a request, put in its extensions: an inner
+/// `MetricsLayer` reads the cache outcome from them rather than observing
+/// the handler's calls through a context and an observer of its own.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestNotes(pub(crate) Arc<ResponseNotes>);
 
 impl CallObserver for ResponseNotes {
     fn record_rate_limit(&self, note: RateLimitNote) {

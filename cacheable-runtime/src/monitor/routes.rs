@@ -42,29 +42,90 @@ impl Outcome {
     }
 }
 
+/// The counters of one (method, route) pair.
 #[derive(Debug, Default)]
-struct RouteCounters {
+pub(crate) struct RouteCounters {
     all: Sketch,
     hit: Sketch,
     miss: Sketch,
     /// Responses by status class: 1xx..5xx (anything else counts as 5xx).
     status: [AtomicU64; 5],
+    /// The `metrics` histogram keys of this pair, by status class and
+    /// outcome, each built on first use.
+    #[cfg(feature = "metrics")]
+    keys: [[std::sync::OnceLock<metrics::Key>; 3]; 5],
 }
 
-/// (method, matched route).
-type RouteKey = (&'static str, Arc<str>);
+impl RouteCounters {
+    /// The key of `cacheable_http_request_duration_seconds` for this pair
+    /// (labels `method`, `route`, `status`, `cache`), built once and
+    /// retained: a request then costs the recorder's lookup of a pre-hashed
+    /// key, not four labels' allocation, hashing and copy.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn histogram_key(
+        &self,
+        method: &'static str,
+        route: &str,
+        status: u16,
+        outcome: Outcome,
+    ) -> &metrics::Key {
+        let class = status_class(status);
+        self.keys[class][outcome as usize].get_or_init(|| {
+            let labels = vec![
+                metrics::Label::new("method", method),
+                metrics::Label::new("route", route.to_owned()),
+                metrics::Label::new("status", STATUS_LABELS[class]),
+                metrics::Label::new("cache", outcome.label()),
+            ];
+            metrics::Key::from_parts("cacheable_http_request_duration_seconds", labels)
+                .to_retained()
+        })
+    }
+}
+
+/// The `status` label of each status class.
+#[cfg(feature = "metrics")]
+const STATUS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// 0..=4 for 1xx..5xx (anything else counts as 5xx; below 100 as 1xx).
+fn status_class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// The methods seen on one route, each with its counters (a handful: a
+/// scan beats a second map).
+type Methods = Vec<(&'static str, Arc<RouteCounters>)>;
 
 /// The (method, route) pairs seen, each with its counters.
+///
+/// Keyed by route, then method: a request looks its route up by `&str`,
+/// without building an owned key.
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
-    map: RwLock<HashMap<RouteKey, Arc<RouteCounters>>>,
+    map: RwLock<HashMap<Arc<str>, Methods>>,
     /// Pairs in `map` other than the overflow ones (changed under its write lock).
     tracked: std::sync::atomic::AtomicUsize,
 }
 
+/// What [`RouteTable::record`] recorded into.
+pub(crate) struct Recorded {
+    /// The pair's counters (the overflow pair's when not `tracked`).
+    pub counters: Arc<RouteCounters>,
+    /// Whether the route has counters of its own; if not, it was recorded
+    /// under [`OVERFLOW_ROUTE`], `max_routes` pairs being tracked already.
+    pub tracked: bool,
+}
+
+fn find(methods: &Methods, method: &str) -> Option<Arc<RouteCounters>> {
+    methods
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, c)| Arc::clone(c))
+}
+
 impl RouteTable {
-    /// The route label this request is recorded under: `route` itself, or
-    /// [`OVERFLOW_ROUTE`] when `max_routes` pairs are tracked already.
+    /// Records one request under `route`, or under [`OVERFLOW_ROUTE`] when
+    /// `max_routes` pairs are tracked already.
     pub(crate) fn record(
         &self,
         method: &'static str,
@@ -73,64 +134,81 @@ impl RouteTable {
         outcome: Outcome,
         elapsed: Duration,
         max_routes: usize,
-    ) -> bool {
-        let (counters, tracked) = self.counters(method, route, max_routes);
+    ) -> Recorded {
+        let recorded = self.counters(method, route, max_routes);
+        let counters = &recorded.counters;
         counters.all.record(elapsed);
         match outcome {
             Outcome::Hit => counters.hit.record(elapsed),
             Outcome::Miss => counters.miss.record(elapsed),
             Outcome::None => {}
         }
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        counters.status[class].fetch_add(1, Relaxed);
-        tracked
+        counters.status[status_class(status)].fetch_add(1, Relaxed);
+        recorded
     }
 
-    fn counters(
-        &self,
-        method: &'static str,
-        route: &str,
-        max_routes: usize,
-    ) -> (Arc<RouteCounters>, bool) {
-        let key = (method, Arc::<str>::from(route));
-        if let Some(c) = self
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return (Arc::clone(c), true);
+    fn counters(&self, method: &'static str, route: &str, max_routes: usize) -> Recorded {
+        let found = |counters| Recorded {
+            counters,
+            tracked: true,
+        };
+        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = map.get(route).and_then(|m| find(m, method)) {
+            return found(c);
         }
+        drop(map);
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = map.get(&key) {
-            return (Arc::clone(c), true);
+        if let Some(c) = map.get(route).and_then(|m| find(m, method)) {
+            return found(c);
         }
         // The overflow pair itself does not count against the cap.
         if self.tracked.load(Relaxed) >= max_routes {
-            let over = map.entry((method, Arc::from(OVERFLOW_ROUTE))).or_default();
-            return (Arc::clone(over), false);
+            let over = map.entry(Arc::from(OVERFLOW_ROUTE)).or_default();
+            let counters = find(over, method).unwrap_or_else(|| {
+                let c = Arc::<RouteCounters>::default();
+                over.push((method, Arc::clone(&c)));
+                c
+            });
+            return Recorded {
+                counters,
+                tracked: false,
+            };
         }
         self.tracked.fetch_add(1, Relaxed);
-        (Arc::clone(map.entry(key).or_default()), true)
+        let c = Arc::<RouteCounters>::default();
+        map.entry(Arc::from(route))
+            .or_default()
+            .push((method, Arc::clone(&c)));
+        found(c)
+    }
+
+    /// Every (method, route, counters), for the readers.
+    fn pairs(&self) -> Vec<(&'static str, Arc<str>, Arc<RouteCounters>)> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .flat_map(|(route, methods)| {
+                methods
+                    .iter()
+                    .map(|(m, c)| (*m, Arc::clone(route), Arc::clone(c)))
+            })
+            .collect()
     }
 
     /// The latency histogram of every pair, named `"GET /route"`, for
     /// windowed quantiles (alerts).
     pub(crate) fn counts(&self) -> Vec<(String, Vec<u64>)> {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|((m, r), c)| (format!("{m} {r}"), c.all.counts()))
+        self.pairs()
+            .into_iter()
+            .map(|(m, r, c)| (format!("{m} {r}"), c.all.counts()))
             .collect()
     }
 
     pub(crate) fn snapshot(&self) -> BTreeMap<(String, String), RouteStats> {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|((method, route), c)| {
+        self.pairs()
+            .into_iter()
+            .map(|(method, route, c)| {
                 let status = |i: usize| c.status[i].load(Relaxed);
                 let stats = RouteStats {
                     method: (*method).to_owned(),
@@ -189,15 +267,38 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "metrics")]
+    fn status_labels_are_bounded() {
+        assert_eq!(STATUS_LABELS[status_class(204)], "2xx");
+        assert_eq!(STATUS_LABELS[status_class(999)], "5xx");
+        let c = RouteCounters::default();
+        let key = c.histogram_key("GET", "/r", 404, Outcome::Hit);
+        let labels: Vec<_> = key.labels().map(|l| (l.key(), l.value())).collect();
+        assert_eq!(
+            labels,
+            [
+                ("method", "GET"),
+                ("route", "/r"),
+                ("status", "4xx"),
+                ("cache", "hit")
+            ]
+        );
+        assert!(std::ptr::eq(
+            key,
+            c.histogram_key("GET", "/r", 404, Outcome::Hit)
+        ));
+    }
+
+    #[test]
     fn the_cap_sends_new_routes_to_the_overflow_label() {
         let t = RouteTable::default();
         let ms = Duration::from_millis(1);
         for i in 0..10 {
             let tracked = t.record("GET", &format!("/r{i}"), 200, Outcome::None, ms, 4);
-            assert_eq!(tracked, i < 4, "route {i}");
+            assert_eq!(tracked.tracked, i < 4, "route {i}");
         }
         // A tracked route stays tracked.
-        assert!(t.record("GET", "/r0", 500, Outcome::Hit, ms, 4));
+        assert!(t.record("GET", "/r0", 500, Outcome::Hit, ms, 4).tracked);
         let s = t.snapshot();
         assert_eq!(s.len(), 5);
         let over = &s[&(OVERFLOW_ROUTE.to_owned(), "GET".to_owned())];
