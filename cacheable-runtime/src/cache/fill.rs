@@ -50,24 +50,9 @@ impl Cache {
             .await
     }
 
-    pub(super) async fn cache_aside<A, O, F>(
-        &self,
-        spec: &Spec,
-        ret_tags: Option<&RetTags<'_, O>>,
-        body: F,
-    ) -> O
-    where
-        A: Adapter<O>,
-        F: Future<Output = O>,
-    {
-        let started = sample_hit().then(Instant::now);
-        self.lookup_and_fill::<A, O, F>(spec, started, ret_tags, body)
-            .await
-    }
-
     /// The lookup, then a hit served or the miss filled; `started` is the
     /// start of a sampled hit's timing.
-    async fn lookup_and_fill<A, O, F>(
+    pub(super) async fn lookup_and_fill<A, O, F>(
         &self,
         spec: &Spec,
         started: Option<Instant>,

@@ -672,11 +672,11 @@ impl Cache {
             // No tenant under `require_tenant` (counted and logged): uncached.
             return compute().await;
         };
-        self.cache_aside::<ResultOf<Plain>, Result<T, E>, _>(
-            &spec,
-            None,
-            async move { compute().await },
-        )
+        // Hit latency is timed on one hit in HIT_SAMPLE (see `run_site`).
+        let started = fill::sample_hit().then(Instant::now);
+        self.lookup_and_fill::<ResultOf<Plain>, Result<T, E>, _>(&spec, started, None, async move {
+            compute().await
+        })
         .await
     }
 
