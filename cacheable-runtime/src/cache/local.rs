@@ -26,27 +26,23 @@ impl Cache {
     /// The tier, with its subscription task started (on first use, on the
     /// caller's runtime).
     fn local_tier(&self) -> Option<&Arc<LocalTier>> {
-        use std::sync::atomic::Ordering;
         let tier = self.inner.local.as_ref()?;
-        if !tier.started.load(Ordering::Acquire) {
+        if !tier.task.started() {
             self.start_local(tier);
         }
         Some(tier)
     }
 
     fn start_local(&self, tier: &Arc<LocalTier>) {
-        use std::sync::atomic::Ordering;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let Some((link, keys)) = self.local_link() else {
             return;
         };
-        if tier.started.swap(true, Ordering::AcqRel) {
+        let Some(rx) = tier.task.start() else {
             return;
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        *tier.closed.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        };
         let wiring = channel::Wiring {
             link,
             keys,

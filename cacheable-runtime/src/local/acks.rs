@@ -22,23 +22,22 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_core::Stream;
 use tokio::sync::Notify;
 
+use super::Background;
 use super::scripts::{self, Keys};
 
 /// The waiters of one cache and the state of its listener.
 #[derive(Debug, Default)]
 pub(crate) struct Acks {
     state: Mutex<State>,
-    /// The listener task was started.
-    started: AtomicBool,
-    /// Dropped with the cache: tells the listener to end.
-    closed: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The listener task: started on the first wait, told to end when the
+    /// cache is dropped.
+    task: Background,
 }
 
 #[derive(Debug, Default)]
@@ -124,25 +123,10 @@ impl Acks {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.started.swap(true, Ordering::AcqRel) {
+        let Some(rx) = self.task.start() else {
             return;
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        *self.closed.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        };
         runtime.spawn(listen(Arc::downgrade(self), client, keys, op, rx));
-    }
-}
-
-impl Drop for Acks {
-    fn drop(&mut self) {
-        if let Some(tx) = self
-            .closed
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            let _ = tx.send(());
-        }
     }
 }
 

@@ -299,10 +299,9 @@ pub(crate) struct LocalTier {
     serving_until_ms: AtomicU64,
     /// This instance's registration id while registered.
     id: Mutex<Option<String>>,
-    /// The subscription task was started.
-    pub(crate) started: AtomicBool,
-    /// Dropped with the tier: tells the subscription task to deregister and end.
-    pub(crate) closed: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The subscription task: started on first use, told to deregister
+    /// and end when the tier is dropped.
+    pub(crate) task: Background,
 }
 
 impl std::fmt::Debug for LocalTier {
@@ -334,8 +333,7 @@ impl LocalTier {
             base: Instant::now(),
             serving_until_ms: AtomicU64::new(0),
             id: Mutex::new(None),
-            started: AtomicBool::new(false),
-            closed: Mutex::new(None),
+            task: Background::default(),
         }
     }
 
@@ -447,7 +445,33 @@ impl LocalTier {
     }
 }
 
-impl Drop for LocalTier {
+/// A background task of its owner (the tier's subscription, the
+/// acknowledgement listener): started once, and told to end when the owner
+/// is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Background {
+    started: AtomicBool,
+    closed: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Background {
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// For the first caller only: the receiver the task ends on, which
+    /// fires when this is dropped.
+    pub(crate) fn start(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *self.closed.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        Some(rx)
+    }
+}
+
+impl Drop for Background {
     fn drop(&mut self) {
         if let Some(tx) = self
             .closed
