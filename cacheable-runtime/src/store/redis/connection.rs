@@ -85,7 +85,7 @@ impl TlsSettings {
 /// `@`, `:`, `#`, `?`, percent-escapes). A password, a user name given without
 /// a password (redis-rs may send it as the password), query parameters other
 /// than `db`, `protocol` and `insecure` (`redis+unix:///s.sock?pass=..`) and
-/// the fragment are replaced with `***`. A URL that does not parse, or that
+/// the fragment of a unix URL are replaced with `***` (a TCP URL with a fragment is not printed). A URL that does not parse, or that
 /// parses only as something redis-rs cannot use (no host, a path that is not
 /// a database number: where a raw `/` or `@` split a password), is printed as
 /// `<unparsable url>`, never raw.
@@ -121,6 +121,11 @@ pub(crate) fn mask_url(url: &str) -> String {
             .bytes()
             .all(|b| b.is_ascii_digit())
     {
+        return "<unparsable url>".to_owned();
+    }
+    // Nor has a TCP URL a fragment: a `#` there is a raw `#` in a password,
+    // and the host before it may be a piece of that password.
+    if !unix && parsed.fragment().is_some() {
         return "<unparsable url>".to_owned();
     }
     if parsed.query().is_some() {
