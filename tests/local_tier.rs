@@ -5,8 +5,8 @@
 //! in a child process, a restarted Redis), with a checker and its negative
 //! control.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cacheable::{Cache, CacheError, cacheable};
@@ -348,35 +348,94 @@ async fn an_instance_evicted_by_one_invalidation_is_still_waited_for_by_the_next
     first.await.unwrap().unwrap();
 }
 
+/// The node a stand-in instance talks to, and the protocol's names there
+/// (`Keys` in the runtime's `local::scripts`).
+#[derive(Clone)]
+struct Node {
+    url: String,
+    channel: String,
+    registry: String,
+    /// The acknowledgement set's name, before the message id.
+    ack: String,
+    /// The reply channel's name, before the reply id.
+    replies: String,
+}
+
+impl Node {
+    fn single(server: &RedisServer, prefix: &str) -> Self {
+        Self {
+            url: server.url(),
+            channel: format!("{prefix}:local:invalidations"),
+            registry: format!("{prefix}:local:instances"),
+            ack: format!("{prefix}:local:ack:"),
+            replies: format!("{prefix}:local:acks:"),
+        }
+    }
+
+    /// The master of the registry's slot, where the acknowledgement sets
+    /// live too (a classic `PUBLISH` reaches every node).
+    fn cluster(cluster: &RedisCluster, prefix: &str) -> Self {
+        let home = &cluster.nodes()[cluster.master_of(&registry(prefix))];
+        Self {
+            url: home.url(),
+            channel: format!("{prefix}:local:invalidations"),
+            registry: registry(prefix),
+            ack: format!("{prefix}:local:{{{prefix}.local}}:ack:"),
+            replies: format!("{prefix}:local:acks:"),
+        }
+    }
+
+    /// `PUBSUB CHANNELS` on this node matching `pattern`.
+    fn channels(&self, pattern: &str) -> String {
+        let mut conn = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let names: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(pattern)
+            .query(&mut conn)
+            .unwrap();
+        names.join(" ")
+    }
+}
+
 /// A stand-in for another instance, on a plain thread with redis-rs and
 /// nothing of this crate: it subscribes, registers as `fake` (a lease far in
 /// the future), and acknowledges message `n` after `delay(n)` exactly as the
 /// format in `cacheable::events` says: `SADD` to the acknowledgement set,
 /// then, when `push` and the message names a `reply`, `PUBLISH` the message
 /// id on `<p>:local:acks:<reply>`. Without `push` it is an instance of an
-/// older version or another language, found only by polling.
+/// older version or another language, found only by polling. Returns the
+/// thread and, per message, when its `SADD` had returned (from then on the
+/// invalidator's `WAIT` script finds the acknowledgement).
 fn fake_acker(
-    server: &RedisServer,
-    prefix: &str,
+    at: &Node,
     push: bool,
     delay: fn(usize) -> Duration,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<usize> {
-    let client = redis::Client::open(server.url()).unwrap();
-    let prefix = prefix.to_owned();
+) -> (std::thread::JoinHandle<usize>, Arc<Mutex<Vec<Instant>>>) {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let acked_by = Arc::clone(&acked);
+    let client = redis::Client::open(at.url.as_str()).unwrap();
+    let Node {
+        channel,
+        registry,
+        ack,
+        replies,
+        ..
+    } = at.clone();
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
         let mut sub = client.get_connection().unwrap();
         let mut conn = client.get_connection().unwrap();
         let mut pubsub = sub.as_pubsub();
-        pubsub
-            .subscribe(format!("{prefix}:local:invalidations"))
-            .unwrap();
+        pubsub.subscribe(&channel).unwrap();
         pubsub
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let () = redis::cmd("ZADD")
-            .arg(format!("{prefix}:local:instances"))
+            .arg(&registry)
             .arg(9_000_000_000_000_000_i64)
             .arg("fake")
             .query::<i64>(&mut conn)
@@ -393,13 +452,14 @@ fn fake_acker(
             std::thread::sleep(delay(n));
             n += 1;
             redis::cmd("SADD")
-                .arg(format!("{prefix}:local:ack:{id}"))
+                .arg(format!("{ack}{id}"))
                 .arg("fake")
                 .query::<i64>(&mut conn)
                 .unwrap();
+            acked_by.lock().unwrap().push(Instant::now());
             if let (true, Some(reply)) = (push, v["reply"].as_str()) {
                 redis::cmd("PUBLISH")
-                    .arg(format!("{prefix}:local:acks:{reply}"))
+                    .arg(format!("{replies}{reply}"))
                     .arg(id)
                     .query::<i64>(&mut conn)
                     .unwrap();
@@ -408,7 +468,7 @@ fn fake_acker(
         n
     });
     ready.recv().unwrap();
-    handle
+    (handle, acked)
 }
 
 /// The acknowledgement delay of message `n`: 10 to 29 ms, spread so that
@@ -418,20 +478,20 @@ fn spread_delay(n: usize) -> Duration {
 }
 
 /// Invalidates on `a` `n` times (after one that starts its listener) and
-/// returns how long each call took beyond the acker's delay.
-async fn excess_over_ack_delay(
-    server: &RedisServer,
-    prefix: &str,
+/// returns, sorted, how long each call took to return once its
+/// acknowledgement was in Redis (`acked`, from [`fake_acker`]).
+async fn excess_over_ack(
+    at: &Node,
     a: &Cache,
+    acked: &Mutex<Vec<Instant>>,
     n: usize,
 ) -> Vec<Duration> {
     a.delete_by_tags(&["r0"], None).await.unwrap();
-    // The invalidator listens once it has waited for someone.
+    // The invalidator listens once it has waited for someone (on a
+    // cluster: on the node of the registry's slot).
     let deadline = Instant::now() + Duration::from_secs(5);
-    let pattern = format!("{prefix}:local:acks:*");
-    while !String::from_utf8_lossy(&server.command(&[b"PUBSUB", b"CHANNELS", pattern.as_bytes()]))
-        .contains(":local:acks:")
-    {
+    let pattern = format!("{}*", at.replies);
+    while !at.channels(&pattern).contains(":local:acks:") {
         assert!(Instant::now() < deadline, "the invalidator never listened");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -439,13 +499,16 @@ async fn excess_over_ack_delay(
     for i in 1..=n {
         let t = Instant::now();
         a.delete_by_tags(&["r0"], None).await.unwrap();
-        let took = t.elapsed();
+        let returned = Instant::now();
         let delay = spread_delay(i);
         assert!(
-            took >= delay,
-            "returned before the acknowledgement: {took:?} < {delay:?}"
+            returned - t >= delay,
+            "returned before the acknowledgement: {:?} < {delay:?}",
+            returned - t
         );
-        excess.push(took - delay);
+        let acked = acked.lock().unwrap()[i];
+        assert!(returned > acked, "returned before the acknowledgement");
+        excess.push(returned - acked);
     }
     excess.sort_unstable();
     excess
@@ -455,10 +518,11 @@ async fn excess_over_ack_delay(
 async fn a_pushed_acknowledgement_ends_the_wait_at_once() {
     let server = RedisServer::start();
     let stop = Arc::new(AtomicBool::new(false));
-    let acker = fake_acker(&server, "lt7", true, spread_delay, stop.clone());
+    let at = Node::single(&server, "lt7");
+    let (acker, acked) = fake_acker(&at, true, spread_delay, stop.clone());
     // No tier of its own: it listens for acknowledgements all the same.
     let a = plain(&server, "lt7").await;
-    let excess = excess_over_ack_delay(&server, "lt7", &a, 20).await;
+    let excess = excess_over_ack(&at, &a, &acked, 20).await;
     stop.store(true, Ordering::SeqCst);
     assert_eq!(acker.join().unwrap(), 21);
     eprintln!("beyond the acknowledgement: {excess:?}");
@@ -476,9 +540,10 @@ async fn a_pushed_acknowledgement_ends_the_wait_at_once() {
 async fn an_instance_that_only_adds_to_the_ack_set_is_found_by_polling() {
     let server = RedisServer::start();
     let stop = Arc::new(AtomicBool::new(false));
-    let acker = fake_acker(&server, "lt8", false, spread_delay, stop.clone());
+    let at = Node::single(&server, "lt8");
+    let (acker, acked) = fake_acker(&at, false, spread_delay, stop.clone());
     let a = plain(&server, "lt8").await;
-    let excess = excess_over_ack_delay(&server, "lt8", &a, 5).await;
+    let excess = excess_over_ack(&at, &a, &acked, 5).await;
     stop.store(true, Ordering::SeqCst);
     assert_eq!(acker.join().unwrap(), 6);
     eprintln!("beyond the acknowledgement: {excess:?}");
@@ -766,4 +831,24 @@ async fn cluster_a_paused_instance_delays_an_invalidation_by_at_most_a_lease() {
     let cluster = RedisCluster::start(3, 0);
     let a = on_cluster(&cluster, "ltchild", false).await;
     paused_child(&["local-cluster".into(), cluster.urls().join(",")], a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_pushed_acknowledgement_ends_the_wait_at_once() {
+    let cluster = RedisCluster::start(3, 0);
+    let at = Node::cluster(&cluster, "lc8");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acker, acked) = fake_acker(&at, true, spread_delay, stop.clone());
+    let a = on_cluster(&cluster, "lc8", false).await;
+    let excess = excess_over_ack(&at, &a, &acked, 20).await;
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(acker.join().unwrap(), 21);
+    eprintln!("cluster, beyond the acknowledgement: {excess:?}");
+    // As on a single Redis (`a_pushed_acknowledgement_ends_the_wait_at_once`):
+    // a poll finds an acknowledgement ~2.5 ms late at the median, a push at once.
+    assert!(
+        excess[excess.len() / 2] < Duration::from_millis(2),
+        "the median wait beyond the acknowledgement: {:?}",
+        excess[excess.len() / 2]
+    );
 }

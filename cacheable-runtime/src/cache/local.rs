@@ -255,13 +255,7 @@ impl Cache {
         }
         // Someone to wait for: listen for pushed acknowledgements from now
         // on (this wait polls if the listener is not subscribed yet).
-        // On a cluster the wait polls: the listener subscribes on a single
-        // Redis only (not built for a cluster yet).
-        if let Link::Single(client, _) = &link {
-            self.inner
-                .acks
-                .start(Arc::clone(client), names.clone(), self.inner.op_timeout);
-        }
+        self.inner.acks.start(&link, &names, self.inner.op_timeout);
         self.await_acks(&mut conn, &names, &msg_id, waiting, waiter, through_breaker)
             .await
     }

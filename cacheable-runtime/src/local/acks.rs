@@ -1,5 +1,6 @@
 //! Pushed acknowledgements: the invalidator's side of step 4 of the
-//! protocol in the module docs of `local`.
+//! protocol in the module docs of `local`, on a single Redis and on a
+//! Redis Cluster.
 //!
 //! The acknowledgement set (`SADD`) stays the only thing an invalidation
 //! trusts: this module only *wakes* a waiting invalidation so that it runs
@@ -11,6 +12,14 @@
 //! subscription is confirmed; an acknowledging instance then publishes the
 //! message id there, in the script that did the `SADD`, after it. The
 //! listener wakes the waiter registered under that message id.
+//!
+//! On a Redis Cluster the listener subscribes on the master that serves
+//! the registry's slot, as the tier's own subscription does: the `ACK`
+//! script runs there (its keys share the registry's hash tag), so its
+//! `PUBLISH` is delivered by that node without crossing the cluster bus.
+//! After a failover the push still reaches the old node over the bus while
+//! it lives; when it dies, the subscription closes and the listener
+//! resubscribes on the slot's new master.
 //!
 //! A lost, late or never sent push (a listener reconnecting, an instance of
 //! an older version or in another language that only does the `SADD`) costs
@@ -29,6 +38,7 @@ use futures_core::Stream;
 use tokio::sync::Notify;
 
 use super::Background;
+use super::channel::Link;
 use super::scripts::{self, Keys};
 
 /// The waiters of one cache and the state of its listener.
@@ -119,14 +129,20 @@ impl Acks {
     }
 
     /// Starts the listener on the current runtime, once.
-    pub(crate) fn start(self: &Arc<Self>, client: Arc<redis::Client>, keys: Keys, op: Duration) {
+    pub(crate) fn start(self: &Arc<Self>, link: &Link, keys: &Keys, op: Duration) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let Some(rx) = self.task.start() else {
             return;
         };
-        runtime.spawn(listen(Arc::downgrade(self), client, keys, op, rx));
+        runtime.spawn(listen(
+            Arc::downgrade(self),
+            link.clone(),
+            keys.clone(),
+            op,
+            rx,
+        ));
     }
 }
 
@@ -134,7 +150,7 @@ impl Acks {
 /// id) when the subscription is lost; ends when the cache is dropped.
 async fn listen(
     acks: Weak<Acks>,
-    client: Arc<redis::Client>,
+    link: Link,
     keys: Keys,
     op: Duration,
     mut closed: tokio::sync::oneshot::Receiver<()>,
@@ -145,7 +161,7 @@ async fn listen(
     const PING: Duration = Duration::from_secs(5);
     let mut pause = FIRST;
     loop {
-        if let Some(pubsub) = tokio::time::timeout(op, client.get_async_pubsub())
+        if let Some(pubsub) = tokio::time::timeout(op, link.pubsub(&keys.registry))
             .await
             .ok()
             .and_then(Result::ok)

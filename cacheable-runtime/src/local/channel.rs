@@ -27,6 +27,7 @@ pub(crate) struct Wiring {
 }
 
 /// The Redis the tier runs its protocol on.
+#[derive(Clone)]
 pub(crate) enum Link {
     /// A single Redis: its client (for the dedicated subscription) and the
     /// store's multiplexed connection.
@@ -46,7 +47,7 @@ impl Link {
 
     /// A dedicated pub/sub connection: to the single Redis, or to the
     /// master that serves the registry's slot now.
-    async fn pubsub(&self, registry: &str) -> Result<redis::aio::PubSub, CacheError> {
+    pub(crate) async fn pubsub(&self, registry: &str) -> Result<redis::aio::PubSub, CacheError> {
         Ok(match self {
             Self::Single(client, _) => client.get_async_pubsub().await?,
             Self::Cluster(store) => {

@@ -65,8 +65,7 @@
 //!    Only the acknowledgement sets and the registry decide (the `WAIT`
 //!    and `EVICT` scripts); *when* the invalidator looks is a matter of
 //!    latency: an instance that acknowledges also publishes the message id
-//!    to the invalidator's reply channel (see `acks`; single Redis only,
-//!    a cluster polls), which wakes the waiting invalidation to run `WAIT`
+//!    to the invalidator's reply channel (see `acks`), which wakes the waiting invalidation to run `WAIT`
 //!    at once, and a fallback timer (1 ms growing to 5 ms) finds
 //!    acknowledgements that were not pushed.
 //!    Tests: `a_paused_instance_delays_an_invalidation_by_at_most_a_lease`,
