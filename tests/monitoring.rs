@@ -18,11 +18,16 @@ use cacheable::{Cache, CacheOptions, RateLimitOptions};
 use cacheable_test_support::RedisServer;
 use tower::ServiceExt as _;
 
+/// How long a miss of `/users/{id}` computes: long enough that a hit (a
+/// Redis round trip) stays below it on a loaded 2-core machine (with 20 ms,
+/// a hit's p99 once exceeded a miss's p50 under a load average of ~20).
+const MISS: Duration = Duration::from_millis(100);
+
 async fn user(State(cache): State<Cache>, Path(id): Path<u64>) -> Result<String, StatusCode> {
     let opts = CacheOptions::new().ttl(Duration::from_secs(60));
     cache
         .get_or_compute(&format!("user:{id}"), &opts, || async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(MISS).await;
             Ok::<_, StatusCode>(format!("user {id}"))
         })
         .await
@@ -75,8 +80,9 @@ async fn routes_and_hits(metrics_inside: bool) {
         .expect("the matched route");
     assert_eq!((r.requests(), r.status_2xx), (9, 9));
     assert_eq!((r.hit.count, r.miss.count), (6, 3));
-    // A miss waits for the 20 ms computation; a hit does not.
-    assert!(r.miss.p50 >= Duration::from_millis(19), "{r:?}");
+    // A miss waits for the computation; a hit does not (the sketch reports
+    // within 1.6 % of the exact quantile).
+    assert!(r.miss.p50 >= MISS * 98 / 100, "{r:?}");
     assert!(r.hit.p99 < r.miss.p50, "{r:?}");
     assert!(r.latency.max >= r.latency.p99 && r.latency.p99 >= r.latency.p50);
     assert!(
