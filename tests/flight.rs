@@ -303,3 +303,55 @@ async fn redis_caller_after_invalidation_does_not_join_an_older_flight() {
     let server = RedisServer::start();
     caller_after_invalidation(&redis(&server, "inv", Duration::from_secs(10)).await).await;
 }
+
+// ------------------------------------------- a follower whose re-read fails
+
+/// A leader computes; a follower joins its flight; Redis stops (SIGSTOP)
+/// before the leader's write, so the follower's re-read after the flight
+/// times out. The follower runs the function itself (it fails open) and,
+/// like every call that runs it, counts a miss: `hits + misses` stays the
+/// number of calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_reread_fails_runs_the_function_and_counts_a_miss() {
+    let server = RedisServer::start();
+    let cache = redis(&server, "fl9", Duration::from_secs(5)).await;
+    let gate = Arc::new(Notify::new());
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let leader = {
+        let (cache, gate) = (cache.clone(), Arc::clone(&gate));
+        tokio::spawn(async move {
+            cache
+                .get_or_compute("k", &opts(), || async move {
+                    started_tx.send(()).unwrap();
+                    gate.notified().await;
+                    Ok::<u32, ()>(1)
+                })
+                .await
+        })
+    };
+    started_rx.await.unwrap();
+    let before = cache.stats();
+    let follower = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_compute("k", &opts(), || async { Ok::<u32, ()>(2) })
+                .await
+        })
+    };
+    // Let the follower join the flight.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!follower.is_finished(), "the follower waits for the leader");
+    server.pause();
+    gate.notify_one();
+    let (led, followed) = (leader.await.unwrap(), follower.await.unwrap());
+    server.resume();
+    assert_eq!(led, Ok(1));
+    assert_eq!(followed, Ok(2), "the follower ran the function itself");
+    let after = cache.stats();
+    assert_eq!(
+        (after.hits - before.hits, after.misses - before.misses),
+        (0, 1),
+        "the follower's call is counted as a miss: {after:?}"
+    );
+}

@@ -438,3 +438,33 @@ fn keys_matching(redis: &RedisServer, pattern: &str) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A key argument whose serialization fails.
+struct Unkeyable;
+
+impl Serialize for Unkeyable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("no key for this value"))
+    }
+}
+
+#[cacheable(name = "ops.unkeyable", ttl = 60, cache = cache, skip(cache, body))]
+async fn unkeyable(cache: &Cache, _id: Unkeyable, body: &Calls) -> u64 {
+    body.hit();
+    7
+}
+
+/// A call whose key cannot be built runs its body every time and is
+/// counted like any call that fails open: a miss and an error each, so
+/// that `hits + misses` stays the number of calls.
+#[tokio::test]
+async fn a_call_without_a_key_runs_its_body_and_counts_a_miss() {
+    let cache = Cache::memory();
+    let bodies = Calls::new();
+    for _ in 0..3 {
+        assert_eq!(unkeyable(&cache, Unkeyable, &bodies).await, 7);
+    }
+    assert_eq!(bodies.get(), 3, "nothing was cached");
+    let f = cache.stats().function("ops.unkeyable").cloned().unwrap();
+    assert_eq!((f.hits, f.misses, f.errors), (0, 3, 3), "{f:?}");
+}

@@ -24,6 +24,7 @@ impl Cache {
             Err(e) => {
                 let counters = self.inner.stats.function(site.name);
                 self.report(Some(&counters), "key", &CacheError::Codec(e.to_string()));
+                self.inner.stats.miss(&counters, site.name);
                 mark_incomplete();
                 return body.await;
             }
@@ -171,10 +172,7 @@ impl Cache {
                     Ok(Lookup::Miss(m)) => {
                         return self.compute::<A, O, F>(spec, m, ret_tags, body).await;
                     }
-                    Err(e) => {
-                        self.report(Some(&spec.counters), "read", &e);
-                        return self.uncached(spec, body).await;
-                    }
+                    Err(e) => return self.fail_open(spec, "read", &e, body).await,
                 },
             }
         };
