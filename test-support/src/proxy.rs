@@ -2,10 +2,16 @@
 //! direction: a slow network between a client and a server, for the tests
 //! of "a network delay on the channel". Order and throughput are kept; only
 //! latency is added. Stops (closing every connection) on drop.
+//!
+//! [`DelayProxy::only_from`] delays only the connections one process opens
+//! (found through `/proc`, Linux only) and forwards the others at once: on
+//! a Redis Cluster every client reaches a node at the address the node
+//! announces, so a proxy announced in front of a node carries every
+//! client's connections, and this is how one client alone is slowed.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,6 +21,10 @@ use std::time::{Duration, Instant};
 pub struct DelayProxy {
     port: u16,
     delay_ms: Arc<AtomicU64>,
+    /// The process whose connections are delayed; 0: every connection.
+    only: Arc<AtomicU32>,
+    /// Connections accepted with the delay.
+    delayed: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
 }
@@ -34,6 +44,8 @@ impl DelayProxy {
             delay_ms: Arc::new(AtomicU64::new(
                 u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             )),
+            only: Arc::new(AtomicU32::new(0)),
+            delayed: Arc::new(AtomicU32::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             streams: Arc::new(Mutex::new(Vec::new())),
         };
@@ -42,6 +54,12 @@ impl DelayProxy {
             Arc::clone(&proxy.stop),
             Arc::clone(&proxy.streams),
         );
+        let (only, delayed, own_port) = (
+            Arc::clone(&proxy.only),
+            Arc::clone(&proxy.delayed),
+            proxy.port,
+        );
+        let undelayed = Arc::new(AtomicU64::new(0));
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -49,6 +67,17 @@ impl DelayProxy {
                     continue;
                 };
                 let _ = client.set_nonblocking(false);
+                let pid = only.load(Ordering::SeqCst);
+                let slow = pid == 0
+                    || client
+                        .peer_addr()
+                        .is_ok_and(|peer| opened_by(pid, peer.port(), own_port));
+                let delay_ms = if slow {
+                    delayed.fetch_add(1, Ordering::SeqCst);
+                    &delay_ms
+                } else {
+                    &undelayed
+                };
                 let Ok(server) = TcpStream::connect((Ipv4Addr::LOCALHOST, target_port)) else {
                     continue;
                 };
@@ -59,8 +88,8 @@ impl DelayProxy {
                     s.extend(client.try_clone().ok());
                     s.extend(server.try_clone().ok());
                 }
-                pump(&client, &server, &delay_ms);
-                pump(&server, &client, &delay_ms);
+                pump(&client, &server, delay_ms);
+                pump(&server, &client, delay_ms);
             }
         });
         proxy
@@ -76,6 +105,18 @@ impl DelayProxy {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// From now on, delays only the connections that process `pid` opens
+    /// (the socket is looked up in `/proc/net/tcp` and `/proc/<pid>/fd`, so
+    /// Linux only); the others are forwarded without a delay.
+    pub fn only_from(&self, pid: u32) {
+        self.only.store(pid, Ordering::SeqCst);
+    }
+
+    /// How many connections were accepted with the delay.
+    pub fn delayed_connections(&self) -> u32 {
+        self.delayed.load(Ordering::SeqCst)
+    }
+
     /// Changes the delay of bytes read from now on.
     pub fn set_delay(&self, delay: Duration) {
         self.delay_ms.store(
@@ -83,6 +124,33 @@ impl DelayProxy {
             Ordering::SeqCst,
         );
     }
+}
+
+/// Whether the loopback connection from `peer_port` to `proxy_port` is a
+/// socket of process `pid`: its inode in `/proc/net/tcp` (the row whose
+/// local port is `peer_port` and remote port `proxy_port`) among the
+/// sockets in `/proc/<pid>/fd`.
+fn opened_by(pid: u32, peer_port: u16, proxy_port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let port_of = |addr: &str| {
+        addr.rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    let inode = table.lines().skip(1).find_map(|row| {
+        let f: Vec<&str> = row.split_whitespace().collect();
+        (f.len() > 9 && port_of(f[1]) == Some(peer_port) && port_of(f[2]) == Some(proxy_port))
+            .then(|| f[9].to_owned())
+    });
+    let Some(inode) = inode else {
+        return false;
+    };
+    let socket = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.filter_map(Result::ok)
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == socket.as_str()))
+    })
 }
 
 /// Copies `from` to `to`: a reader stamps each chunk, a writer sends it
