@@ -642,7 +642,8 @@ impl RedisCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         for n in &self.nodes {
             loop {
-                let nodes = String::from_utf8_lossy(&n.command(&[b"CLUSTER", b"NODES"])).into_owned();
+                let nodes =
+                    String::from_utf8_lossy(&n.command(&[b"CLUSTER", b"NODES"])).into_owned();
                 if ports.iter().all(|p| nodes.contains(&format!(":{p}@"))) {
                     break;
                 }

@@ -111,12 +111,7 @@ fn write_number(dir: &str, path: &str, value: u64) {
 /// about every 200 ms, a `STALE ..` line for each of the first 20
 /// violations, and once its stdin closes, `REPORT reads=.. local=..
 /// stale=.. writes=.. wmax_ms=..`, then exits.
-async fn procs_loop(
-    builder: cacheable::CacheBuilder,
-    dir: &str,
-    records: u32,
-    own: Option<u32>,
-) {
+async fn procs_loop(builder: cacheable::CacheBuilder, dir: &str, records: u32, own: Option<u32>) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};

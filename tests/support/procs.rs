@@ -66,7 +66,7 @@ impl Topology {
 
     fn builder(&self, urls: Vec<String>) -> CacheBuilder {
         match self {
-            Self::Single(_) => Cache::builder().redis_url(urls.concat()),
+            Self::Single(_) => Cache::builder().redis_url(urls.concat()), // one URL
             Self::Cluster(_) => Cache::builder().redis_cluster(urls),
         }
     }
@@ -404,8 +404,11 @@ pub async fn run(topology: &mut Topology, fault: Fault, through_channel: bool) -
             };
             let own = through_channel.then_some(PARENT_RECORDS + k);
             let child = Instance::spawn(topology.child_mode(), urls, &dir, own);
-            if k == 0 && delay.as_ref().is_some_and(|d| d.everyone.is_some()) {
-                for p in &delay.as_ref().unwrap().proxies {
+            // Shared proxies learn child 0's pid as soon as it exists, well
+            // before it has loaded and connected; `delayed_connections`
+            // (asserted by the delay case) shows its connections were seen.
+            if let Some(d) = delay.as_ref().filter(|d| k == 0 && d.everyone.is_some()) {
+                for p in &d.proxies {
                     p.only_from(child.child.id());
                 }
             }
@@ -414,20 +417,19 @@ pub async fn run(topology: &mut Topology, fault: Fault, through_channel: bool) -
         .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !children.iter().all(|c| c.line("READY").is_some()) {
-        assert!(Instant::now() < deadline, "a child never hit locally: {:?}", {
-            let last = |c: &Instance| c.lines.lock().unwrap().last().cloned();
-            children.iter().map(last).collect::<Vec<_>>()
-        });
+        assert!(
+            Instant::now() < deadline,
+            "a child never hit locally: {:?}",
+            {
+                let last = |c: &Instance| c.lines.lock().unwrap().last().cloned();
+                children.iter().map(last).collect::<Vec<_>>()
+            }
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // This process is an instance without a tier: it waits for the
     // children all the same.
-    let cache = topology
-        .builder(urls)
-        .prefix(PREFIX)
-        .build()
-        .await
-        .unwrap();
+    let cache = topology.builder(urls).prefix(PREFIX).build().await.unwrap();
     let mut steps: Vec<(Duration, &str)> = match fault {
         Fault::None => vec![],
         Fault::KillSubscription => vec![

@@ -44,7 +44,8 @@ pub(crate) struct ClusterStore {
     client: ClusterClient,
     conn: std::sync::OnceLock<ClusterConnection>,
     /// The connect in progress, shared by the callers (see `connection`).
-    connecting: tokio::sync::Mutex<Option<tokio::task::JoinHandle<redis::RedisResult<ClusterConnection>>>>,
+    connecting:
+        tokio::sync::Mutex<Option<tokio::task::JoinHandle<redis::RedisResult<ClusterConnection>>>>,
     /// The first node's connection settings (credentials, TLS) and the
     /// builder's certificates, for connections to one node (the local
     /// tier's subscription).
