@@ -154,14 +154,6 @@ async fn cluster_three_processes_a_restarted_registry_master() {
     restarted_redis(Topology::cluster).await;
 }
 
-/// Flaky, hence ignored (run it with `--ignored`): it passed 13 of 13 runs
-/// alone and about 2 of 3 after another cluster case, where sometimes one
-/// of the announced proxies stops forwarding (a plain `PING` through it
-/// times out while its node answers directly) and no child ever reaches
-/// that node's slots (`a child never hit locally`), or child 0 hits
-/// locally too little. No stale read was seen in any run. The proxy, not
-/// the runtime, is the suspect; not found within the time box.
-#[ignore = "flaky: an announced DelayProxy sometimes stops forwarding (see the docs)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_three_processes_a_delayed_connection() {
     delayed_connection(Topology::cluster).await;

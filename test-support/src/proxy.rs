@@ -59,7 +59,6 @@ impl DelayProxy {
             Arc::clone(&proxy.delayed),
             proxy.port,
         );
-        let undelayed = Arc::new(AtomicU64::new(0));
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -68,16 +67,23 @@ impl DelayProxy {
                 };
                 let _ = client.set_nonblocking(false);
                 let pid = only.load(Ordering::SeqCst);
-                let slow = pid == 0
-                    || client
-                        .peer_addr()
-                        .is_ok_and(|peer| opened_by(pid, peer.port(), own_port));
-                let delay_ms = if slow {
+                let slow = Arc::new(AtomicBool::new(pid == 0));
+                if pid == 0 {
                     delayed.fetch_add(1, Ordering::SeqCst);
-                    &delay_ms
-                } else {
-                    &undelayed
-                };
+                } else if let Ok(peer) = client.peer_addr() {
+                    // Beside the forwarding: finding the connection's process
+                    // reads `/proc/net/tcp`, tens of ms on a busy host, and no
+                    // connection may wait for it (clients time their connects
+                    // out and reconnect). A connection of `pid` is therefore
+                    // undelayed for its first few ms.
+                    let (slow, delayed) = (Arc::clone(&slow), Arc::clone(&delayed));
+                    std::thread::spawn(move || {
+                        if opened_by(pid, peer.port(), own_port) {
+                            slow.store(true, Ordering::SeqCst);
+                            delayed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                }
                 let Ok(server) = TcpStream::connect((Ipv4Addr::LOCALHOST, target_port)) else {
                     continue;
                 };
@@ -88,8 +94,8 @@ impl DelayProxy {
                     s.extend(client.try_clone().ok());
                     s.extend(server.try_clone().ok());
                 }
-                pump(&client, &server, delay_ms);
-                pump(&server, &client, delay_ms);
+                pump(&client, &server, &delay_ms, &slow);
+                pump(&server, &client, &delay_ms, &slow);
             }
         });
         proxy
@@ -107,7 +113,9 @@ impl DelayProxy {
 
     /// From now on, delays only the connections that process `pid` opens
     /// (the socket is looked up in `/proc/net/tcp` and `/proc/<pid>/fd`, so
-    /// Linux only); the others are forwarded without a delay.
+    /// Linux only; beside the forwarding, so such a connection is undelayed
+    /// until it is found, tens of ms); the others are forwarded without a
+    /// delay.
     pub fn only_from(&self, pid: u32) {
         self.only.store(pid, Ordering::SeqCst);
     }
@@ -155,20 +163,24 @@ fn opened_by(pid: u32, peer_port: u16, proxy_port: u16) -> bool {
 
 /// Copies `from` to `to`: a reader stamps each chunk, a writer sends it
 /// once its delay has passed.
-fn pump(from: &TcpStream, to: &TcpStream, delay_ms: &Arc<AtomicU64>) {
+fn pump(from: &TcpStream, to: &TcpStream, delay_ms: &Arc<AtomicU64>, slow: &Arc<AtomicBool>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-    let delay_ms = Arc::clone(delay_ms);
+    let (delay_ms, slow) = (Arc::clone(delay_ms), Arc::clone(slow));
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let due =
-                        Instant::now() + Duration::from_millis(delay_ms.load(Ordering::SeqCst));
+                    let ms = if slow.load(Ordering::SeqCst) {
+                        delay_ms.load(Ordering::SeqCst)
+                    } else {
+                        0
+                    };
+                    let due = Instant::now() + Duration::from_millis(ms);
                     if tx.send((due, buf[..n].to_vec())).is_err() {
                         break;
                     }
