@@ -40,8 +40,10 @@
 //!   node announces a `DelayProxy` in front of it (`cluster-announce-port`,
 //!   set at run time; the bus port is kept), every instance connects
 //!   through the proxies, and the proxies delay only the connections child
-//!   0 opens (matched through `/proc`, so Linux only): child 0's link to
-//!   every node is slow, the others' are not, as on the single Redis.
+//!   0 opens (matched through `/proc`, so Linux only, beside the forwarding:
+//!   a new connection of child 0 is undelayed for its first tens of ms):
+//!   child 0's link to every node is slow, the others' are not, as on the
+//!   single Redis.
 
 #[path = "support/procs.rs"]
 mod procs;
