@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cacheable::clock::FakeClock;
 use cacheable::{BreakerState, Cache, CacheOptions, TtlPolicy, tenant};
-use cacheable_test_support::{RedisCluster, RedisServer};
+use cacheable_test_support::{DelayProxy, RedisCluster, RedisServer};
 
 mod common;
 use common::slow_computation;
@@ -1151,6 +1151,48 @@ async fn redis_cluster_survives_a_master_failover() {
     let before = calls.get();
     load(&cache, &calls, &format!("after{round}"), &opts, "c").await;
     assert_eq!(calls.get(), before + 1);
+}
+
+/// A cluster whose connection takes longer to set up than the operation
+/// timeout (every node behind a proxy that holds bytes 60 ms each way,
+/// announced with `cluster-announce-port`, so redis-rs connects through it;
+/// setting up is several round trips, one operation is one or two): each
+/// call gives up after the timeout, and the connection must come up all
+/// the same, as a single Redis' does, rather than start over with every
+/// call. Found by `cluster_three_processes_a_delayed_connection` in
+/// `tests/local_tier_processes.rs`, where a loaded machine stretched the
+/// setup past the timeout and no instance ever reached Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_connects_when_its_setup_outlasts_the_op_timeout() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxies: Vec<DelayProxy> = cluster
+        .nodes()
+        .iter()
+        .map(|n| DelayProxy::start(n.port(), Duration::from_millis(60)))
+        .collect();
+    cluster.announce_ports(&proxies.iter().map(DelayProxy::port).collect::<Vec<_>>());
+    let cache = Cache::builder()
+        .redis_cluster(proxies.iter().map(DelayProxy::redis_url))
+        .prefix("slowsetup")
+        .op_timeout(Duration::from_millis(250))
+        .build()
+        .await
+        .unwrap();
+    let opts = CacheOptions::new().ttl(Duration::from_secs(60)).global();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.stats().hits == 0 {
+        let v: u64 = cache
+            .get_or_compute("k", &opts, || async { Ok::<_, ()>(1) })
+            .await
+            .unwrap();
+        assert_eq!(v, 1);
+        assert!(
+            Instant::now() < deadline,
+            "the cluster connection never came up: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 // ------------------------------------------------------------ TLS

@@ -533,11 +533,7 @@ impl RedisCluster {
     pub fn wait_ok(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let ok = self.nodes.iter().filter(|n| n.pid().is_some()).all(|n| {
-                String::from_utf8_lossy(&n.command(&[b"CLUSTER", b"INFO"]))
-                    .contains("cluster_state:ok")
-            });
-            if ok {
+            if self.is_ok() {
                 return;
             }
             assert!(
@@ -546,6 +542,18 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether every live node reports `cluster_state:ok` now (a master
+    /// restarted within `cluster-node-timeout` reports `fail` for about that
+    /// long before it serves again).
+    ///
+    /// # Panics
+    /// If a live node cannot be reached.
+    pub fn is_ok(&self) -> bool {
+        self.nodes.iter().filter(|n| n.pid().is_some()).all(|n| {
+            String::from_utf8_lossy(&n.command(&[b"CLUSTER", b"INFO"])).contains("cluster_state:ok")
+        })
     }
 
     /// `redis://127.0.0.1:<port>/` of every node.
@@ -606,5 +614,46 @@ impl RedisCluster {
     /// Kills node `index` (SIGKILL by pid).
     pub fn kill(&mut self, index: usize) {
         self.nodes[index].kill();
+    }
+
+    /// Kills node `index` if it runs and starts it again on the same port,
+    /// with its `nodes.conf` (same id and slots) and no data.
+    ///
+    /// # Panics
+    /// As [`RedisServer::restart`].
+    pub fn restart(&mut self, index: usize) {
+        self.nodes[index].restart();
+    }
+
+    /// Makes node `i` announce `ports[i]` as its client port (`CONFIG SET
+    /// cluster-announce-port`; its bus port is kept), so that clients, which
+    /// learn addresses from `CLUSTER SLOTS` and `CLUSTER NODES`, reach it
+    /// there (a proxy in front of it), and waits until every node lists
+    /// every announced port.
+    ///
+    /// # Panics
+    /// If a node refuses, or the ports are not all listed within 10 s.
+    pub fn announce_ports(&self, ports: &[u16]) {
+        for (n, port) in self.nodes.iter().zip(ports) {
+            let port = port.to_string();
+            let reply = n.command(&[b"CONFIG", b"SET", b"cluster-announce-port", port.as_bytes()]);
+            assert_eq!(reply, b"+OK\r\n", "{}", String::from_utf8_lossy(&reply));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for n in &self.nodes {
+            loop {
+                let nodes =
+                    String::from_utf8_lossy(&n.command(&[b"CLUSTER", b"NODES"])).into_owned();
+                if ports.iter().all(|p| nodes.contains(&format!(":{p}@"))) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node on port {} does not list the announced ports: {nodes}",
+                    n.port()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }

@@ -18,7 +18,9 @@
 //!   Redis Cluster (the comma-separated node URLs);
 //! - `cacheable-test-child procs <redis-url> <dir> <records> <own|->`: one
 //!   instance of the multi-process stale-read checker of
-//!   `tests/local_tier_processes.rs` (see `procs_loop`).
+//!   `tests/local_tier_processes.rs` (see `procs_loop`);
+//! - `cacheable-test-child procs-cluster <url,url,..> <dir> <records> <own|->`:
+//!   the same on a Redis Cluster.
 //!
 //! The types, names and arguments here must stay those of `tests/cache.rs`.
 
@@ -109,12 +111,11 @@ fn write_number(dir: &str, path: &str, value: u64) {
 /// about every 200 ms, a `STALE ..` line for each of the first 20
 /// violations, and once its stdin closes, `REPORT reads=.. local=..
 /// stale=.. writes=.. wmax_ms=..`, then exits.
-async fn procs_loop(url: &str, dir: &str, records: u32, own: Option<u32>) {
+async fn procs_loop(builder: cacheable::CacheBuilder, dir: &str, records: u32, own: Option<u32>) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
-    let cache = Cache::builder()
-        .redis_url(url)
+    let cache = builder
         .prefix("ltprocs")
         .local_cache(1000, Duration::from_secs(60))
         .local_cache_lease(Duration::from_secs(1))
@@ -248,14 +249,19 @@ fn main() -> ExitCode {
                 .expect("runtime");
             rt.block_on(local_loop(url, dir));
         }
-        ["procs", url, dir, records, own] => {
+        [mode @ ("procs" | "procs-cluster"), url, dir, records, own] => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
+            let builder = if mode == "procs" {
+                Cache::builder().redis_url(url)
+            } else {
+                Cache::builder().redis_cluster(url.split(','))
+            };
             let records = records.parse().expect("a record count");
             let own = (own != "-").then(|| own.parse().expect("a record index"));
-            rt.block_on(procs_loop(url, dir, records, own));
+            rt.block_on(procs_loop(builder, dir, records, own));
         }
         ["local-cluster", urls, dir] => {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -268,7 +274,8 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cacheable-test-child key | xproc <redis-url> | local <redis-url> <dir> \
-                 | local-cluster <url,url,..> <dir> | procs <redis-url> <dir> <records> <own|->"
+                 | local-cluster <url,url,..> <dir> | procs <redis-url> <dir> <records> <own|-> \
+                 | procs-cluster <url,url,..> <dir> <records> <own|->"
             );
             return ExitCode::FAILURE;
         }

@@ -21,7 +21,6 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Value};
-use tokio::sync::OnceCell;
 
 use super::redis::{
     BUMP, ENSURE, Lua, PUT, PutArgs, RELEASE, TlsSettings, ensured_versions, glob_escape, mask_url,
@@ -43,7 +42,10 @@ return #KEYS
 
 pub(crate) struct ClusterStore {
     client: ClusterClient,
-    conn: OnceCell<ClusterConnection>,
+    conn: std::sync::OnceLock<ClusterConnection>,
+    /// The connect in progress, shared by the callers (see `connection`).
+    connecting:
+        tokio::sync::Mutex<Option<tokio::task::JoinHandle<redis::RedisResult<ClusterConnection>>>>,
     /// The first node's connection settings (credentials, TLS) and the
     /// builder's certificates, for connections to one node (the local
     /// tier's subscription).
@@ -144,7 +146,8 @@ impl ClusterStore {
             .map_err(|e| CacheError::Config(format!("redis cluster `{display}`: {e}")))?;
         Ok(Self {
             client,
-            conn: OnceCell::new(),
+            conn: std::sync::OnceLock::new(),
+            connecting: tokio::sync::Mutex::new(None),
             first,
             tls: tls.clone(),
             display,
@@ -158,12 +161,29 @@ impl ClusterStore {
 
     /// The cluster connection, connecting on first use (a failed connect is
     /// retried by the next call).
+    ///
+    /// The connect runs in a task of its own that callers share: a caller
+    /// that gives up (the operation timeout) leaves it running, and the next
+    /// one waits for the same attempt. Setting up is several round trips to
+    /// several nodes; were it cancelled with each caller, a setup slower
+    /// than the operation timeout (a distant or loaded cluster) would start
+    /// over with every call and never finish.
     pub(crate) async fn connection(&self) -> Result<ClusterConnection, CacheError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async { self.client.get_async_connection().await })
-            .await?;
-        Ok(conn.clone())
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        let mut connecting = self.connecting.lock().await;
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        let task = connecting.get_or_insert_with(|| {
+            let client = self.client.clone();
+            tokio::spawn(async move { client.get_async_connection().await })
+        });
+        let done = task.await;
+        *connecting = None;
+        let conn = done.map_err(|e| CacheError::Store(format!("cluster connect: {e}")))??;
+        Ok(self.conn.get_or_init(|| conn).clone())
     }
 
     /// A connection whose every command goes to the node at `host:port`
