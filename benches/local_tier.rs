@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use cacheable::{Cache, cacheable};
 use cacheable_test_support::RedisServer;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
@@ -289,7 +289,12 @@ fn bench(c: &mut Criterion) {
     let (insts, conn) = rt.block_on(async {
         let insts = [local_cache(&server).await, local_cache(&server).await];
         let client = redis::Client::open(server.url()).unwrap();
-        let mut conn = ConnectionManager::new(client).await.unwrap();
+        // No response timeout, as the cache's own connection: on a loaded
+        // machine 16 tasks' replies can take longer than the default.
+        let config = ConnectionManagerConfig::new().set_response_timeout(None);
+        let mut conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .unwrap();
         for k in 1..=KEYS {
             raw_op(
                 &mut conn,
@@ -394,8 +399,58 @@ fn bench(c: &mut Criterion) {
             let per = (script_calls(&server) - before) as f64 / writes as f64;
             println!("mix, {tasks} tasks: {per:.1} script calls per invalidating write");
         }
+        // The structural bound: every command of one pass, both sides
+        // (the tiers' subscriptions and acknowledgements included).
+        for tasks in [1, 16] {
+            let before = commandstats(&server);
+            rt.block_on(mix_cacheable(&insts, &ops, tasks));
+            println!(
+                "mix, {tasks} tasks, one pass: cacheable runs {} commands",
+                cmd_delta(&server, &before)
+            );
+            let before = commandstats(&server);
+            rt.block_on(mix_raw(&conn, &ops, tasks));
+            println!(
+                "mix, {tasks} tasks, one pass: raw runs {} commands",
+                cmd_delta(&server, &before)
+            );
+        }
     }
     drop(server);
+}
+
+/// Every `cmdstat_*` line: command -> calls.
+fn commandstats(server: &RedisServer) -> std::collections::BTreeMap<String, u64> {
+    let info = server.command(&[b"INFO", b"commandstats"]);
+    String::from_utf8_lossy(&info)
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// The commands run since `before` (`INFO` aside): the total, then each.
+fn cmd_delta(server: &RedisServer, before: &std::collections::BTreeMap<String, u64>) -> String {
+    use std::fmt::Write as _;
+    let mut total = 0;
+    let mut each = String::new();
+    for (k, v) in &commandstats(server) {
+        let d = v - before.get(k).copied().unwrap_or(0);
+        if d > 0 && k != "info" {
+            total += d;
+            let _ = write!(each, " {k}={d}");
+        }
+    }
+    format!("{total} ({each} )")
 }
 
 /// The comparisons interleaved in rounds with a rotating order, so that a
