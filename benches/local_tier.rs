@@ -24,6 +24,7 @@
 //! Over 400 lines on purpose: the three comparisons share one server, two
 //! warmed instances and the interleaved loop; split, each file would repeat them.
 
+use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -399,6 +400,29 @@ fn bench(c: &mut Criterion) {
             let per = (script_calls(&server) - before) as f64 / writes as f64;
             println!("mix, {tasks} tasks: {per:.1} script calls per invalidating write");
         }
+        // Where a pass's time goes: wall, this process's CPU and the
+        // server's CPU per pass (20 passes a side; two cores shared by all).
+        for tasks in [1, 16] {
+            let mut line = format!("mix, {tasks} tasks, per pass over 20:");
+            for side in ["cacheable", "raw"] {
+                let (cpu, srv, t) = (process_cpu(), server_cpu(&server), Instant::now());
+                for _ in 0..20 {
+                    if side == "raw" {
+                        rt.block_on(mix_raw(&conn, &ops, tasks));
+                    } else {
+                        rt.block_on(mix_cacheable(&insts, &ops, tasks));
+                    }
+                }
+                let _ = write!(
+                    line,
+                    " {side} wall {:?}, process cpu {:?}, redis-server cpu {:?};",
+                    t.elapsed() / 20,
+                    process_cpu().saturating_sub(cpu) / 20,
+                    server_cpu(&server).saturating_sub(srv) / 20,
+                );
+            }
+            println!("{line}");
+        }
         // The structural bound: every command of one pass, both sides
         // (the tiers' subscriptions and acknowledgements included).
         for tasks in [1, 16] {
@@ -438,9 +462,33 @@ fn commandstats(server: &RedisServer) -> std::collections::BTreeMap<String, u64>
         .collect()
 }
 
+/// This process's CPU time (user + system, all threads; Linux, 10 ms
+/// ticks), zero elsewhere.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// The server's CPU time (`used_cpu_user` + `used_cpu_sys` of `INFO cpu`).
+fn server_cpu(server: &RedisServer) -> Duration {
+    let info = server.command(&[b"INFO", b"cpu"]);
+    let secs: f64 = String::from_utf8_lossy(&info)
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(secs)
+}
+
 /// The commands run since `before` (`INFO` aside): the total, then each.
 fn cmd_delta(server: &RedisServer, before: &std::collections::BTreeMap<String, u64>) -> String {
-    use std::fmt::Write as _;
     let mut total = 0;
     let mut each = String::new();
     for (k, v) in &commandstats(server) {
