@@ -18,12 +18,29 @@
 //!   trip (a floor); p50/p99 printed from a sample vector, idle and under
 //!   read load. Goal: p99 at most 10 ms on loopback.
 //!
+//! The mix's structural bound (counts printed at the end of a run, from
+//! `INFO commandstats` and `INFO cpu`): a pass of 1000 ops has 54 writes.
+//! Raw: 1000 commands, 1000 round trips. Cacheable: ~410 client requests
+//! (~280 scripts: per write a bump-and-publish, two acknowledgements (the
+//! other instance's and the invalidator's own, which nobody waits for) and
+//! a `WAIT`; per re-fill a lease `SET NX`, a `PUT` and a release; ~95
+//! `MGET`s), ~1500 commands counting the scripts' own. An invalidating
+//! write's critical path is bump, delivery, the other instance's ack,
+//! delivery of the push, `WAIT`: three round trips and two pub/sub hops,
+//! then about four more for the first re-fill. Sequentially that is ~360
+//! round trips and ~110 hops against raw's 1000: at most ~2x, and under
+//! 5x even with free reads and no re-fills. At 16 tasks raw pipelines on
+//! one connection and both sides are CPU-bound on a small machine: per
+//! pass ~7 ms of this process and ~4 ms of redis-server against raw's ~3
+//! and ~1, so the ratio tends to raw's CPU over cacheable's (~0.4x).
+//!
 //! Run: `cargo bench --bench local_tier -- --warm-up-time 1 --measurement-time 3`
 //! The `interleaved` lines printed at the end are the figures to quote.
 //!
 //! Over 400 lines on purpose: the three comparisons share one server, two
 //! warmed instances and the interleaved loop; split, each file would repeat them.
 
+use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +49,7 @@ use std::time::{Duration, Instant};
 use cacheable::{Cache, cacheable};
 use cacheable_test_support::RedisServer;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
@@ -289,7 +306,12 @@ fn bench(c: &mut Criterion) {
     let (insts, conn) = rt.block_on(async {
         let insts = [local_cache(&server).await, local_cache(&server).await];
         let client = redis::Client::open(server.url()).unwrap();
-        let mut conn = ConnectionManager::new(client).await.unwrap();
+        // No response timeout, as the cache's own connection: on a loaded
+        // machine 16 tasks' replies can take longer than the default.
+        let config = ConnectionManagerConfig::new().set_response_timeout(None);
+        let mut conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .unwrap();
         for k in 1..=KEYS {
             raw_op(
                 &mut conn,
@@ -394,8 +416,105 @@ fn bench(c: &mut Criterion) {
             let per = (script_calls(&server) - before) as f64 / writes as f64;
             println!("mix, {tasks} tasks: {per:.1} script calls per invalidating write");
         }
+        // Where a pass's time goes: wall, this process's CPU and the
+        // server's CPU per pass (20 passes a side; two cores shared by all).
+        for tasks in [1, 16] {
+            let mut line = format!("mix, {tasks} tasks, per pass over 20:");
+            for side in ["cacheable", "raw"] {
+                let (cpu, srv, t) = (process_cpu(), server_cpu(&server), Instant::now());
+                for _ in 0..20 {
+                    if side == "raw" {
+                        rt.block_on(mix_raw(&conn, &ops, tasks));
+                    } else {
+                        rt.block_on(mix_cacheable(&insts, &ops, tasks));
+                    }
+                }
+                let _ = write!(
+                    line,
+                    " {side} wall {:?}, process cpu {:?}, redis-server cpu {:?};",
+                    t.elapsed() / 20,
+                    process_cpu().saturating_sub(cpu) / 20,
+                    server_cpu(&server).saturating_sub(srv) / 20,
+                );
+            }
+            println!("{line}");
+        }
+        // The structural bound: every command of one pass, both sides
+        // (the tiers' subscriptions and acknowledgements included).
+        for tasks in [1, 16] {
+            let before = commandstats(&server);
+            rt.block_on(mix_cacheable(&insts, &ops, tasks));
+            println!(
+                "mix, {tasks} tasks, one pass: cacheable runs {} commands",
+                cmd_delta(&server, &before)
+            );
+            let before = commandstats(&server);
+            rt.block_on(mix_raw(&conn, &ops, tasks));
+            println!(
+                "mix, {tasks} tasks, one pass: raw runs {} commands",
+                cmd_delta(&server, &before)
+            );
+        }
     }
     drop(server);
+}
+
+/// Every `cmdstat_*` line: command -> calls.
+fn commandstats(server: &RedisServer) -> std::collections::BTreeMap<String, u64> {
+    let info = server.command(&[b"INFO", b"commandstats"]);
+    String::from_utf8_lossy(&info)
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// This process's CPU time (user + system, all threads; Linux, 10 ms
+/// ticks), zero elsewhere.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// The server's CPU time (`used_cpu_user` + `used_cpu_sys` of `INFO cpu`).
+fn server_cpu(server: &RedisServer) -> Duration {
+    let info = server.command(&[b"INFO", b"cpu"]);
+    let secs: f64 = String::from_utf8_lossy(&info)
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(secs)
+}
+
+/// The commands run since `before` (`INFO` aside): the total, then each.
+fn cmd_delta(server: &RedisServer, before: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut total = 0;
+    let mut each = String::new();
+    for (k, v) in &commandstats(server) {
+        let d = v - before.get(k).copied().unwrap_or(0);
+        if d > 0 && k != "info" {
+            total += d;
+            let _ = write!(each, " {k}={d}");
+        }
+    }
+    format!("{total} ({each} )")
 }
 
 /// The comparisons interleaved in rounds with a rotating order, so that a

@@ -218,10 +218,15 @@ impl Cache {
             // Another process computes this key: wait for its value, bounded
             // (that process may be gone).
             let deadline = Instant::now() + self.inner.lease_wait;
-            let mut pause = Duration::from_millis(5);
+            let mut reread = 0;
             while Instant::now() < deadline {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(50));
+                let pause = lease_pause(reread);
+                reread += 1;
+                if pause.is_zero() {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(pause).await;
+                }
                 match self.lookup::<A::Value>(spec, false).await {
                     Ok(Lookup::Hit(hit)) => {
                         guard.complete();
@@ -266,6 +271,22 @@ impl Cache {
         // Its dependencies were not looked at: private, to be safe.
         note_cache(true, true, 0, 0);
         A::rebuild(value)
+    }
+}
+
+/// Re-reads of a value whose lease another process holds that come at
+/// once (after a yield): a fill is a round trip or two plus the body, so a
+/// fast one lands within them.
+const REREADS_AT_ONCE: u32 = 2;
+
+/// The pause before re-read `n` (from 0) of a value whose lease another
+/// process holds: none for the first [`REREADS_AT_ONCE`], then 1 ms
+/// doubling up to 50 ms (that process may be slow or gone: the wait is
+/// bounded by `lease_wait` in any case).
+pub(super) fn lease_pause(n: u32) -> Duration {
+    match n.checked_sub(REREADS_AT_ONCE) {
+        None => Duration::ZERO,
+        Some(k) => Duration::from_millis(1 << k.min(6)).min(Duration::from_millis(50)),
     }
 }
 

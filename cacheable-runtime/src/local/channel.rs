@@ -230,9 +230,19 @@ async fn session(
     }
     let period = lease / 4;
     let mut next_renewal = tokio::time::Instant::now() + period;
+    // Acknowledgements in flight: each is sent once its message is applied
+    // (step 3) and does not hold up the next message (under a burst of
+    // invalidations one at a time queued them behind each other's round
+    // trips). A failed one ends the session, as before.
+    let mut acks: tokio::task::JoinSet<Option<i64>> = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = &mut *closed => return Ended::Closed,
+            Some(acked) = acks.join_next(), if !acks.is_empty() => {
+                if !matches!(acked, Ok(Some(_))) {
+                    return Ended::Lost("cannot acknowledge");
+                }
+            }
             msg = next(stream.as_mut()) => {
                 let Some(msg) = msg else {
                     return Ended::Lost("subscription closed");
@@ -247,21 +257,18 @@ async fn session(
                     },
                     None => return Ended::Closed,
                 }
-                if let Some(msg_id) = &msg.id {
+                if let Some(msg_id) = msg.id {
                     let life = (2 * lease).as_millis().to_string();
                     let reply = msg.reply.as_deref().map(|r| wiring.keys.reply_channel(r));
-                    let mut args = vec![id.as_bytes(), life.as_bytes()];
-                    if let Some(reply) = &reply {
-                        args.extend([reply.as_bytes(), msg_id.as_bytes()]);
-                    }
-                    let acked: Option<i64> = bounded(
-                        op,
-                        s.ack.run(&mut conn, &[&wiring.keys.ack(msg_id)], &args),
-                    )
-                    .await;
-                    if acked.is_none() {
-                        return Ended::Lost("cannot acknowledge");
-                    }
+                    let ack_key = wiring.keys.ack(&msg_id);
+                    let (mut conn, id) = (conn.clone(), id.clone());
+                    acks.spawn(async move {
+                        let mut args = vec![id.as_bytes(), life.as_bytes()];
+                        if let Some(reply) = &reply {
+                            args.extend([reply.as_bytes(), msg_id.as_bytes()]);
+                        }
+                        bounded(op, s.ack.run(&mut conn, &[&ack_key], &args)).await
+                    });
                 }
             }
             () = tokio::time::sleep_until(next_renewal) => {
