@@ -34,6 +34,9 @@ pub struct SiteState {
     /// The site's counters in one stats registry, and that registry's id
     /// (see `Registry::site`).
     counters: OnceLock<(u64, Arc<Counters>)>,
+    /// The identity computed from one source string (its address and
+    /// length): see `__private::site_identity`.
+    identity: OnceLock<(usize, usize, Identity)>,
 }
 
 impl SiteState {
@@ -43,7 +46,29 @@ impl SiteState {
         Self {
             last: AtomicU64::new(0),
             counters: OnceLock::new(),
+            identity: OnceLock::new(),
         }
+    }
+
+    /// The identity that `make` computes from `source`, computed once per
+    /// site: remembered with the address and length of `source`, so that a
+    /// generic site (one static for every instantiation) whose source
+    /// differs by instantiation recomputes it for the others. Equal address
+    /// and length mean equal bytes, hence an equal identity.
+    pub(crate) fn identity(
+        &self,
+        source: &'static str,
+        make: impl FnOnce(&'static str) -> Identity,
+    ) -> Identity {
+        let at = (source.as_ptr() as usize, source.len());
+        if let Some((p, l, id)) = self.identity.get()
+            && (*p, *l) == at
+        {
+            return *id;
+        }
+        let id = make(source);
+        let _ = self.identity.set((at.0, at.1, id));
+        id
     }
 
     /// The remembered counters, if they are those of `registry`.
