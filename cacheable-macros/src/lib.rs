@@ -289,9 +289,10 @@ mod template;
 /// async fn get_user(db: &Db, id: u64) -> Result<User, String> {
 ///     assert_cached_value::<User>();              // E0277 on `User` unless Serialize + Deserialize
 ///     static SITE: Site = Site { name: "users.get", version: 0, ttl: Ttl::Secs(300), .. };
-///     let id_ = named_identity("users.get").finish();   // adds .ty(type_name::<T>()) per type
-///                                                 // param, .konst(&N) per const param; without
-///                                                 // `name`: probe_identity(type_name_of(&|| ()))
+///     let id_ = site_identity(&SITE, "users.get", name_identity); // hashed on the first call only;
+///                                                 // with `Self` or generics: named_identity("users.get")
+///                                                 // .ty(type_name::<T>()).konst(&N).finish(); without `name`:
+///                                                 // site_identity(&SITE, type_name_of(&|| ()), probe_identity)
 ///     let cache = global_cache();                 // or explicit_cache(&(<expr>))
 ///     let key = hashed_key(id_, |h| { hash_arg(h, &id)?; Ok(()) });
 ///                                                 // key = "..": template_key(id_, &[KeyPart::..])

@@ -112,8 +112,12 @@ impl Context {
 }
 
 /// Runs `future` with `ctx` as the current context.
-pub async fn scope<F: Future>(ctx: Context, future: F) -> F::Output {
-    CONTEXT.scope(ctx, future).await
+///
+/// Not an `async fn`: the task-local's own future is returned as is, so the
+/// caller's future is not moved into one more state machine on its first
+/// poll (a copy of the whole future per call, on the hit path).
+pub fn scope<F: Future>(ctx: Context, future: F) -> impl Future<Output = F::Output> {
+    CONTEXT.scope(ctx, future)
 }
 
 /// The current context, if the calling task runs inside [`scope`].

@@ -18,16 +18,25 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{LazyLock, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, OnceLock, PoisonError, RwLock};
+
+use crate::stats::Counters;
 
 use crate::key::Identity;
 
-/// Per-site registration state, in the site's static.
+/// Per-site run-time state, in the site's static: the identity it
+/// registered, and its counters in the first cache it ran on.
 #[derive(Debug)]
 pub struct SiteState {
     /// The last identity registered by this site (0: none yet; an identity
     /// that is 0 always takes the slow path).
     last: AtomicU64,
+    /// The site's counters in one stats registry, and that registry's id
+    /// (see `Registry::site`).
+    counters: OnceLock<(u64, Arc<Counters>)>,
+    /// The identity computed from one source string (its address and
+    /// length): see `__private::site_identity`.
+    identity: OnceLock<(usize, usize, Identity)>,
 }
 
 impl SiteState {
@@ -36,7 +45,44 @@ impl SiteState {
     pub const fn new() -> Self {
         Self {
             last: AtomicU64::new(0),
+            counters: OnceLock::new(),
+            identity: OnceLock::new(),
         }
+    }
+
+    /// The identity that `make` computes from `source`, computed once per
+    /// site: remembered with the address and length of `source`, so that a
+    /// generic site (one static for every instantiation) whose source
+    /// differs by instantiation recomputes it for the others. Equal address
+    /// and length mean equal bytes, hence an equal identity.
+    pub(crate) fn identity(
+        &self,
+        source: &'static str,
+        make: impl FnOnce(&'static str) -> Identity,
+    ) -> Identity {
+        let at = (source.as_ptr() as usize, source.len());
+        if let Some((p, l, id)) = self.identity.get()
+            && (*p, *l) == at
+        {
+            return *id;
+        }
+        let id = make(source);
+        let _ = self.identity.set((at.0, at.1, id));
+        id
+    }
+
+    /// The remembered counters, if they are those of `registry`.
+    pub(crate) fn counters(&self, registry: u64) -> Option<&Arc<Counters>> {
+        self.counters
+            .get()
+            .filter(|(id, _)| *id == registry)
+            .map(|(_, c)| c)
+    }
+
+    /// Remembers `counters` as the site's in `registry`, unless the site
+    /// already remembers another registry's.
+    pub(crate) fn remember_counters(&self, registry: u64, counters: &Arc<Counters>) {
+        let _ = self.counters.set((registry, Arc::clone(counters)));
     }
 }
 

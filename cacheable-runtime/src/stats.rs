@@ -154,8 +154,21 @@ impl std::hash::Hasher for FnvHasher {
 /// `Stats::functions` does not list), so the map never grows without bound.
 pub(crate) const MAX_FUNCTIONS: usize = 1024;
 
+/// Which [`Registry`] a site's remembered counters belong to (see
+/// [`Registry::site`]): unique in the process, never 0.
+#[derive(Debug)]
+pub(crate) struct RegistryId(u64);
+
+impl Default for RegistryId {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Relaxed))
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
+    id: RegistryId,
     pub total: Counters,
     pub invalidations: AtomicU64,
     /// At most [`MAX_FUNCTIONS`] entries.
@@ -167,6 +180,20 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// The counters of a call site: [`Registry::function`] of its name,
+    /// remembered in the site's static for the first registry that asks
+    /// (the only one, unless a process builds several caches), so that a
+    /// call takes no lock and hashes no name. Functions are never removed
+    /// from the map, so the remembered counters stay the map's.
+    pub(crate) fn site(&self, site: &crate::site::Site) -> Arc<Counters> {
+        if let Some(c) = site.state.counters(self.id.0) {
+            return Arc::clone(c);
+        }
+        let c = self.function(site.name);
+        site.state.remember_counters(self.id.0, &c);
+        c
+    }
+
     pub(crate) fn function(&self, name: &'static str) -> Arc<Counters> {
         if let Some(c) = self
             .functions

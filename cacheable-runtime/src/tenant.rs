@@ -86,6 +86,7 @@ pub fn check_bytes(id: &[u8], max_len: usize) -> Result<&str, InvalidTenant> {
 /// Runs `future` with `tenant` as the current tenant. The rest of the current
 /// context (user, role, client IP), if any, is kept.
 pub async fn scope<F: Future>(tenant: impl Into<TenantId>, future: F) -> F::Output {
+    // Read when first polled (the context current then), as before.
     let ctx = context::current().unwrap_or_default().tenant(tenant);
     context::scope(ctx, future).await
 }

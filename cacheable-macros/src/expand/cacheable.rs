@@ -67,7 +67,7 @@ fn body(args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
     let local_tier = args.local.as_ref().is_none_or(|l| l.value);
 
     let id = local("id");
-    let id_value = identity(p, args, input);
+    let id_value = identity(p, args, input, &site);
     let cache_value = cache_expr(&krate, args.cache.as_ref());
     let key_value = match &args.key {
         Some(template) => {
@@ -163,12 +163,16 @@ fn hash_carried(p: &TokenStream, h: &Ident, binding: &Ident, carrier: &Carrier<'
 /// (`m::OrgRepo<u8>::name::{{closure}}::{{closure}}`). With `name`: the
 /// name, `Self` (methods with a receiver; the macro cannot name `Self`
 /// elsewhere) and the fn's own type and const arguments.
-fn identity(p: &TokenStream, args: &CacheableArgs, input: &AsyncFn) -> TokenStream {
+///
+/// Computed once per site (`site_identity`), from the probe's name or the
+/// name alone: both are `&'static str`, and the runtime recomputes it when
+/// an instantiation of a generic site brings another string.
+fn identity(p: &TokenStream, args: &CacheableArgs, input: &AsyncFn, site: &Ident) -> TokenStream {
     let Some(name) = &args.name else {
         let probe = local("probe");
         return quote! {{
             let #probe = || ();
-            #p::probe_identity(#p::type_name_of(&#probe))
+            #p::site_identity(&#site, #p::type_name_of(&#probe), #p::probe_identity)
         }};
     };
     let name = &name.value;
@@ -188,6 +192,9 @@ fn identity(p: &TokenStream, args: &CacheableArgs, input: &AsyncFn) -> TokenStre
             }
             syn::GenericParam::Lifetime(_) => {}
         }
+    }
+    if parts.is_empty() {
+        return quote!(#p::site_identity(&#site, #name, #p::name_identity));
     }
     quote!(#p::named_identity(#name) #(#parts)* .finish())
 }
