@@ -561,6 +561,49 @@ async fn an_instance_that_only_adds_to_the_ack_set_is_found_by_polling() {
     );
 }
 
+/// An instance does not acknowledge its own invalidation: it applied it
+/// itself (step 6) and names its registration in the message's `from`, so
+/// nobody waits for that acknowledgement. Two instances: A's invalidation
+/// is acknowledged by B alone, also well after it returned (A's own
+/// subscription got the message too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_does_not_acknowledge_its_own_invalidation() {
+    let server = RedisServer::start();
+    let (a, b) = (local(&server, "lt9").await, local(&server, "lt9").await);
+    let db = Db::new();
+    until_local(&a, &db, 0).await;
+    until_local(&b, &db, 0).await;
+    a.delete_by_tags(&["r0"], None).await.unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut checks = 0;
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        let sets: Vec<String> = redis::cmd("KEYS")
+            .arg("lt9:local:ack:*")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(sets.len(), 1, "one invalidation, one acknowledgement set");
+        let acked: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&sets[0])
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(acked.len(), 1, "acknowledged by B alone: {acked:?}");
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(checks > 5, "{checks} checks");
+    // B's invalidation is acknowledged by A, the other way round.
+    b.delete_by_tags(&["r1"], None).await.unwrap();
+    let sets: Vec<String> = redis::cmd("KEYS")
+        .arg("lt9:local:ack:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(sets.len(), 2);
+}
+
 #[tokio::test]
 async fn local_cache_configuration_errors() {
     let bad = [

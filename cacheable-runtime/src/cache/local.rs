@@ -219,7 +219,18 @@ impl Cache {
         // Registered before the publish: a push that comes before the wait
         // starts is kept (see `crate::local::acks`).
         let waiter = self.inner.acks.waiter(&msg_id);
-        let message = scripts::message(&msg_id, waiter.as_ref().map(Waiter::reply), &what);
+        // This instance's registration, named in the message so that its
+        // own subscription does not acknowledge what nobody waits for.
+        // Read once, for the message and the wait alike: whichever
+        // registration it is, this instance applies the message itself (step
+        // 6), so not waiting for it is safe.
+        let me = self.inner.local.as_ref().and_then(|tier| tier.id());
+        let message = scripts::message(
+            &msg_id,
+            waiter.as_ref().map(Waiter::reply),
+            me.as_deref(),
+            &what,
+        );
         let args = [names.channel.as_bytes(), message.as_bytes()];
         let mut keys: Vec<&str> = Vec::with_capacity(bump.len() + 1);
         if let Link::Cluster(store) = &link {
@@ -239,13 +250,12 @@ impl Cache {
             })
             .await?;
         // Step 6: this instance at once, without its own acknowledgement.
-        let me = self.inner.local.as_ref().and_then(|tier| {
+        if let Some(tier) = &self.inner.local {
             match &what {
                 What::Keys(keys) => tier.floors.raise(keys.iter().map(String::as_str)),
                 What::All => tier.drop_all(),
             }
-            tier.id()
-        });
+        }
         let waiting: Vec<String> = live
             .into_iter()
             .filter(|id| Some(id) != me.as_ref())

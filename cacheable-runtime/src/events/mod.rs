@@ -48,8 +48,11 @@
 //! does). `id`: 1 to 64 characters, fresh per message (32 random hex
 //! digits). Optional `"reply":"<reply id>"` (1 to 64 of `[0-9A-Za-z_-]`):
 //! the publisher listens on `<p>:local:acks:<reply id>` for pushed
-//! acknowledgements (below); a publisher that polls leaves it out. A
-//! receiver that cannot parse a message drops its whole tier.
+//! acknowledgements (below); a publisher that polls leaves it out.
+//! Optional `"from":"<instance id>"`: the publisher's own registration,
+//! which applied the message itself and is not waited for; the instance
+//! with that id does not acknowledge (a service without a local tier leaves
+//! it out). A receiver that cannot parse a message drops its whole tier.
 //!
 //! **Step 1, bump and publish** in one atomic script, [`INVALIDATE_SCRIPT`]:
 //! `KEYS` = the version keys, then the registry; `ARGV[1]` = the channel,

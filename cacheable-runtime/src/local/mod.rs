@@ -171,7 +171,10 @@
 //! versions bumped, `{"v":1,"id":"<32 hex>","all":true}` for a `clear`,
 //! each with an optional `"reply":"<reply id>"` (1 to 64 of
 //! `[0-9A-Za-z_-]`) when the invalidator listens for pushed
-//! acknowledgements. Receivers acknowledge with
+//! acknowledgements, and an optional `"from":"<instance id>"` naming the
+//! invalidator's own registration (it applies the message itself, step 6,
+//! and does not wait for that id; the instance with that id does not
+//! acknowledge). Receivers acknowledge with
 //! `SADD {prefix}:local:ack:<id> <instance id>` (on a cluster:
 //! `{prefix}:local:{<prefix>.local}:ack:<id>`) and then, when the message
 //! has a `reply`, `PUBLISH {prefix}:local:acks:<reply id> <id>` (one

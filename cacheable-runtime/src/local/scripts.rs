@@ -222,15 +222,19 @@ pub(crate) enum Drop {
 }
 
 /// The message of invalidation `id`, naming the invalidator's `reply` id
-/// when it listens for pushed acknowledgements (see the format in the
-/// module docs of `local`).
-pub(crate) fn message(id: &str, reply: Option<&str>, drop: &Drop) -> String {
+/// when it listens for pushed acknowledgements, and its own registration
+/// (`from`) when it has one, which it does not wait for (see the format in
+/// the module docs of `local`).
+pub(crate) fn message(id: &str, reply: Option<&str>, from: Option<&str>, drop: &Drop) -> String {
     let mut body = match drop {
         Drop::Keys(keys) => serde_json::json!({ "v": 1, "id": id, "keys": keys }),
         Drop::All => serde_json::json!({ "v": 1, "id": id, "all": true }),
     };
     if let Some(reply) = reply {
         body["reply"] = reply.into();
+    }
+    if let Some(from) = from {
+        body["from"] = from.into();
     }
     body.to_string()
 }
@@ -243,6 +247,10 @@ pub(crate) struct Message {
     /// Where to push the acknowledgement (see [`Keys::reply_channel`]), when
     /// the invalidator listens.
     pub reply: Option<String>,
+    /// The registration of the invalidator, when it names one: that
+    /// instance applied the message itself and does not wait for its own
+    /// acknowledgement.
+    pub from: Option<String>,
     /// What to drop.
     pub drop: Drop,
 }
@@ -270,11 +278,13 @@ pub(crate) fn parse(raw: &[u8]) -> Message {
         return Message {
             id: None,
             reply: None,
+            from: None,
             drop: Drop::All,
         };
     };
     let id = id_field(&v, "id", false);
     let reply = id_field(&v, "reply", true);
+    let from = id_field(&v, "from", false);
     let keys = v
         .get("keys")
         .and_then(serde_json::Value::as_array)
@@ -287,7 +297,12 @@ pub(crate) fn parse(raw: &[u8]) -> Message {
         Some(keys) if v.get("all").is_none() => Drop::Keys(keys),
         _ => Drop::All,
     };
-    Message { id, reply, drop }
+    Message {
+        id,
+        reply,
+        from,
+        drop,
+    }
 }
 
 #[cfg(test)]
@@ -315,15 +330,24 @@ mod tests {
         let msg = |id: Option<&str>, reply: Option<&str>, drop| Message {
             id: id.map(str::to_owned),
             reply: reply.map(str::to_owned),
+            from: None,
             drop,
         };
         let keys = || Drop::Keys(vec!["p:{t:61}:g".into(), "p:{a}:t:x\"y".into()]);
-        let m = message("ab", None, &keys());
+        let m = message("ab", None, None, &keys());
         assert_eq!(parse(m.as_bytes()), msg(Some("ab"), None, keys()));
-        let m = message("ab", Some("r1"), &keys());
+        let m = message("ab", Some("r1"), None, &keys());
         assert_eq!(parse(m.as_bytes()), msg(Some("ab"), Some("r1"), keys()));
+        let m = message("ab", Some("r1"), Some("i-7"), &keys());
         assert_eq!(
-            parse(message("cd", None, &Drop::All).as_bytes()),
+            parse(m.as_bytes()),
+            Message {
+                from: Some("i-7".into()),
+                ..msg(Some("ab"), Some("r1"), keys())
+            }
+        );
+        assert_eq!(
+            parse(message("cd", None, None, &Drop::All).as_bytes()),
             msg(Some("cd"), None, Drop::All)
         );
         assert_eq!(parse(b"not json"), msg(None, None, Drop::All));
