@@ -407,8 +407,8 @@ impl Node {
 /// then, when `push` and the message names a `reply`, `PUBLISH` the message
 /// id on `<p>:local:acks:<reply>`. Without `push` it is an instance of an
 /// older version or another language, found only by polling. Returns the
-/// thread and, per message, when its `SADD` had returned (from then on the
-/// invalidator's `WAIT` script finds the acknowledgement).
+/// thread and, per message, when its `SADD` was about to be sent (the
+/// invalidator's `WAIT` script cannot find the acknowledgement earlier).
 fn fake_acker(
     at: &Node,
     push: bool,
@@ -451,12 +451,15 @@ fn fake_acker(
             let id = v["id"].as_str().unwrap();
             std::thread::sleep(delay(n));
             n += 1;
+            // Recorded before the `SADD` is sent: the invalidator cannot
+            // see the acknowledgement earlier (after it, a poll may find
+            // the acknowledgement before this thread has its reply).
+            acked_by.lock().unwrap().push(Instant::now());
             redis::cmd("SADD")
                 .arg(format!("{ack}{id}"))
                 .arg("fake")
                 .query::<i64>(&mut conn)
                 .unwrap();
-            acked_by.lock().unwrap().push(Instant::now());
             if let (true, Some(reply)) = (push, v["reply"].as_str()) {
                 redis::cmd("PUBLISH")
                     .arg(format!("{replies}{reply}"))
@@ -479,7 +482,7 @@ fn spread_delay(n: usize) -> Duration {
 
 /// Invalidates on `a` `n` times (after one that starts its listener) and
 /// returns, sorted, how long each call took to return once its
-/// acknowledgement was in Redis (`acked`, from [`fake_acker`]).
+/// acknowledgement was sent (`acked`, from [`fake_acker`]).
 async fn excess_over_ack(
     at: &Node,
     a: &Cache,
