@@ -431,3 +431,61 @@ async fn a_waiter_for_another_instance_gets_its_quick_fill_within_milliseconds()
         "the waiter took at least {best:?} for a fill that ended at once"
     );
 }
+
+/// A (one process) holds the lease of a key at its versions and computes,
+/// gated; B (another) is refused the lease and waits for A's value. An
+/// invalidation then moves the key's versions on, and A's value, computed
+/// before it, is written under the old versions, where no reader serves it.
+/// B must not wait out the whole stampede wait (3 s here) for a value that
+/// will never come: once the versions it reads have no lease holder, it
+/// takes the lease of the new versions and computes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_versions_move_on_does_not_wait_out_the_stampede_wait() {
+    let server = RedisServer::start();
+    let a = redis(&server, "moved", Duration::from_secs(3)).await;
+    let b = redis(&server, "moved", Duration::from_secs(3)).await;
+    let opts = opts().tags(["t"]);
+    let (entered, entered_rx) = oneshot::channel::<()>();
+    let gate = Arc::new(Notify::new());
+    let leader = {
+        let (a, opts, gate) = (a.clone(), opts.clone(), Arc::clone(&gate));
+        tokio::spawn(async move {
+            a.get_or_compute("k", &opts, || async move {
+                let _ = entered.send(());
+                gate.notified().await;
+                Ok::<_, ()>("before".to_owned())
+            })
+            .await
+            .unwrap()
+        })
+    };
+    entered_rx.await.unwrap();
+    let sets = set_calls(&server);
+    let started = Instant::now();
+    let waiter = {
+        let (b, opts) = (b.clone(), opts.clone());
+        tokio::spawn(async move {
+            let v = b
+                .get_or_compute("k", &opts, || async { Ok::<_, ()>("after".to_owned()) })
+                .await
+                .unwrap();
+            (v, started.elapsed())
+        })
+    };
+    // B's lease request reached the server (and was refused: A holds it).
+    while set_calls(&server) == sets {
+        tokio::task::yield_now().await;
+    }
+    a.delete_by_tags(&["t"], Some("flight")).await.unwrap();
+    gate.notify_one();
+    assert_eq!(leader.await.unwrap(), "before", "A gets its own value");
+    let (v, took) = waiter.await.unwrap();
+    assert_eq!(
+        v, "after",
+        "B never serves a value computed before the invalidation"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "B waited {took:?} for a lease whose value could never be served"
+    );
+}

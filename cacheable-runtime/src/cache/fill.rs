@@ -185,7 +185,7 @@ impl Cache {
             self.report(Some(&spec.counters), "release", &e);
         }
         let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
-        let (lease, held_elsewhere) = match self
+        let (mut lease, held_elsewhere) = match self
             .op_in(
                 spec,
                 self.inner
@@ -200,7 +200,7 @@ impl Cache {
                     Arc::clone(&self.inner.store),
                     self.inner.op_timeout,
                     lease_key,
-                    token,
+                    token.clone(),
                 );
                 (Some(lease), false)
             }
@@ -233,6 +233,31 @@ impl Cache {
                         return self.serve_hit::<A, O>(spec, hit);
                     }
                     Ok(Lookup::Stale { miss: m, .. } | Lookup::Miss(m)) => miss = m,
+                    Err(_) => break,
+                }
+                // Still no value: lead if nobody holds the lease of the
+                // versions read now. The holder may be done without a value
+                // these versions serve (an invalidation moved them on while
+                // it computed, or its value was not cacheable) or gone; its
+                // value will never come, and waiting out `lease_wait` for it
+                // stalled every reader of a hot key for the whole wait.
+                let key = crate::flight::lease_key(&spec.keys[0], &miss.versions);
+                let ttl = self.inner.lease_ttl;
+                match self
+                    .op_in(spec, self.inner.store.try_lease(&key, &token, ttl))
+                    .await
+                {
+                    Ok(true) => {
+                        guard.hold_lease(&key, &token);
+                        lease = Some(LeaseGuard::new(
+                            Arc::clone(&self.inner.store),
+                            self.inner.op_timeout,
+                            key,
+                            token,
+                        ));
+                        break;
+                    }
+                    Ok(false) => {}
                     Err(_) => break,
                 }
             }
