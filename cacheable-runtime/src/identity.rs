@@ -18,9 +18,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, OnceLock, PoisonError, RwLock};
+use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
 
-use crate::stats::Counters;
+use crate::stats::SiteCounters;
 
 use crate::key::Identity;
 
@@ -31,9 +31,8 @@ pub struct SiteState {
     /// The last identity registered by this site (0: none yet; an identity
     /// that is 0 always takes the slow path).
     last: AtomicU64,
-    /// The site's counters in one stats registry, and that registry's id
-    /// (see `Registry::site`).
-    counters: OnceLock<(u64, Arc<Counters>)>,
+    /// The site's counters in one stats registry (see `Registry::site`).
+    pub(crate) counters: SiteCounters,
     /// The identity computed from one source string (its address and
     /// length): see `__private::site_identity`.
     identity: OnceLock<(usize, usize, Identity)>,
@@ -45,7 +44,7 @@ impl SiteState {
     pub const fn new() -> Self {
         Self {
             last: AtomicU64::new(0),
-            counters: OnceLock::new(),
+            counters: SiteCounters::new(),
             identity: OnceLock::new(),
         }
     }
@@ -69,20 +68,6 @@ impl SiteState {
         let id = make(source);
         let _ = self.identity.set((at.0, at.1, id));
         id
-    }
-
-    /// The remembered counters, if they are those of `registry`.
-    pub(crate) fn counters(&self, registry: u64) -> Option<&Arc<Counters>> {
-        self.counters
-            .get()
-            .filter(|(id, _)| *id == registry)
-            .map(|(_, c)| c)
-    }
-
-    /// Remembers `counters` as the site's in `registry`, unless the site
-    /// already remembers another registry's.
-    pub(crate) fn remember_counters(&self, registry: u64, counters: &Arc<Counters>) {
-        let _ = self.counters.set((registry, Arc::clone(counters)));
     }
 }
 

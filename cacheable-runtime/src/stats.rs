@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::monitor::routes::{RouteStats, RouteTable};
@@ -166,6 +166,31 @@ impl Default for RegistryId {
     }
 }
 
+/// A call site's counters in one [`Registry`] (see [`Registry::site`]),
+/// kept in the site's static.
+#[derive(Debug)]
+pub(crate) struct SiteCounters(OnceLock<(u64, Arc<Counters>)>);
+
+impl SiteCounters {
+    pub(crate) const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// The remembered counters, if they are those of `registry`.
+    fn get(&self, registry: u64) -> Option<&Arc<Counters>> {
+        self.0
+            .get()
+            .filter(|(id, _)| *id == registry)
+            .map(|(_, c)| c)
+    }
+
+    /// Remembers `counters` as the site's in `registry`, unless the site
+    /// already remembers another registry's.
+    fn remember(&self, registry: u64, counters: &Arc<Counters>) {
+        let _ = self.0.set((registry, Arc::clone(counters)));
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     id: RegistryId,
@@ -180,17 +205,18 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// The counters of a call site: [`Registry::function`] of its name,
-    /// remembered in the site's static for the first registry that asks
-    /// (the only one, unless a process builds several caches), so that a
-    /// call takes no lock and hashes no name. Functions are never removed
-    /// from the map, so the remembered counters stay the map's.
-    pub(crate) fn site(&self, site: &crate::site::Site) -> Arc<Counters> {
-        if let Some(c) = site.state.counters(self.id.0) {
+    /// The counters of a call site named `name`: [`Registry::function`] of
+    /// its name, remembered in the site's static (`memo`) for the first
+    /// registry that asks (the only one, unless a process builds several
+    /// caches), so that a call takes no lock and hashes no name. Functions
+    /// are never removed from the map, so the remembered counters stay the
+    /// map's.
+    pub(crate) fn site(&self, name: &'static str, memo: &SiteCounters) -> Arc<Counters> {
+        if let Some(c) = memo.get(self.id.0) {
             return Arc::clone(c);
         }
-        let c = self.function(site.name);
-        site.state.remember_counters(self.id.0, &c);
+        let c = self.function(name);
+        memo.remember(self.id.0, &c);
         c
     }
 
@@ -321,6 +347,8 @@ impl Registry {
             .collect()
     }
 
+    /// The counters of this registry; `identity_conflicts` (process-wide)
+    /// and `disabled` are filled in by `Cache::stats`.
     pub(crate) fn snapshot(&self) -> Stats {
         let t = self.total.snapshot();
         let functions = self
@@ -340,7 +368,7 @@ impl Registry {
             compute_time: t.compute_time,
             computes: t.computes,
             hit_time: t.hit_time,
-            identity_conflicts: crate::identity::conflicts(),
+            identity_conflicts: 0,
             disabled: false,
             functions,
             routes: self.routes.snapshot(),

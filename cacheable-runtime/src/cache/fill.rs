@@ -22,7 +22,7 @@ impl Cache {
         let key = match key {
             Ok(k) => k,
             Err(e) => {
-                let counters = self.inner.stats.site(site);
+                let counters = self.inner.stats.site(site.name, &site.state.counters);
                 self.report(Some(&counters), "key", &CacheError::Codec(e.to_string()));
                 self.inner.stats.miss(&counters, site.name);
                 mark_incomplete();
@@ -32,7 +32,7 @@ impl Cache {
         let mut spec = match self.site_entry(site, &key, &tags) {
             Ok(spec) => spec,
             Err(e) => {
-                let counters = self.inner.stats.site(site);
+                let counters = self.inner.stats.site(site.name, &site.state.counters);
                 self.report(Some(&counters), "tenant", &e);
                 self.inner.stats.miss(&counters, site.name);
                 return body.await;

@@ -689,6 +689,7 @@ impl Cache {
     /// Counters since the cache was built.
     pub fn stats(&self) -> Stats {
         let mut stats = self.inner.stats.snapshot();
+        stats.identity_conflicts = crate::identity::conflicts();
         stats.disabled = self.inner.disabled;
         stats
     }

@@ -147,7 +147,7 @@ impl Cache {
             private: tenant.is_some(),
             local: site.local,
             name: site.name,
-            counters: self.inner.stats.site(site),
+            counters: self.inner.stats.site(site.name, &site.state.counters),
             degraded: std::sync::atomic::AtomicBool::new(false),
             tenant,
         })
