@@ -744,8 +744,8 @@ fn registry(prefix: &str) -> String {
 /// [`raw_bump`] on the master that serves the version key now.
 fn raw_bump_cluster(cluster: &RedisCluster, prefix: &str, r: usize) {
     let key = format!("{prefix}:{{a}}:v:t:r{r}");
-    // Any live node, then the one its `-MOVED <slot> <host>:<port>` names
-    // (`master_of` asks node 0, which may be the one killed).
+    // Any live node, then the one its `-MOVED <slot> <host>:<port>` names:
+    // right also while a failover is under way.
     let live = cluster.nodes().iter().find(|n| n.pid().is_some()).unwrap();
     let mut reply = live.command(&[b"INCR", key.as_bytes()]);
     if let Some(moved) = reply.strip_prefix(b"-MOVED ") {

@@ -571,16 +571,17 @@ impl RedisCluster {
     /// # Panics
     /// If no node answers.
     pub fn master_of(&self, key: &str) -> usize {
-        let reply = self.nodes[0].command(&[b"CLUSTER", b"KEYSLOT", key.as_bytes()]);
-        let slot: u16 = String::from_utf8_lossy(&reply[1..])
-            .trim()
-            .parse()
-            .expect("KEYSLOT reply");
+        // Any live node answers both (node 0 may be the one killed).
         let live = self
             .nodes
             .iter()
             .find(|n| n.pid().is_some())
             .expect("a live node");
+        let reply = live.command(&[b"CLUSTER", b"KEYSLOT", key.as_bytes()]);
+        let slot: u16 = String::from_utf8_lossy(&reply[1..])
+            .trim()
+            .parse()
+            .expect("KEYSLOT reply");
         let nodes = String::from_utf8_lossy(&live.command(&[b"CLUSTER", b"NODES"])).into_owned();
         for line in nodes.lines() {
             let f: Vec<&str> = line.split(' ').collect();
@@ -655,5 +656,23 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedisCluster;
+
+    /// `master_of` answers with node 0 killed (it asked node 0 for the
+    /// slot, and panicked on its dead reply).
+    #[test]
+    fn master_of_answers_with_node_0_killed() {
+        let mut cluster = RedisCluster::start(3, 0);
+        let owner = |c: &RedisCluster| (0..200).map(|i| c.master_of(&format!("k{i}"))).collect();
+        let before: Vec<usize> = owner(&cluster);
+        cluster.kill(0);
+        let after: Vec<usize> = owner(&cluster);
+        assert_eq!(before, after, "the slots did not move (no replica)");
+        assert!(after.iter().any(|&n| n != 0) && after.contains(&0));
     }
 }
