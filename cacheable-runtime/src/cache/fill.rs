@@ -249,12 +249,27 @@ impl Cache {
                 {
                     Ok(true) => {
                         guard.hold_lease(&key, &token);
-                        lease = Some(LeaseGuard::new(
+                        let held = LeaseGuard::new(
                             Arc::clone(&self.inner.store),
                             self.inner.op_timeout,
                             key,
                             token,
-                        ));
+                        );
+                        // The holder may have written its value and released
+                        // between the re-read and this lease: read once more
+                        // before computing it again.
+                        if let Ok(Lookup::Hit(hit)) = self.lookup::<A::Value>(spec, false).await {
+                            if let Err(e) = self
+                                .op_in(spec, self.inner.store.release(held.key(), held.token()))
+                                .await
+                            {
+                                self.report(Some(&spec.counters), "release", &e);
+                            }
+                            held.disarm();
+                            guard.complete();
+                            return self.serve_hit::<A, O>(spec, hit);
+                        }
+                        lease = Some(held);
                         break;
                     }
                     Ok(false) => {}
