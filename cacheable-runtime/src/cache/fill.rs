@@ -185,31 +185,15 @@ impl Cache {
             self.report(Some(&spec.counters), "release", &e);
         }
         let token = format!("{:032x}", u128::from_le_bytes(envelope::new_stamp()));
-        let (mut lease, held_elsewhere) = match self
-            .op_in(
-                spec,
-                self.inner
-                    .store
-                    .try_lease(&lease_key, &token, self.inner.lease_ttl),
-            )
-            .await
-        {
-            Ok(true) => {
-                guard.hold_lease(&lease_key, &token);
-                let lease = LeaseGuard::new(
-                    Arc::clone(&self.inner.store),
-                    self.inner.op_timeout,
-                    lease_key,
-                    token.clone(),
-                );
-                (Some(lease), false)
-            }
-            Ok(false) => (None, true),
-            Err(e) => {
-                self.report(Some(&spec.counters), "lease", &e);
-                (None, false)
-            }
-        };
+        let (mut lease, held_elsewhere) =
+            match self.take_lease(spec, &mut guard, lease_key, &token).await {
+                Ok(Some(lease)) => (Some(lease), false),
+                Ok(None) => (None, true),
+                Err(e) => {
+                    self.report(Some(&spec.counters), "lease", &e);
+                    (None, false)
+                }
+            };
         if held_elsewhere {
             if let Some(value) = stale {
                 guard.complete();
@@ -242,37 +226,20 @@ impl Cache {
                 // value will never come, and waiting out `lease_wait` for it
                 // stalled every reader of a hot key for the whole wait.
                 let key = crate::flight::lease_key(&spec.keys[0], &miss.versions);
-                let ttl = self.inner.lease_ttl;
-                match self
-                    .op_in(spec, self.inner.store.try_lease(&key, &token, ttl))
-                    .await
-                {
-                    Ok(true) => {
-                        guard.hold_lease(&key, &token);
-                        let held = LeaseGuard::new(
-                            Arc::clone(&self.inner.store),
-                            self.inner.op_timeout,
-                            key,
-                            token,
-                        );
+                match self.take_lease(spec, &mut guard, key, &token).await {
+                    Ok(Some(held)) => {
                         // The holder may have written its value and released
                         // between the re-read and this lease: read once more
                         // before computing it again.
                         if let Ok(Lookup::Hit(hit)) = self.lookup::<A::Value>(spec, false).await {
-                            if let Err(e) = self
-                                .op_in(spec, self.inner.store.release(held.key(), held.token()))
-                                .await
-                            {
-                                self.report(Some(&spec.counters), "release", &e);
-                            }
-                            held.disarm();
+                            self.release_lease(spec, held).await;
                             guard.complete();
                             return self.serve_hit::<A, O>(spec, hit);
                         }
                         lease = Some(held);
                         break;
                     }
-                    Ok(false) => {}
+                    Ok(None) => {}
                     Err(_) => break,
                 }
             }
@@ -280,15 +247,50 @@ impl Cache {
         let out = self.compute::<A, O, F>(spec, miss, ret_tags, body).await;
         guard.complete();
         if let Some(lease) = lease {
-            if let Err(e) = self
-                .op_in(spec, self.inner.store.release(lease.key(), lease.token()))
-                .await
-            {
-                self.report(Some(&spec.counters), "release", &e);
-            }
-            lease.disarm();
+            self.release_lease(spec, lease).await;
         }
         out
+    }
+
+    /// Tries the cross-process lease `key` for this call: its guard when
+    /// granted (the flight's followers learn it, to release it should this
+    /// leader die), `None` when another process holds it.
+    async fn take_lease(
+        &self,
+        spec: &Spec,
+        flight: &mut FlightGuard,
+        key: String,
+        token: &str,
+    ) -> Result<Option<LeaseGuard>, CacheError> {
+        let granted = self
+            .op_in(
+                spec,
+                self.inner
+                    .store
+                    .try_lease(&key, token, self.inner.lease_ttl),
+            )
+            .await?;
+        Ok(granted.then(|| {
+            flight.hold_lease(&key, token);
+            LeaseGuard::new(
+                Arc::clone(&self.inner.store),
+                self.inner.op_timeout,
+                key,
+                token.to_owned(),
+            )
+        }))
+    }
+
+    /// Releases a lease this call holds, reporting a failure (the lease
+    /// then runs out on its own).
+    async fn release_lease(&self, spec: &Spec, lease: LeaseGuard) {
+        if let Err(e) = self
+            .op_in(spec, self.inner.store.release(lease.key(), lease.token()))
+            .await
+        {
+            self.report(Some(&spec.counters), "release", &e);
+        }
+        lease.disarm();
     }
 
     pub(super) fn serve_hit<A: Adapter<O>, O>(&self, spec: &Spec, hit: Hit<A::Value>) -> O {

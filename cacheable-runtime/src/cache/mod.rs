@@ -91,7 +91,7 @@ use crate::codec;
 use crate::context;
 use crate::envelope::{self, Dep, DepRef, KIND_VALUE, now_ms};
 use crate::error::CacheError;
-use crate::flight::{Flight, Flights, LeaseGuard, Outcome};
+use crate::flight::{Flight, FlightGuard, Flights, LeaseGuard, Outcome};
 use crate::key::{self, KeyHasher};
 use crate::log_limit::LogLimiter;
 use crate::options::{CacheOptions, TtlPolicy};
