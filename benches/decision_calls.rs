@@ -15,7 +15,7 @@
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cacheable::{Cache, RateLimitOptions, RateLimiter};
 use cacheable_test_support::RedisServer;
@@ -26,9 +26,8 @@ const POINTS: u32 = 100;
 const WINDOW_SECS: u64 = 60;
 const IDENTITIES: usize = 4096;
 
-/// The original design's script, verbatim (it never denies, see issue 3);
-/// `benches/rate_limit.rs` and `benches/decision_calls.rs` run the same file.
-const ORIGINAL: &str = include_str!("common/original.lua");
+#[path = "common/original.rs"]
+mod original;
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -46,22 +45,7 @@ struct Sides {
 }
 
 async fn original(s: &Sides, key: &str) {
-    let now = u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
-    let r: (String, String) = s
-        .script
-        .key(key)
-        .arg(POINTS)
-        .arg(WINDOW_SECS)
-        .arg(now)
-        .invoke_async(&mut s.conn.clone())
-        .await
-        .expect("original script");
+    let r = original::decide(&mut s.conn.clone(), &s.script, key, POINTS, WINDOW_SECS).await;
     black_box(r);
 }
 
@@ -114,7 +98,7 @@ fn main() {
                 Duration::from_secs(WINDOW_SECS),
             ),
             conn,
-            script: Script::new(ORIGINAL),
+            script: Script::new(original::SCRIPT),
             keys: (0..IDENTITIES).map(|i| format!("bench:u:{i}")).collect(),
             orig_keys: (0..IDENTITIES)
                 .map(|i| format!("orig:bench:u:{i}"))

@@ -16,7 +16,7 @@
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cacheable::{Algorithm, Cache, RateLimitOptions, RateLimiter};
 use cacheable_test_support::RedisServer;
@@ -35,9 +35,8 @@ const POINTS: u32 = 100;
 const WINDOW_SECS: u64 = 60;
 const INTERLEAVED_ROUNDS: u32 = 10;
 
-/// The original design's script, verbatim (it never denies, see issue 3);
-/// `benches/rate_limit.rs` and `benches/decision_calls.rs` run the same file.
-const ORIGINAL: &str = include_str!("common/original.lua");
+#[path = "common/original.rs"]
+mod original;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -67,22 +66,8 @@ async fn original(conn: ConnectionManager, script: Script) {
     for _ in 0..CONCURRENCY {
         let (mut conn, script) = (conn.clone(), script.clone());
         set.spawn(async move {
-            let now = u64::try_from(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis(),
-            )
-            .unwrap();
             let key = format!("orig:{}", identity());
-            let r: (String, String) = script
-                .key(key)
-                .arg(POINTS)
-                .arg(WINDOW_SECS)
-                .arg(now)
-                .invoke_async(&mut conn)
-                .await
-                .expect("original script");
+            let r = original::decide(&mut conn, &script, &key, POINTS, WINDOW_SECS).await;
             black_box(r);
         });
     }
@@ -125,7 +110,7 @@ fn bench(c: &mut Criterion) {
     let points = NonZeroU32::new(POINTS).unwrap();
     let gcra = RateLimitOptions::new(points, window);
     let sliding = RateLimitOptions::new(points, window).algorithm(Algorithm::SlidingWindow);
-    let script = Script::new(ORIGINAL);
+    let script = Script::new(original::SCRIPT);
 
     let mut g = c.benchmark_group("rate_limit_64_concurrent");
     g.throughput(Throughput::Elements(CONCURRENCY));
