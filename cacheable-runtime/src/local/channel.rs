@@ -259,7 +259,7 @@ async fn session(
                 }
                 // Not this instance's own message: its invalidator applied
                 // it (step 6) and does not wait for this registration.
-                let own = msg.from.is_some() && msg.from.as_deref() == Some(id.as_str());
+                let own = msg.from.as_deref() == Some(id.as_str());
                 if let Some(msg_id) = msg.id.filter(|_| !own) {
                     let life = (2 * lease).as_millis().to_string();
                     let reply = msg.reply.as_deref().map(|r| wiring.keys.reply_channel(r));
